@@ -1,0 +1,26 @@
+"""dcpt-law: choose the general/domain data mixture for continual pre-training from small runs.
+
+    >>> import dcpt_law as dl
+    >>> f = dl.fit("small_runs/results/pilot/losses.csv")        # D-CPT Law, both losses
+    >>> dl.predict_ratio("1B", "20B", fit=f, tolerance=0.03)     # best domain share r_d
+
+No torch import: the package needs numpy, scipy, pandas, lmfit and matplotlib only.
+"""
+__version__ = "0.1.0"
+
+from .units import parse_count, format_count  # noqa: E402
+from .table import load_losses  # noqa: E402
+from .laws import LAWS, Law, Param, Term, get_law, register_law  # noqa: E402
+from .fitting import (ExtrapolationWarning, Fit, FitWarning, LawFit, fit, fit_law, load_fit,  # noqa: E402
+                      metrics, monotonicity)
+
+__all__ = [
+    "__version__", "parse_count", "format_count", "load_losses", "LAWS", "Law", "Param", "Term", "get_law",
+    "register_law", "fit", "fit_law", "load_fit", "Fit", "LawFit", "FitWarning", "ExtrapolationWarning",
+    "metrics", "monotonicity",
+]
+from .optimisation import (ComputeResult, LimitedDomainResult, RatioResult, allocate_compute,  # noqa: E402
+                           optimal_ratio_limited_domain, predict_ratio, use_fit)
+
+__all__ += ["predict_ratio", "optimal_ratio_limited_domain", "allocate_compute", "use_fit", "RatioResult",
+            "LimitedDomainResult", "ComputeResult"]

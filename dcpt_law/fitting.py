@@ -1,0 +1,526 @@
+"""Fit a law to a loss table: global search, lmfit polish, diagnostics, bootstrap, JSON I/O.
+
+``fit(table, law="dcpt", target="both")`` returns a :class:`Fit`: one :class:`LawFit` per loss
+(``"domain"`` uses r = r_d, ``"general"`` uses r = r_g = 1 - r_d). Every prediction takes the
+*domain* ratio r_d; the general-loss law converts it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lmfit
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .laws import Law, PowerSumLaw, get_law
+from .search import huber, lm_search, objective
+from .table import LOSS_COLUMNS, base_losses, fit_rows, law_inputs, load_losses, run_groups, single_domain
+from .units import format_count, parse_counts
+
+SCHEMA_VERSION = 1
+TARGETS = ("domain", "general")
+
+
+class FitWarning(UserWarning):
+    """A fit result that needs care: a parameter at a bound, a non-monotone law."""
+
+
+class ExtrapolationWarning(UserWarning):
+    """A prediction far outside the fitted range of N or D."""
+
+
+@dataclass
+class FitSettings:
+    """How a law is fitted. ``delta``: Huber threshold on log-loss residuals."""
+
+    delta: float = 1e-3
+    max_iter: int = 300
+    polish: bool = True
+    bootstrap: int = 0
+    seed: int = 0
+    grid_scale: int = 1  # >1 repeats the start grid with log-uniform jitter (more starts)
+
+
+def _check_distinct(df: pd.DataFrame, law: Law, what: str) -> None:
+    need = {"N": "model_size", "D": "tokens", "r": "domain_ratio"}
+    for feat in law.needs:
+        col = need.get(feat)
+        if col is None:
+            continue
+        k = df[col].nunique()
+        if k < 2:
+            raise ValueError(
+                f"cannot fit the exponent of {col!r} for {what}: the table has {k} distinct value(s) "
+                f"of {col!r} and law {law.name!r} needs at least 2 (ideally 3+); add runs that vary {col!r}"
+            )
+
+
+def _metrics(pred: np.ndarray, obs: np.ndarray, delta: float) -> dict[str, float]:
+    res = np.log(pred) - np.log(obs)
+    ss_res = float(np.sum((obs - pred) ** 2))
+    ss_tot = float(np.sum((obs - obs.mean()) ** 2))
+    return {
+        "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
+        "huber": float(np.mean(huber(res, delta))),
+        "mape": float(np.mean(np.abs(pred / obs - 1.0)) * 100.0),
+        "rmse_log": float(np.sqrt(np.mean(res ** 2))),
+        "n": int(obs.size),
+    }
+
+
+def metrics(pred, obs, delta: float = 1e-3) -> dict[str, float]:
+    """R^2 (on loss), mean Huber and RMSE (on log loss), MAPE (%) of predictions."""
+    return _metrics(np.asarray(pred, float), np.asarray(obs, float), delta)
+
+
+class LawFit:
+    """One law fitted to one loss (target ``"domain"`` or ``"general"``) of one domain."""
+
+    def __init__(self, law: Law, target: str, params: dict[str, float], *, domain: str = "",
+                 stderr: dict | None = None, correl: dict | None = None, metrics: dict | None = None,
+                 ranges: dict | None = None, settings: FitSettings | None = None,
+                 bootstrap: np.ndarray | None = None, objective: float = float("nan"),
+                 n_starts: int = 0, report_text: str = ""):
+        self.law, self.target, self.domain = law, target, domain
+        self.params = dict(params)
+        self.stderr = stderr or {}
+        self.correl = correl or {}
+        self.metrics = metrics or {}
+        self.ranges = ranges or {}
+        self.settings = settings or FitSettings()
+        self.bootstrap = None if bootstrap is None else np.asarray(bootstrap, float)
+        self.objective = objective
+        self.n_starts = n_starts
+        self._report = report_text
+
+    # -- prediction ---------------------------------------------------------------------------
+    def _ratio(self, domain_ratio):
+        r_d = np.asarray(domain_ratio, float)
+        if np.any(~np.isfinite(r_d)) or np.any((r_d < 0) | (r_d > 1)):
+            raise ValueError(f"domain_ratio must be in [0, 1] (the domain share of the mixture), got {domain_ratio!r}")
+        return r_d if self.target == "domain" else 1.0 - r_d
+
+    def _check_inputs(self, N, D, warn=True):
+        if np.any(~np.isfinite(N)) or np.any(N <= 0):
+            raise ValueError(f"model_size must be > 0 parameters, got {N!r}")
+        if np.any(~np.isfinite(D)) or np.any(D <= 0):
+            raise ValueError("tokens must be > 0 for a prediction (the base model at tokens=0 is measured, not predicted)")
+        if warn and self.ranges:
+            for name, x in (("model_size", N), ("tokens", D)):
+                lo, hi = self.ranges.get(name, (None, None))
+                if lo is None:
+                    continue
+                if np.any(x > 10 * hi) or np.any(x < lo / 10):
+                    warnings.warn(
+                        f"{self.target}-loss law: {name} up to {format_count(float(np.max(x)))} (down to "
+                        f"{format_count(float(np.min(x)))}) is more than 10x outside the fitted range "
+                        f"[{format_count(lo)}, {format_count(hi)}]; the prediction is an extrapolation",
+                        ExtrapolationWarning, stacklevel=4)
+
+    def predict(self, model_size, tokens, domain_ratio, *, params=None, warn: bool = True) -> np.ndarray:
+        """Predicted loss (nats) at N = model_size, D = tokens, r_d = domain_ratio (broadcast)."""
+        N = parse_counts(model_size, "model_size")
+        D = parse_counts(tokens, "tokens")
+        r = self._ratio(domain_ratio)
+        self._check_inputs(N, D, warn)
+        return self.law.predict(self.params if params is None else params, N, D, r)
+
+    def predict_samples(self, model_size, tokens, domain_ratio) -> np.ndarray:
+        """Predictions under every bootstrap parameter sample, shape (B, ...)."""
+        if self.bootstrap is None:
+            raise ValueError("this fit has no bootstrap samples: refit with fit(..., bootstrap=200)")
+        names = self.law.param_names
+        return np.stack([self.predict(model_size, tokens, domain_ratio, params=dict(zip(names, row)), warn=False)
+                         for row in self.bootstrap])
+
+    # -- reporting -------------------------------------------------------------------------------
+    def report(self) -> str:
+        lines = [f"[{self.domain or '-'} / {self.target} loss] law {self.law.name}: {self.law.formula}"]
+        lines.append(f"  points {self.metrics.get('n', '?')}, starts {self.n_starts}, Huber objective "
+                     f"{self.objective:.6g} (delta {self.settings.delta:g})")
+        m = self.metrics
+        if m:
+            lines.append(f"  R2 {m['r2']:.5f}   MAPE {m['mape']:.3f}%   RMSE(log) {m['rmse_log']:.5f}   "
+                         f"mean Huber {m['huber']:.3g}")
+        lines.append("  parameter          value       stderr     bootstrap 90%")
+        q = None
+        if self.bootstrap is not None and len(self.bootstrap):
+            q = np.quantile(self.bootstrap, [0.05, 0.95], axis=0)
+        for i, p in enumerate(self.law.params):
+            v = self.params[p.name]
+            se = self.stderr.get(p.name)
+            se_s = f"{se:10.4g}" if se is not None and np.isfinite(se) else "       n/a"
+            ci = f"[{q[0, i]:.4g}, {q[1, i]:.4g}]" if q is not None else ""
+            lines.append(f"  {p.name:<10} {v:14.6g} {se_s}     {ci}")
+        strong = [(k, c) for k, c in self.correl.items() if abs(c) > 0.9]
+        if strong:
+            lines.append("  strong correlations: " + ", ".join(f"{k} {c:+.3f}" for k, c in strong[:6]))
+        if self.ranges:
+            rg = self.ranges
+            lines.append(f"  fitted on N [{format_count(rg['model_size'][0])}, {format_count(rg['model_size'][1])}], "
+                         f"D [{format_count(rg['tokens'][0])}, {format_count(rg['tokens'][1])}], "
+                         f"r_d [{rg['domain_ratio'][0]:g}, {rg['domain_ratio'][1]:g}]")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"<LawFit {self.law.name} {self.target} R2={self.metrics.get('r2', float('nan')):.4f}>"
+
+    # -- serialisation ----------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "law": self.law.name, "formula": self.law.formula, "target": self.target, "domain": self.domain,
+            "params": self.params, "stderr": self.stderr, "correl": self.correl, "metrics": self.metrics,
+            "ranges": self.ranges, "settings": self.settings.__dict__, "objective": self.objective,
+            "n_starts": self.n_starts,
+            "bootstrap": None if self.bootstrap is None else self.bootstrap.tolist(),
+            "bounds": {p.name: [p.lower, p.upper] for p in self.law.params},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LawFit":
+        law = get_law(d["law"])
+        if law.param_names != list(d["params"]):
+            raise ValueError(f"saved fit of law {d['law']!r} has parameters {list(d['params'])}, "
+                             f"but the registered law has {law.param_names}")
+        return cls(law, d["target"], d["params"], domain=d.get("domain", ""), stderr=d.get("stderr"),
+                   correl=d.get("correl"), metrics=d.get("metrics"),
+                   ranges={k: tuple(v) for k, v in (d.get("ranges") or {}).items()},
+                   settings=FitSettings(**d.get("settings", {})),
+                   bootstrap=None if d.get("bootstrap") is None else np.asarray(d["bootstrap"], float),
+                   objective=d.get("objective", float("nan")), n_starts=d.get("n_starts", 0))
+
+
+class Fit:
+    """The fitted laws of one domain: ``fit["domain"]``, ``fit["general"]``.
+
+    ``base_losses``: measured base-model losses per model size (tokens == 0 rows), used as L_g0.
+    """
+
+    def __init__(self, fits: dict[str, LawFit], *, domain: str = "", base: pd.DataFrame | None = None,
+                 source: dict | None = None):
+        self.fits, self.domain = dict(fits), domain
+        self.base_losses = base if base is not None else pd.DataFrame(columns=["general_loss", "domain_loss"])
+        self.source = source or {}
+
+    def __getitem__(self, target: str) -> LawFit:
+        if target not in self.fits:
+            raise KeyError(f"this fit has no {target!r}-loss law (fitted: {list(self.fits)}); refit with target='both'")
+        return self.fits[target]
+
+    @property
+    def law(self) -> str:
+        return next(iter(self.fits.values())).law.name
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.fits)
+
+    @property
+    def params(self) -> dict[str, dict[str, float]]:
+        return {t: dict(f.params) for t, f in self.fits.items()}
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        return pd.DataFrame({t: f.metrics for t, f in self.fits.items()}).T
+
+    @property
+    def has_bootstrap(self) -> bool:
+        return all(f.bootstrap is not None for f in self.fits.values())
+
+    def predict(self, model_size, tokens, domain_ratio, target: str | None = None):
+        """Predicted losses. With ``target`` an array (or float for scalar inputs); otherwise a
+        DataFrame with columns model_size, tokens, domain_ratio and ``<target>_loss`` per law."""
+        if target is not None:
+            out = self[target].predict(model_size, tokens, domain_ratio)
+            return float(out) if np.ndim(out) == 0 else out
+        N, D, r = np.broadcast_arrays(parse_counts(model_size, "model_size"), parse_counts(tokens, "tokens"),
+                                      np.asarray(domain_ratio, float))
+        df = pd.DataFrame({"model_size": N.ravel(), "tokens": D.ravel(), "domain_ratio": r.ravel()})
+        for t, f in self.fits.items():
+            df[LOSS_COLUMNS[t]] = np.ravel(f.predict(N, D, r))
+        return df
+
+    def report(self) -> str:
+        head = f"D-CPT fit, domain {self.domain!r}, law {self.law}"
+        if self.source.get("file"):
+            head += f", from {self.source['file']} (sha256 {self.source.get('sha256', '')[:12]})"
+        parts = [head] + [f.report() for f in self.fits.values()]
+        if len(self.base_losses):
+            parts.append("base-model losses (tokens = 0): " + ", ".join(
+                f"N={format_count(n)}: L_g0={row.general_loss:.4f}" for n, row in self.base_losses.iterrows()))
+        return "\n".join(parts)
+
+    def __repr__(self):
+        return f"<Fit {self.law} domain={self.domain!r} targets={self.targets}>"
+
+    def _repr_pretty_(self, p, cycle):  # IPython
+        p.text(self.report())
+
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": SCHEMA_VERSION, "package": "dcpt-law", "package_version": __version__,
+            "domain": self.domain, "law": self.law, "source": self.source,
+            "base_losses": {repr(float(n)): {"general_loss": float(r.general_loss), "domain_loss": float(r.domain_loss)}
+                            for n, r in self.base_losses.iterrows()},
+            "fits": {t: f.to_dict() for t, f in self.fits.items()},
+        }
+
+    def save(self, path) -> Path:
+        """Write the fit as JSON (atomically: temp file + rename). Never pickles."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(_jsonable(self.to_dict()), indent=1, allow_nan=True)
+        _atomic_write(path, text)
+        return path
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Fit":
+        if d.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"fit file schema_version {d.get('schema_version')!r} is not {SCHEMA_VERSION}: "
+                             "refit with this version of dcpt-law")
+        base = pd.DataFrame.from_dict(d.get("base_losses", {}), orient="index")
+        if len(base):
+            base.index = base.index.astype(float)
+            base.index.name = "model_size"
+        return cls({t: LawFit.from_dict(v) for t, v in d["fits"].items()}, domain=d.get("domain", ""),
+                   base=base if len(base) else None, source=d.get("source"))
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    return x
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_fit(path) -> Fit:
+    """Read a fit written by :meth:`Fit.save`."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"fit file {str(path)!r} does not exist: make one with `dcpt fit LOSSES --out {path}`")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"fit file {str(path)!r} is not valid JSON ({exc})") from None
+    return Fit.from_dict(d)
+
+
+# --- the fitting procedure ------------------------------------------------------------------------
+
+def start_points(law: Law, ctx: dict, loss_scale: float, grid_scale: int = 1, seed: int = 0) -> np.ndarray:
+    """The law's start grid; ``grid_scale`` > 1 adds jittered copies (more starts)."""
+    grid = law.start_grid(ctx, loss_scale)
+    if grid_scale > 1:
+        rng = np.random.default_rng(seed)
+        lo, hi = law.raw_bounds()
+        extra = grid[None] + rng.normal(0, 0.3, (grid_scale - 1,) + grid.shape)
+        grid = np.clip(np.concatenate([grid[None], extra]).reshape(-1, grid.shape[1]), lo, hi)
+    return grid
+
+
+def _polish(law: Law, N, D, r, y, value0: np.ndarray, delta: float):
+    """lmfit least_squares(loss='huber', f_scale=delta) from value0 in natural parametrisation.
+
+    Its cost 0.5*f^2*rho((res/f)^2) equals the Huber loss exactly, so it is the same objective.
+    Returns (values, stderr, correl, report) or None when it fails.
+    """
+    ctx = law.prepare(N, D, r, centre={"N": 0.0, "D": 0.0, "K": 0.0}) if isinstance(law, PowerSumLaw) \
+        else law.prepare(N, D, r)
+    logy = np.log(y)
+    params = lmfit.Parameters()
+    for p, v in zip(law.params, value0):
+        if p.log:
+            params.add(f"log_{p.name}", value=float(np.log(v)), min=float(np.log(p.lower)), max=float(np.log(p.upper)))
+            params.add(p.name, expr=f"exp(log_{p.name})")
+        else:
+            params.add(p.name, value=float(np.clip(v, p.lower, p.upper)), min=p.lower, max=p.upper)
+    raw_names = [f"log_{p.name}" if p.log else p.name for p in law.params]
+
+    def residual(ps):
+        theta = np.array([[ps[k].value for k in raw_names]])
+        with np.errstate(all="ignore"):
+            res = law.log_predict(theta, ctx)[0] - logy
+        return np.where(np.isfinite(res), res, 1e3)
+
+    try:
+        out = lmfit.minimize(residual, params, method="least_squares", loss="huber", f_scale=delta,
+                             x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
+    except Exception:  # noqa: BLE001 - a failed polish keeps the global-search optimum
+        return None
+    values = np.array([out.params[p.name].value for p in law.params])
+    stderr = {p.name: (float(out.params[p.name].stderr) if out.params[p.name].stderr is not None else float("nan"))
+              for p in law.params}
+    correl = {}
+    for i, a in enumerate(raw_names):
+        for b in raw_names[i + 1:]:
+            c = (out.params[a].correl or {}).get(b)
+            if c is not None:
+                correl[f"{a}~{b}"] = float(c)
+    return values, stderr, correl, lmfit.fit_report(out)
+
+
+def _bound_warnings(lf: LawFit) -> None:
+    for p in lf.law.params:
+        if isinstance(lf.law, PowerSumLaw) and p.log and p.name not in ("E", "eps"):
+            continue  # wide safety rails on centred coefficients, not modelling choices
+        v = lf.params[p.name]
+        span = (np.log(p.upper) - np.log(p.lower)) if p.log else (p.upper - p.lower)
+        pos = (np.log(v) - np.log(p.lower)) / span if p.log else (v - p.lower) / span
+        if pos < 1e-4 or pos > 1 - 1e-4:
+            side = "lower" if pos < 0.5 else "upper"
+            bound = p.lower if side == "lower" else p.upper
+            warnings.warn(
+                f"{lf.domain}/{lf.target}-loss law {lf.law.name!r}: parameter {p.name!r} = {v:.4g} ended at its "
+                f"{side} bound {bound:g}; the data do not pin it down (more sizes, tokens or ratios help)",
+                FitWarning, stacklevel=3)
+
+
+def monotonicity(lf: LawFit, n_grid: int = 25) -> dict[str, float]:
+    """Largest relative increase of the fitted law along r (of the evaluated corpus) and along D
+    over the fitted range. 0 means monotone decreasing, as a loss law should be."""
+    rg = lf.ranges
+    Ns = np.geomspace(*rg["model_size"], 3)
+    Ds = np.geomspace(*rg["tokens"], n_grid)
+    rd = np.linspace(*rg["domain_ratio"], n_grid)
+    N, D, R = np.meshgrid(Ns, Ds, rd, indexing="ij")
+    L = lf.law.predict(lf.params, N, D, lf._ratio(R))
+    # along r of the evaluated corpus: r_d for domain, r_g = 1 - r_d for general
+    dr = np.diff(L, axis=2) * (1 if lf.target == "domain" else -1)
+    dD = np.diff(L, axis=1)
+    return {"r": float(max(0.0, np.max(dr / L[:, :, 1:]))), "D": float(max(0.0, np.max(dD / L[:, 1:, :])))}
+
+
+def _monotone_warning(lf: LawFit, tol: float = 1e-4) -> None:
+    mono = monotonicity(lf)
+    for var, inc in mono.items():
+        if inc > tol:
+            what = "its own ratio r" if var == "r" else "tokens D"
+            warnings.warn(
+                f"{lf.domain}/{lf.target}-loss law {lf.law.name!r} is not monotone decreasing in {what} over the "
+                f"fitted range (rises by up to {inc * 100:.2f}% between grid points); recommendations that rely "
+                "on it there deserve a check against measured runs", FitWarning, stacklevel=3)
+
+
+def fit_law(df: pd.DataFrame, law="dcpt", target: str = "domain", *, domain: str = "",
+            settings: FitSettings | None = None, warn: bool = True, starts: np.ndarray | None = None) -> LawFit:
+    """Fit one law to one loss on rows ``df`` (tokens > 0, one domain already selected)."""
+    law = get_law(law)
+    settings = settings or FitSettings()
+    _check_distinct(df, law, f"the {target} loss")
+    X = law_inputs(df, target)
+    ctx = law.prepare(X["N"], X["D"], X["r"])
+    logy = np.log(X["loss"])
+    theta0 = starts if starts is not None else start_points(law, ctx, float(np.median(X["loss"])),
+                                                            settings.grid_scale, settings.seed)
+    res = lm_search(law, ctx, logy, theta0, delta=settings.delta, max_iter=settings.max_iter)
+    best = res.best
+    values = law.natural(res.theta[best], ctx)
+    obj = float(res.objective[best])
+    stderr, correl, text = {}, {}, ""
+    if settings.polish:
+        pol = _polish(law, X["N"], X["D"], X["r"], X["loss"], values, settings.delta)
+        if pol is not None:
+            v2, stderr, correl, text = pol
+            o2 = float(objective(law, law.raw(v2[None], ctx), ctx, logy, 1.0, settings.delta)[0])
+            if o2 <= obj:
+                values, obj = v2, o2
+    params = dict(zip(law.param_names, map(float, values)))
+    pred = law.predict(params, X["N"], X["D"], X["r"])
+    ranges = {c: (float(df[c].min()), float(df[c].max())) for c in ("model_size", "tokens", "domain_ratio")}
+    lf = LawFit(law, target, params, domain=domain, stderr=stderr, correl=correl,
+                metrics=_metrics(pred, X["loss"], settings.delta), ranges=ranges, settings=settings,
+                objective=obj, n_starts=len(theta0), report_text=text)
+    lf._search = res  # kept for bootstrap warm starts (not serialised)
+    if settings.bootstrap:
+        lf.bootstrap = _bootstrap(lf, df, X, ctx, logy, res, settings)
+    if warn:
+        _bound_warnings(lf)
+        if "r" in law.needs and "D" in law.needs:
+            _monotone_warning(lf)
+    return lf
+
+
+def _bootstrap(lf: LawFit, df, X, ctx, logy, res, settings: FitSettings) -> np.ndarray:
+    """Refit on ``settings.bootstrap`` resamples of whole runs (not rows), all batched.
+
+    Each resample starts from the k best distinct optima of the full search, so a resample that
+    moves to another basin can still find it. Returns natural parameters (B, P).
+    """
+    rng = np.random.default_rng(settings.seed + 1)
+    groups = run_groups(df)
+    n_groups = groups.max() + 1
+    B = settings.bootstrap
+    counts = np.stack([np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups) for _ in range(B)])
+    weights = counts[:, groups].astype(float)  # (B, n)
+    seeds = res.theta[res.distinct(4)]
+    k = len(seeds)
+    theta0 = np.repeat(seeds[None], B, axis=0).reshape(B * k, -1)
+    W = np.repeat(weights, k, axis=0)
+    out = lm_search(lf.law, ctx, logy, theta0, weights=W, delta=settings.delta, max_iter=settings.max_iter)
+    f = out.objective.reshape(B, k)
+    best = out.theta.reshape(B, k, -1)[np.arange(B), np.argmin(f, axis=1)]
+    return lf.law.natural(best, ctx)
+
+
+def _source_info(table, df: pd.DataFrame) -> dict:
+    info = {}
+    if isinstance(table, (str, os.PathLike)):
+        p = Path(table)
+        info["file"] = str(p)
+        info["sha256"] = hashlib.sha256(p.read_bytes()).hexdigest()
+    info["rows"] = int(len(df))
+    fitted = df[df["tokens"] > 0]
+    info["model_sizes"] = sorted(map(float, fitted["model_size"].unique()))
+    info["tokens"] = [float(fitted["tokens"].min()), float(fitted["tokens"].max())] if len(fitted) else []
+    info["ratios"] = sorted(map(float, fitted["domain_ratio"].unique()))
+    if "git_commit" in df.columns:
+        info["git_commits"] = sorted(map(str, df["git_commit"].dropna().unique()))[:5]
+    return info
+
+
+def fit(table, law="dcpt", target: str = "both", domain: str | None = None, *, bootstrap: int = 0,
+        delta: float = 1e-3, seed: int = 0, grid_scale: int = 1, polish: bool = True, warn: bool = True) -> Fit:
+    """Fit ``law`` to a loss table (DataFrame or CSV/Parquet path).
+
+    target: ``"domain"``, ``"general"`` or ``"both"``. domain: which domain of the table (needed
+    when it holds several). bootstrap: number of run-level resamples kept for 90% intervals.
+    """
+    if target not in ("domain", "general", "both"):
+        raise ValueError(f"target={target!r}: use 'domain', 'general' or 'both'")
+    if bootstrap < 0:
+        raise ValueError(f"bootstrap={bootstrap!r} must be >= 0 (number of resamples, e.g. 200)")
+    df_all = load_losses(table)
+    dom = single_domain(df_all, domain)
+    rows = fit_rows(df_all, dom)
+    if len(rows) == 0:
+        raise ValueError(f"domain {dom!r} has no rows with tokens > 0 to fit: run the CPT stage of the sweep")
+    settings = FitSettings(delta=delta, bootstrap=bootstrap, seed=seed, grid_scale=grid_scale, polish=polish)
+    targets = TARGETS if target == "both" else (target,)
+    fits = {t: fit_law(rows, law, t, domain=dom, settings=settings, warn=warn) for t in targets}
+    return Fit(fits, domain=dom, base=base_losses(df_all, dom), source=_source_info(table, df_all))

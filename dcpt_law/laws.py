@@ -1,0 +1,367 @@
+"""Scaling laws of validation loss in model size N, CPT tokens D and mixture ratio r.
+
+Units: N in parameters, D in tokens, r a share in [0, 1] (r_d for the domain loss, r_g = 1 - r_d
+for the general loss), loss in nats per token.
+
+Built-in laws (:data:`LAWS`):
+
+==============  ======================================================================
+``dcpt``        L = E + A/N^alpha + B*r^eta/D^beta + C/(r+eps)^gamma      (D-CPT Law, 9 params)
+``chinchilla``  L = E + A/N^alpha + B/D^beta                              (fixed r, 5 params)
+``additive``    L = E + A/N^alpha + B/D^beta + C/(r+eps)^gamma            (no D x r term, 8)
+``effective``   L = E + A/N^alpha + B/(D*(r+eps))^beta                    (effective data, 6)
+==============  ======================================================================
+
+Every built-in law is a *power sum*: a sum of terms ``coef * prod(feature ** (sign*exponent))``.
+For these the fitter works on log L = logsumexp(log terms) with an analytic Jacobian, on
+centred features (log N - mean log N, log D - mean log D) so that coefficients are O(loss)
+whatever the scale. Users can register any other law with :func:`register_law`; it is fitted
+with a finite-difference Jacobian.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+# Features a power-sum term can use. "r+eps" depends on the fitted eps.
+FEATURES = ("N", "D", "r", "r+eps", "K")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One fitted parameter.
+
+    ``log=True`` means the fitter works with log(value) (coefficients, eps); bounds and grid are
+    in natural units. For power-sum coefficients the grid is in units of the observed loss
+    (a coefficient's term at the data's centre equals ``grid value * median loss``).
+    """
+
+    name: str
+    lower: float
+    upper: float
+    grid: tuple[float, ...]
+    log: bool = False
+    doc: str = ""
+
+    def to_raw(self, value):
+        return np.log(value) if self.log else np.asarray(value, float)
+
+    def from_raw(self, raw):
+        return np.exp(raw) if self.log else np.asarray(raw, float)
+
+
+@dataclass(frozen=True)
+class Term:
+    """``coef * prod_j feature_j ** (sign_j * exponent_j)``; ``powers`` = ((exponent, feature, sign), ...)."""
+
+    coef: str
+    powers: tuple[tuple[str, str, float], ...] = ()
+
+
+class Law:
+    """A loss law L(N, D, r; params). Subclasses implement :meth:`log_predict`.
+
+    ``predict(params, N, D, r)`` evaluates in natural units with numpy broadcasting.
+    """
+
+    name: str
+    formula: str
+    params: tuple[Param, ...]
+    needs: tuple[str, ...] = ("N", "D", "r")  # inputs whose variation identifies the law
+
+    @property
+    def param_names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+    @property
+    def n_params(self) -> int:
+        return len(self.params)
+
+    # -- raw (fitting) space -------------------------------------------------------------
+    def raw_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        lo = np.array([p.to_raw(p.lower) for p in self.params], float)
+        hi = np.array([p.to_raw(p.upper) for p in self.params], float)
+        return lo, hi
+
+    def prepare(self, N, D, r, K=None) -> dict:
+        """Precompute what log_predict needs for fixed data (features, centring)."""
+        return {"N": np.asarray(N, float), "D": np.asarray(D, float), "r": np.asarray(r, float),
+                "K": None if K is None else np.asarray(K, float)}
+
+    def start_grid(self, ctx: dict, loss_scale: float) -> np.ndarray:
+        """Cartesian grid of starting points in raw space, shape (S, P)."""
+        axes = []
+        for p in self.params:
+            axes.append(np.array([p.to_raw(v) for v in p.grid], float))
+        mesh = np.meshgrid(*axes, indexing="ij")
+        return np.stack([m.ravel() for m in mesh], axis=1)
+
+    def log_predict(self, theta: np.ndarray, ctx: dict, jac: bool = False):
+        """log L for raw parameters theta (S, P) on prepared data: (S, n) [, Jacobian (S, n, P)]."""
+        raise NotImplementedError
+
+    def natural(self, theta: np.ndarray, ctx: dict) -> np.ndarray:
+        """Raw (possibly centred) parameters -> natural values, shape (..., P)."""
+        theta = np.asarray(theta, float)
+        return np.stack([p.from_raw(theta[..., i]) for i, p in enumerate(self.params)], axis=-1)
+
+    def raw(self, values: np.ndarray, ctx: dict) -> np.ndarray:
+        values = np.asarray(values, float)
+        return np.stack([p.to_raw(values[..., i]) for i, p in enumerate(self.params)], axis=-1)
+
+    def predict(self, params: Mapping[str, float], N, D, r, K=None) -> np.ndarray:
+        """L(N, D, r) in nats, natural parameters given by name; inputs broadcast."""
+        N, D, r = np.broadcast_arrays(np.asarray(N, float), np.asarray(D, float), np.asarray(r, float))
+        shape = N.shape
+        if K is not None:
+            K = np.broadcast_to(np.asarray(K, float), shape).ravel()
+        ctx = self.prepare(N.ravel(), D.ravel(), r.ravel(), K)
+        values = np.array([params[n] for n in self.param_names], float)
+        theta = self.raw(values[None, :], ctx)
+        return np.exp(self.log_predict(theta, ctx)[0]).reshape(shape)
+
+    def __repr__(self) -> str:
+        return f"<Law {self.name!r}: {self.formula}>"
+
+
+class PowerSumLaw(Law):
+    """L = sum_k coef_k * prod_j feature_kj ** (sign_kj * exponent_kj), fitted as logsumexp."""
+
+    def __init__(self, name: str, formula: str, terms: Sequence[Term], params: Sequence[Param], doc: str = ""):
+        self.name, self.formula, self.terms, self.params = name, formula, tuple(terms), tuple(params)
+        self.__doc__ = doc or formula
+        idx = {p.name: i for i, p in enumerate(self.params)}
+        for t in self.terms:
+            if t.coef not in idx:
+                raise ValueError(f"law {name!r}: term coefficient {t.coef!r} is not a parameter")
+            for e, feat, _ in t.powers:
+                if e not in idx or feat not in FEATURES:
+                    raise ValueError(f"law {name!r}: bad power ({e!r}, {feat!r}); features are {FEATURES}")
+        self._idx = idx
+        feats = {f for t in self.terms for _, f, _ in t.powers}
+        self.needs = tuple(f for f in ("N", "D", "r", "K") if f in feats or (f == "r" and "r+eps" in feats))
+        if "r+eps" in feats and "eps" not in idx:
+            raise ValueError(f"law {name!r} uses r+eps but has no 'eps' parameter")
+
+    # Centring: coef_c * (x / x0)^(-a) == coef * x^(-a) with coef = coef_c * x0^a (sign -1).
+    def prepare(self, N, D, r, K=None, centre: dict | None = None) -> dict:
+        N, D, r = (np.asarray(a, float) for a in (N, D, r))
+        if centre is None:
+            centre = {"N": float(np.mean(np.log(N))), "D": float(np.mean(np.log(D))),
+                      "K": float(np.mean(np.log(K))) if K is not None else 0.0}
+        with np.errstate(divide="ignore"):
+            logr = np.log(r)
+        ctx = {
+            "centre": centre,
+            "logN": np.log(N) - centre["N"],
+            "logD": np.log(D) - centre["D"],
+            "r": r,
+            "r0": r <= 0,
+            "logr": np.where(r > 0, logr, 0.0),
+        }
+        if K is not None:
+            ctx["logK"] = np.log(np.asarray(K, float)) - centre["K"]
+        return ctx
+
+    def _shift(self, theta: np.ndarray, ctx: dict, direction: float) -> np.ndarray:
+        """Move log coefficients between centred and natural parametrisation."""
+        out = np.array(theta, float, copy=True)
+        for t in self.terms:
+            for e, feat, sign in t.powers:
+                if feat in ("N", "D", "K"):
+                    out[..., self._idx[t.coef]] += direction * (-sign) * theta[..., self._idx[e]] * ctx["centre"][feat]
+        return out
+
+    def natural(self, theta, ctx):
+        return Law.natural(self, self._shift(np.asarray(theta, float), ctx, +1.0), ctx)
+
+    def raw(self, values, ctx):
+        return self._shift(Law.raw(self, values, ctx), ctx, -1.0)
+
+    def start_grid(self, ctx, loss_scale):
+        axes = []
+        coefs = {t.coef for t in self.terms}
+        for p in self.params:
+            vals = np.array(p.grid, float) * (loss_scale if p.name in coefs else 1.0)
+            axes.append(p.to_raw(vals))
+        mesh = np.meshgrid(*axes, indexing="ij")
+        return np.stack([m.ravel() for m in mesh], axis=1)
+
+    def log_predict(self, theta, ctx, jac=False):
+        theta = np.atleast_2d(np.asarray(theta, float))
+        S, P = theta.shape
+        n = ctx["r"].shape[0]
+        eps_i = self._idx.get("eps")
+        if eps_i is not None:
+            eps = np.exp(theta[:, eps_i])[:, None]
+            r_eps = ctx["r"][None, :] + eps
+            log_r_eps = np.log(r_eps)
+        logs = []
+        grads = []  # per term: list of (param index, d t / d theta) with broadcastable arrays
+        for t in self.terms:
+            ti = self._idx[t.coef]
+            val = np.broadcast_to(theta[:, ti:ti + 1], (S, n)).copy()
+            g = [(ti, 1.0)]
+            zero_mask = None
+            for e, feat, sign in t.powers:
+                ei = self._idx[e]
+                a = theta[:, ei:ei + 1]
+                if feat == "N":
+                    phi = ctx["logN"][None, :]
+                elif feat == "D":
+                    phi = ctx["logD"][None, :]
+                elif feat == "K":
+                    phi = ctx["logK"][None, :]
+                elif feat == "r":
+                    phi = ctx["logr"][None, :]
+                    # r = 0: r^a = 0 for a > 0 (term vanishes), 1 for a == 0
+                    zm = ctx["r0"][None, :] & (sign * a > 0)
+                    zero_mask = zm if zero_mask is None else (zero_mask | zm)
+                else:  # r+eps
+                    phi = log_r_eps
+                    g.append((eps_i, sign * a * eps / r_eps))
+                val += sign * a * phi
+                g.append((ei, sign * phi))
+            if zero_mask is not None:
+                val = np.where(zero_mask, -np.inf, val)
+            logs.append(val)
+            grads.append(g)
+        T = np.stack(logs)  # (K, S, n)
+        m = T.max(axis=0)
+        w = np.exp(T - m)
+        s = w.sum(axis=0)
+        logL = m + np.log(s)
+        if not jac:
+            return logL
+        p = w / s  # softmax weights per term
+        J = np.zeros((S, n, P))
+        for k, g in enumerate(grads):
+            for i, d in g:
+                J[:, :, i] += p[k] * d
+        return logL, J
+
+
+class FunctionLaw(Law):
+    """A user law: ``func(N, D, r, **params) -> L`` in natural units, broadcasting over arrays.
+
+    Fitted with a central finite-difference Jacobian in raw space (log for ``log=True`` params).
+    """
+
+    def __init__(self, name, func, params, formula="", needs=("N", "D", "r")):
+        self.name, self.func, self.params = name, func, tuple(params)
+        self.formula = formula or getattr(func, "__doc__", None) or name
+        self.needs = tuple(needs)
+
+    def log_predict(self, theta, ctx, jac=False):
+        theta = np.atleast_2d(np.asarray(theta, float))
+
+        def f(th):
+            values = Law.natural(self, th, ctx)
+            kw = {p.name: values[:, i:i + 1] for i, p in enumerate(self.params)}
+            with np.errstate(all="ignore"):
+                out = self.func(ctx["N"][None, :], ctx["D"][None, :], ctx["r"][None, :], **kw)
+                return np.log(np.maximum(np.asarray(out, float), 1e-300))
+
+        logL = f(theta)
+        if not jac:
+            return logL
+        S, P = theta.shape
+        J = np.empty((S, logL.shape[1], P))
+        for i in range(P):
+            h = 1e-6 * np.maximum(1.0, np.abs(theta[:, i:i + 1]))
+            up, dn = theta.copy(), theta.copy()
+            up[:, i:i + 1] += h
+            dn[:, i:i + 1] -= h
+            J[:, :, i] = (f(up) - f(dn)) / (2 * h)
+        return logL, J
+
+
+# --- the built-in laws ---------------------------------------------------------------------
+# Coefficient grids are in units of the median observed loss (see PowerSumLaw.start_grid).
+_E = Param("E", 1e-4, 1e3, (0.2, 0.5, 0.8), log=True, doc="irreducible loss (nats)")
+_A = Param("A", 1e-12, 1e15, (0.03, 0.3), log=True, doc="model-size coefficient")
+_ALPHA = Param("alpha", 0.0, 4.0, (0.1, 0.4, 1.0), doc="model-size exponent")
+_B = Param("B", 1e-12, 1e15, (0.03, 0.3), log=True, doc="data coefficient")
+_BETA = Param("beta", 0.0, 4.0, (0.1, 0.4, 1.0), doc="data exponent")
+_ETA = Param("eta", 0.0, 4.0, (0.05, 0.5), doc="ratio exponent of the data term")
+_C = Param("C", 1e-12, 1e15, (0.01, 0.1, 0.3), log=True, doc="ratio coefficient")
+_GAMMA = Param("gamma", 0.0, 4.0, (0.1, 0.5, 1.5), doc="ratio exponent")
+_EPS = Param("eps", 1e-6, 10.0, (0.01, 0.3), log=True, doc="ratio offset (keeps r = 0 finite)")
+
+LAWS: dict[str, Law] = {}
+
+
+def _add(law: Law) -> Law:
+    LAWS[law.name] = law
+    return law
+
+
+DCPT = _add(PowerSumLaw(
+    "dcpt", "L = E + A/N^alpha + B*r^eta/D^beta + C/(r+eps)^gamma",
+    [Term("E"), Term("A", (("alpha", "N", -1),)), Term("B", (("eta", "r", 1), ("beta", "D", -1))),
+     Term("C", (("gamma", "r+eps", -1),))],
+    [_E, _A, _ALPHA, _B, _BETA, _ETA, _C, _GAMMA, _EPS],
+    doc="D-CPT Law (Que et al. 2024, eq. 4): loss in nats of a model of N parameters after D CPT "
+        "tokens with share r of the evaluated corpus in the mixture.",
+))
+CHINCHILLA = _add(PowerSumLaw(
+    "chinchilla", "L = E + A/N^alpha + B/D^beta",
+    [Term("E"), Term("A", (("alpha", "N", -1),)), Term("B", (("beta", "D", -1),))],
+    [_E, _A, _ALPHA, _B, _BETA],
+    doc="Chinchilla (Hoffmann et al. 2022): fit at one fixed mixture ratio; ignores r.",
+))
+ADDITIVE = _add(PowerSumLaw(
+    "additive", "L = E + A/N^alpha + B/D^beta + C/(r+eps)^gamma",
+    [Term("E"), Term("A", (("alpha", "N", -1),)), Term("B", (("beta", "D", -1),)),
+     Term("C", (("gamma", "r+eps", -1),))],
+    [_E, _A, _ALPHA, _B, _BETA, _C, _GAMMA, _EPS],
+    doc="Additive baseline: the ratio enters as its own term, with no D x r interaction.",
+))
+EFFECTIVE = _add(PowerSumLaw(
+    "effective", "L = E + A/N^alpha + B/(D*(r+eps))^beta",
+    [Term("E"), Term("A", (("alpha", "N", -1),)), Term("B", (("beta", "D", -1), ("beta", "r+eps", -1)))],
+    [_E, _A, _ALPHA, _B, _BETA, _EPS],
+    doc="Effective-data baseline: only the D*r tokens of the evaluated corpus count.",
+))
+RATIO_LAWS = ("dcpt", "additive", "effective")  # laws that model r
+
+
+def register_law(name: str, func: Callable | None = None, *, params: Sequence[Param] | None = None,
+                 formula: str = "", terms: Sequence[Term] | None = None, needs=("N", "D", "r"),
+                 overwrite: bool = False) -> Law:
+    """Register a law under ``name`` for ``fit(..., law=name)`` and ``evaluate``.
+
+    Either ``func(N, D, r, **params) -> loss`` (fitted with a finite-difference Jacobian) or
+    ``terms`` (a power sum, analytic Jacobian). ``params`` gives names, bounds and start grid::
+
+        register_law("mylaw", lambda N, D, r, E, A, a: E + A / (N * D) ** a,
+                     params=[Param("E", 1e-3, 10, (1, 2), log=True),
+                             Param("A", 1e-6, 1e9, (10, 1e3), log=True),
+                             Param("a", 0, 2, (0.2, 0.5))])
+    """
+    if not name or not isinstance(name, str):
+        raise ValueError("register_law: name must be a non-empty string")
+    if name in LAWS and not overwrite:
+        raise ValueError(f"law {name!r} is already registered: pick another name or pass overwrite=True")
+    if not params:
+        raise ValueError(f"register_law({name!r}): give params=[Param(name, lower, upper, grid), ...]")
+    for p in params:
+        if not (p.lower < p.upper) or not p.grid or any(not (p.lower <= g <= p.upper) for g in p.grid):
+            raise ValueError(f"law {name!r}, parameter {p.name!r}: need lower < upper and grid values inside the bounds")
+    if (func is None) == (terms is None):
+        raise ValueError(f"register_law({name!r}): give exactly one of func= or terms=")
+    law = (PowerSumLaw(name, formula or name, terms, params) if terms is not None
+           else FunctionLaw(name, func, params, formula, needs))
+    LAWS[name] = law
+    return law
+
+
+def get_law(law) -> Law:
+    """A law object from its name (or the object itself)."""
+    if isinstance(law, Law):
+        return law
+    if law not in LAWS:
+        raise ValueError(f"unknown law {law!r}: registered laws are {sorted(LAWS)}; add one with register_law()")
+    return LAWS[law]

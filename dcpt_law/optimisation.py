@@ -1,0 +1,280 @@
+"""The three uses of a fitted D-CPT Law (Que et al. 2024, section 4).
+
+1. :func:`predict_ratio`: min_r L_d(N, D, r)  s.t.  (L_g(N, D, 1-r) - L_g0) / L_g0 <= T.
+2. :func:`optimal_ratio_limited_domain`: only D_dom domain tokens exist; min_r L_d(N, D_dom/r, r).
+3. :func:`allocate_compute`: fixed compute C = 6 N D at ratio r; min over N of L_d(N, C/(6N), r).
+
+Searches over r are exact to ~1e-9: a dense scan brackets every candidate, then Brent's method
+(minimum) and brentq (constraint boundary) refine it.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import brentq, minimize_scalar
+
+from .fitting import Fit, load_fit
+from .units import format_count, parse_count
+
+_CURRENT: Fit | None = None
+_SCAN = 2001
+
+
+def use_fit(fit_or_path) -> Fit:
+    """Set the default fit used when ``fit=None`` (a :class:`Fit` or a JSON path)."""
+    global _CURRENT
+    _CURRENT = fit_or_path if isinstance(fit_or_path, Fit) else load_fit(fit_or_path)
+    return _CURRENT
+
+
+def _resolve(fit) -> Fit:
+    if fit is None:
+        if _CURRENT is None:
+            raise ValueError("no fit given: pass fit=... or call dcpt_law.use_fit('fits/NAME.json') first")
+        return _CURRENT
+    if isinstance(fit, (str, Path)):
+        return load_fit(fit)
+    return fit
+
+
+def _interval(samples: list[float]):
+    s = np.asarray([x for x in samples if np.isfinite(x)])
+    return (float(np.quantile(s, 0.05)), float(np.quantile(s, 0.95))) if s.size else None
+
+
+def _minimise_1d(func, lo: float, hi: float, n: int = _SCAN) -> float:
+    """Global minimiser of a smooth 1-D function on [lo, hi]: dense scan + Brent polish."""
+    xs = np.linspace(lo, hi, n)
+    ys = func(xs)
+    ys = np.where(np.isfinite(ys), ys, np.inf)
+    i = int(np.argmin(ys))
+    a, b = xs[max(i - 1, 0)], xs[min(i + 1, n - 1)]
+    if b - a <= 0:
+        return float(xs[i])
+    res = minimize_scalar(lambda x: float(func(np.array([x]))[0]), bounds=(a, b), method="bounded",
+                          options={"xatol": 1e-10})
+    cands = [(float(ys[i]), float(xs[i]))]
+    if np.isfinite(res.fun):
+        cands.append((float(res.fun), float(res.x)))
+    return min(cands)[1]
+
+
+@dataclass
+class RatioResult:
+    """Answer of :func:`predict_ratio`. ``float(result)`` is the recommended domain ratio r_d."""
+
+    ratio: float
+    domain_loss: float
+    general_loss: float
+    base_general_loss: float
+    tolerance: float
+    constraint_active: bool
+    feasible: bool = True
+    model_size: float = float("nan")
+    tokens: float = float("nan")
+    interval: tuple[float, float] | None = None
+    domain_loss_interval: tuple[float, float] | None = None
+
+    def __float__(self) -> float:
+        return float(self.ratio)
+
+    @property
+    def general_loss_increase(self) -> float:
+        return (self.general_loss - self.base_general_loss) / self.base_general_loss
+
+    def __repr__(self) -> str:
+        ci = f" (90% CI {self.interval[0]:.3f}-{self.interval[1]:.3f})" if self.interval else ""
+        bind = "binding" if self.constraint_active else "not binding"
+        feas = "" if self.feasible else "  [INFEASIBLE: no ratio meets the tolerance; shown: least general-loss increase]"
+        return (f"RatioResult(N={format_count(self.model_size)}, D={format_count(self.tokens)}: domain ratio "
+                f"r_d={self.ratio:.4f}{ci}; domain loss {self.domain_loss:.4f}, general loss {self.general_loss:.4f} "
+                f"({self.general_loss_increase * 100:+.2f}% vs base {self.base_general_loss:.4f}, "
+                f"tolerance {self.tolerance * 100:.1f}%, {bind}){feas}")
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["general_loss_increase"] = self.general_loss_increase
+        return d
+
+
+def _base_general_loss(fit: Fit, N: float, given) -> float:
+    if given is not None:
+        v = float(given)
+        if not np.isfinite(v) or v <= 0:
+            raise ValueError(f"base_general_loss={given!r} must be a positive loss (nats per token)")
+        return v
+    base = fit.base_losses
+    if len(base):
+        match = base.index[np.isclose(base.index.to_numpy(float), N, rtol=1e-6)]
+        if len(match):
+            return float(base.loc[match[0], "general_loss"])
+    known = ", ".join(format_count(n) for n in base.index) if len(base) else "none"
+    raise ValueError(
+        f"no base-model general loss L_g0 for model_size={format_count(N)} (the fit's table has tokens=0 rows for: "
+        f"{known}); pass base_general_loss=<your base model's general validation loss before CPT>")
+
+
+def _solve_ratio(dom, gen, L_g0, T):
+    """Exact constrained minimiser. dom/gen: r_d array -> loss. Returns (r, feasible, active).
+
+    The feasible set {r: L_g(r) <= (1+T) L_g0} may be several intervals (non-monotone fits):
+    each is found on a dense scan, its ends refined by brentq, its minimum by Brent.
+    """
+    bound = L_g0 * (1.0 + T)
+    xs = np.linspace(0.0, 1.0, _SCAN)
+    feas = gen(xs) <= bound
+    if not feas.any():
+        return _minimise_1d(gen, 0.0, 1.0), False, True
+    slack = lambda x: float(bound - gen(np.array([x]))[0])  # noqa: E731
+    cands = []  # (domain loss, r, on a constraint boundary)
+    i = 0
+    while i < _SCAN:
+        if not feas[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < _SCAN and feas[j + 1]:
+            j += 1
+        a = xs[i] if i == 0 else brentq(slack, xs[i - 1], xs[i], xtol=1e-12)
+        b = xs[j] if j == _SCAN - 1 else brentq(slack, xs[j], xs[j + 1], xtol=1e-12)
+        r = _minimise_1d(dom, a, b, n=max(3, j - i + 1))
+        cands.append((float(dom(np.array([r]))[0]), r, False))
+        cands += [(float(dom(np.array([a]))[0]), a, i > 0), (float(dom(np.array([b]))[0]), b, j < _SCAN - 1)]
+        i = j + 1
+    loss, r, on_boundary = min(cands)
+    return float(r), True, bool(on_boundary)
+
+
+def predict_ratio(model_size, tokens, *, fit=None, tolerance: float = 0.03, base_general_loss=None,
+                  warn: bool = True) -> RatioResult:
+    """Usage 1: the domain ratio r_d that minimises the predicted domain loss while the general
+    loss rises at most ``tolerance`` (relative) above the base model's L_g0.
+
+    model_size: N (parameters, "7B" accepted); tokens: D (CPT tokens, "100B" accepted).
+    L_g0: ``base_general_loss``, else the fit table's tokens == 0 row for that size.
+    """
+    f = _resolve(fit)
+    N, D = parse_count(model_size, "model_size"), parse_count(tokens, "tokens")
+    if not (np.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"tolerance={tolerance!r} must be >= 0 (e.g. 0.03 for a 3% rise of general loss)")
+    L_g0 = _base_general_loss(f, N, base_general_loss)
+    fd, fg = f["domain"], f["general"]
+    fd.predict(N, D, 0.5, warn=warn)  # input checks + extrapolation warning, once
+
+    def solve(pd_, pg_):
+        dom = lambda r: fd.predict(N, D, r, params=pd_, warn=False)  # noqa: E731
+        gen = lambda r: fg.predict(N, D, r, params=pg_, warn=False)  # noqa: E731
+        return _solve_ratio(dom, gen, L_g0, tolerance)
+
+    r, feasible, active = solve(None, None)
+    Ld = float(fd.predict(N, D, r, warn=False))
+    Lg = float(fg.predict(N, D, r, warn=False))
+    result = RatioResult(r, Ld, Lg, L_g0, tolerance, active, feasible, N, D)
+    if not feasible and warn:
+        warnings.warn(f"no domain ratio keeps the general loss within {tolerance:.1%} of L_g0={L_g0:.4f} at "
+                      f"N={format_count(N)}, D={format_count(D)}; returned the ratio with the least increase",
+                      UserWarning, stacklevel=2)
+    if f.has_bootstrap:
+        names_d, names_g = fd.law.param_names, fg.law.param_names
+        rs, lds = [], []
+        for bd, bg in zip(fd.bootstrap, fg.bootstrap):
+            pd_, pg_ = dict(zip(names_d, bd)), dict(zip(names_g, bg))
+            rb = solve(pd_, pg_)[0]
+            rs.append(rb)
+            lds.append(float(fd.predict(N, D, rb, params=pd_, warn=False)))
+        result.interval, result.domain_loss_interval = _interval(rs), _interval(lds)
+    return result
+
+
+@dataclass
+class LimitedDomainResult:
+    """Usage 2 answer: with ``domain_tokens`` of domain data, train D = domain_tokens / ratio tokens."""
+
+    ratio: float
+    tokens: float
+    domain_loss: float
+    model_size: float
+    domain_tokens: float
+    interval: tuple[float, float] | None = None
+
+    def __float__(self):
+        return float(self.ratio)
+
+    def __repr__(self):
+        ci = f" (90% CI {self.interval[0]:.3f}-{self.interval[1]:.3f})" if self.interval else ""
+        return (f"LimitedDomainResult(N={format_count(self.model_size)}, domain tokens {format_count(self.domain_tokens)}: "
+                f"r_d={self.ratio:.4f}{ci}, total CPT tokens {format_count(self.tokens)}, domain loss {self.domain_loss:.4f})")
+
+
+def optimal_ratio_limited_domain(model_size, domain_tokens, *, fit=None, min_ratio: float = 1e-3,
+                                 warn: bool = True) -> LimitedDomainResult:
+    """Usage 2: min over r_d in [min_ratio, 1] of L_d(N, domain_tokens / r_d, r_d).
+
+    All domain data is used once; the rest of the D = domain_tokens / r_d tokens is general data.
+    ``min_ratio`` caps the total budget at domain_tokens / min_ratio.
+    """
+    f = _resolve(fit)
+    N, Dd = parse_count(model_size, "model_size"), parse_count(domain_tokens, "domain_tokens")
+    if Dd <= 0:
+        raise ValueError(f"domain_tokens={domain_tokens!r} must be > 0")
+    if not 0 < min_ratio < 1:
+        raise ValueError(f"min_ratio={min_ratio!r} must be in (0, 1)")
+    fd = f["domain"]
+    fd.predict(N, Dd, 1.0, warn=warn)
+
+    def best(params):
+        obj = lambda r: fd.predict(N, Dd / r, r, params=params, warn=False)  # noqa: E731
+        return _minimise_1d(obj, min_ratio, 1.0)
+
+    r = best(None)
+    res = LimitedDomainResult(r, Dd / r, float(fd.predict(N, Dd / r, r, warn=False)), N, Dd)
+    if fd.bootstrap is not None:
+        res.interval = _interval([best(dict(zip(fd.law.param_names, b))) for b in fd.bootstrap])
+    return res
+
+
+@dataclass
+class ComputeResult:
+    """Usage 3 answer: the model size and token count that minimise L_d at compute C = 6 N D."""
+
+    model_size: float
+    tokens: float
+    domain_loss: float
+    flops: float
+    domain_ratio: float
+    interval: tuple[float, float] | None = None  # 90% interval of the optimal model size
+
+    def __repr__(self):
+        ci = f" (90% CI {format_count(self.interval[0])}-{format_count(self.interval[1])})" if self.interval else ""
+        return (f"ComputeResult(C={self.flops:.3g} FLOPs at r_d={self.domain_ratio:g}: N={format_count(self.model_size)}{ci}, "
+                f"D={format_count(self.tokens)} tokens, domain loss {self.domain_loss:.4f})")
+
+
+def allocate_compute(flops, domain_ratio: float, *, fit=None, n_range=(1e5, 1e13)) -> ComputeResult:
+    """Usage 3: with C = 6 N D FLOPs at domain ratio r_d, the N (and D = C / 6N) minimising L_d.
+
+    The search runs over log N in ``n_range`` (parameters).
+    """
+    f = _resolve(fit)
+    C = parse_count(flops, "flops")
+    if C <= 0:
+        raise ValueError(f"flops={flops!r} must be > 0")
+    if not 0 <= domain_ratio <= 1:
+        raise ValueError(f"domain_ratio={domain_ratio!r} must be in [0, 1]")
+    fd = f["domain"]
+    lo, hi = np.log(n_range[0]), np.log(min(n_range[1], C / 6.0))
+    if hi <= lo:
+        raise ValueError(f"flops={C:.3g} is too small for model sizes >= {n_range[0]:.3g}")
+
+    def best(params):
+        obj = lambda x: fd.predict(np.exp(x), C / (6 * np.exp(x)), domain_ratio, params=params, warn=False)  # noqa: E731
+        return float(np.exp(_minimise_1d(obj, lo, hi)))
+
+    N = best(None)
+    res = ComputeResult(N, C / (6 * N), float(fd.predict(N, C / (6 * N), domain_ratio)), C, domain_ratio)
+    if fd.bootstrap is not None:
+        res.interval = _interval([best(dict(zip(fd.law.param_names, b))) for b in fd.bootstrap])
+    return res
