@@ -1,0 +1,554 @@
+"""Sweeps: a TOML config -> base models -> CPT runs -> ``<out>/losses.csv``.
+
+Config (``small_runs/configs/pilot.toml`` is a full example)::
+
+    name = "pilot"
+    sizes = ["xs", "s", "m"]            # from small_runs.models.LADDER
+    domains = ["code"]
+    ratios = [0, 0.1, 0.2, 0.333333, 0.5, 0.666667, 0.8, 0.9, 1]   # default: the paper's nine
+    seeds = [0]
+    base_tokens = 2_000_000             # general-corpus pre-training per size
+    cpt_tokens = 1_000_000              # tokens per CPT run
+    eval_points = 8                     # exponentially spaced from first_eval_tokens to cpt_tokens
+    first_eval_tokens = 32_768
+    [train]                             # small_runs.training.TrainConfig fields
+    batch_size = 32
+
+Every run is an independent, picklable :class:`RunJob`. Results are appended atomically (temp
+file + rename, under a file lock) when a run finishes; a finished run is skipped on re-run; a
+killed run resumes from its checkpoint with the same data order and gives the same rows.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore
+
+PAPER_RATIOS = (0.0, 0.1, 0.2, 1 / 3, 0.5, 2 / 3, 0.8, 0.9, 1.0)
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A sweep config that cannot run; raised before any training starts."""
+
+
+@dataclass
+class SweepConfig:
+    name: str = "sweep"
+    sizes: list = field(default_factory=lambda: ["xs", "s", "m"])
+    domains: list = field(default_factory=lambda: ["code"])
+    ratios: list = field(default_factory=lambda: list(PAPER_RATIOS))
+    seeds: list = field(default_factory=lambda: [0])
+    base_tokens: int = 2_000_000
+    cpt_tokens: int = 1_000_000
+    eval_points: int = 8
+    first_eval_tokens: int = 32_768
+    eval_tokens_list: list = field(default_factory=list)  # explicit evaluation token counts
+    vocab_size: int = 4096
+    general_domain: str = "general"
+    out: str = ""          # default small_runs/results/<name>
+    cache: str = ""        # default $DCPT_CACHE or ~/.cache/dcpt-law
+    corpora: str = ""      # corpus root (folder with manifest.json); default <cache>/corpora
+    hf_path: str = ""      # local Hugging Face model folder to use as the base instead of tiny Llamas
+    train: dict = field(default_factory=dict)
+    slurm: dict = field(default_factory=dict)
+
+    # -- derived --------------------------------------------------------------------------------
+    def eval_at(self) -> list[int]:
+        if self.eval_tokens_list:
+            return sorted(int(x) for x in self.eval_tokens_list)
+        pts = np.geomspace(self.first_eval_tokens, self.cpt_tokens, self.eval_points)
+        return sorted({int(round(p)) for p in pts})
+
+    def train_config(self):
+        from .training import TrainConfig
+
+        return TrainConfig(**self.train)
+
+    def out_dir(self) -> Path:
+        return Path(self.out or PACKAGE_ROOT / "small_runs" / "results" / self.name)
+
+    def cache_dir(self) -> Path:
+        from .corpora import cache_dir
+
+        return cache_dir(self.cache or None)
+
+    def corpus_root(self) -> Path:
+        if self.corpora:
+            p = Path(self.corpora)
+            return p if p.is_absolute() else (PACKAGE_ROOT / p if not p.exists() else p)
+        return self.cache_dir() / "corpora"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_config(path) -> SweepConfig:
+    """Read and validate a sweep TOML; every problem is a :class:`ConfigError` before training."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config {str(path)!r} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path}: not valid TOML ({exc})") from None
+    known = {f.name for f in fields(SweepConfig)}
+    if "eval_tokens" in raw:
+        raw["eval_tokens_list"] = raw.pop("eval_tokens")
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"config {path}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+    cfg = SweepConfig(**raw)
+    if not cfg.out:
+        cfg.out = str(PACKAGE_ROOT / "small_runs" / "results" / cfg.name)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: SweepConfig, check_corpora: bool = True) -> None:
+    from .corpora import DOMAINS, load_manifest
+    from .models import LADDER
+    from .training import TrainConfig
+
+    bad = [s for s in cfg.sizes if s not in LADDER] if not cfg.hf_path else []
+    if bad or not cfg.sizes:
+        raise ConfigError(f"sizes: unknown {bad or 'empty list'}; use names from the ladder {list(LADDER)}")
+    known_domains = set(DOMAINS)
+    if check_corpora and Path(cfg.corpus_root(), "manifest.json").exists():
+        known_domains |= set(load_manifest(cfg.corpus_root()))
+    bad = [d for d in cfg.domains if d not in known_domains or d == cfg.general_domain]
+    if bad or not cfg.domains:
+        raise ConfigError(f"domains: unknown {bad or 'empty list'}; known domain corpora: {sorted(known_domains - {cfg.general_domain})}")
+    bad = [r for r in cfg.ratios if not isinstance(r, (int, float)) or not 0 <= r <= 1]
+    if bad or not cfg.ratios:
+        raise ConfigError(f"ratios: {bad or 'empty list'} outside [0, 1]; give domain shares such as 0.25 (not 25)")
+    if len(set(cfg.ratios)) != len(cfg.ratios):
+        raise ConfigError(f"ratios: duplicates in {cfg.ratios}")
+    if cfg.cpt_tokens <= 0 or cfg.base_tokens < 0:
+        raise ConfigError("cpt_tokens must be > 0 and base_tokens >= 0")
+    unknown = sorted(set(cfg.train) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise ConfigError(f"[train]: unknown key(s) {unknown}; known: {[f.name for f in fields(TrainConfig)]}")
+    tc = cfg.train_config()
+    if tc.schedule not in ("constant", "cosine", "wsd"):
+        raise ConfigError(f"[train] schedule={tc.schedule!r}: use constant, cosine or wsd")
+    ev = cfg.eval_at()
+    if ev[-1] > cfg.cpt_tokens or ev[0] <= 0:
+        raise ConfigError(f"evaluation points {ev[0]}..{ev[-1]} must lie in (0, cpt_tokens={cfg.cpt_tokens}]: "
+                          "lower first_eval_tokens / eval_tokens or raise cpt_tokens")
+    if len(ev) < 2:
+        raise ConfigError("need at least 2 distinct evaluation token counts per run (8 or more recommended)")
+    if check_corpora:
+        from .corpora import is_prepared
+
+        root = cfg.corpus_root()
+        missing = [d for d in [cfg.general_domain, *cfg.domains] if not is_prepared(root, d)]
+        if missing:
+            raise ConfigError(f"corpora {missing} are not prepared in {root}: run `dcpt data prepare --domains "
+                              f"{' '.join(missing)}`" + (f" --cache {cfg.cache}" if cfg.cache else ""))
+
+
+# --- jobs -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunJob:
+    """One unit of work: a base model (ratio None) or a CPT run. Picklable."""
+
+    config: dict
+    size: str
+    seed: int
+    domain: str = ""
+    ratio: float | None = None
+
+    @property
+    def cfg(self) -> SweepConfig:
+        return SweepConfig(**self.config)
+
+    @property
+    def is_base(self) -> bool:
+        return self.ratio is None
+
+    def base_key(self) -> str:
+        c = self.cfg
+        blob = {"size": self.size, "seed": self.seed, "base_tokens": c.base_tokens, "vocab": c.vocab_size,
+                "train": asdict(c.train_config()), "tokenizer": tokenizer_for(c)[1], "hf": c.hf_path}
+        blob["train"].pop("checkpoint_every", None)
+        blob["train"].pop("device", None)
+        blob["train"].pop("compile", None)
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
+
+    def run_id(self) -> str:
+        if self.is_base:
+            return f"base-{self.size}-s{self.seed}-{self.base_key()}"
+        c = self.cfg
+        blob = {"base": self.base_key(), "domain": self.domain, "ratio": round(float(self.ratio), 6),
+                "cpt_tokens": c.cpt_tokens, "eval_at": c.eval_at()}
+        h = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.domain}-{self.size}-r{float(self.ratio):.3f}-s{self.seed}-{h}"
+
+    def tokens(self) -> int:
+        c = self.cfg
+        return c.base_tokens if self.is_base else c.cpt_tokens
+
+
+def plan(cfg: SweepConfig) -> tuple[list[RunJob], list[RunJob]]:
+    """Base jobs (one per size and seed) and CPT jobs (size x domain x ratio x seed)."""
+    d = cfg.to_dict()
+    bases = [RunJob(d, s, seed) for s in cfg.sizes for seed in cfg.seeds]
+    cpt = [RunJob(d, s, seed, dom, float(r)) for s in cfg.sizes for dom in cfg.domains
+           for r in cfg.ratios for seed in cfg.seeds]
+    return bases, cpt
+
+
+# --- shared resources (cached per process) --------------------------------------------------------
+
+_TOKENIZERS: dict = {}
+_SHARDS: dict = {}
+
+
+def tokenizer_for(cfg: SweepConfig):
+    from .tokenizer import load_tokenizer, train_tokenizer
+    from .corpora import load_manifest
+
+    key = (str(cfg.corpus_root()), cfg.vocab_size, cfg.hf_path)
+    if key not in _TOKENIZERS:
+        if cfg.hf_path:
+            _TOKENIZERS[key] = load_tokenizer(cfg.hf_path)
+        else:
+            root = cfg.corpus_root()
+            _TOKENIZERS[key] = train_tokenizer(root, cfg.cache_dir(), sorted(load_manifest(root)), cfg.vocab_size)
+    return _TOKENIZERS[key]
+
+
+def shard(cfg: SweepConfig, domain: str, split: str):
+    from .tokenizer import open_shard, tokenize_split
+
+    tok, tkey = tokenizer_for(cfg)
+    key = (tkey, str(cfg.corpus_root()), domain, split)
+    if key not in _SHARDS:
+        path = tokenize_split(tok, tkey, cfg.corpus_root(), cfg.cache_dir(), domain, split)
+        _SHARDS[key] = open_shard(path)
+    return _SHARDS[key]
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=PACKAGE_ROOT, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PACKAGE_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+# --- the loss table -------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(path) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def append_rows(path: Path, rows: list[dict]) -> None:
+    """Append rows to the CSV atomically (whole new file + rename, under a lock). Never rewrites
+    existing rows; new columns are added at the end."""
+    import pandas as pd
+
+    with _locked(path):
+        new = pd.DataFrame(rows)
+        if path.exists():
+            old = pd.read_csv(path)
+            cols = list(old.columns) + [c for c in new.columns if c not in old.columns]
+            out = pd.concat([old, new], ignore_index=True)[cols]
+        else:
+            out = new
+        tmp = path.with_suffix(".csv.tmp")
+        out.to_csv(tmp, index=False, float_format="%.8g")
+        os.replace(tmp, path)
+
+
+def finished_runs(path: Path) -> set[str]:
+    import pandas as pd
+
+    if not path.exists():
+        return set()
+    return set(pd.read_csv(path, usecols=["run_id"])["run_id"].astype(str))
+
+
+# --- executing one job ----------------------------------------------------------------------------
+
+def _base_path(job: RunJob) -> Path:
+    return job.cfg.cache_dir() / "bases" / f"{job.base_key()}.safetensors"
+
+
+def _load_base(job: RunJob, device):
+    from safetensors.torch import load_file
+
+    from .models import ModelSpec, build_model
+
+    cfg = job.cfg
+    spec = ModelSpec(job.size, cfg.vocab_size, cfg.train_config().seq_len, cfg.hf_path)
+    model = build_model(spec, seed=job.seed)
+    path = _base_path(job)
+    if path.exists():
+        state = load_file(str(path))
+        model.load_state_dict(state, strict=False)  # tied head is stored once
+        return model, True
+    return model, False
+
+
+def _evaluator(cfg: SweepConfig, domains: list[str], device):
+    from .training import estimate_loss, eval_windows
+
+    tc = cfg.train_config()
+    sets = {d: eval_windows(shard(cfg, d, "val")[0], tc) for d in domains}
+
+    def evaluate(model):
+        return {f"loss_{d}": estimate_loss(model, w, device) for d, w in sets.items()}
+    return evaluate
+
+
+def _common_columns(job: RunJob, counts: dict, device) -> dict:
+    import dcpt_law
+
+    cfg, tc = job.cfg, job.cfg.train_config()
+    _, tkey = tokenizer_for(cfg)
+    return {
+        "seed": job.seed, "size_name": job.size, "total_params": counts["total"],
+        "base_tokens": cfg.base_tokens, "lr": tc.lr, "schedule": tc.schedule, "batch_size": tc.batch_size,
+        "seq_len": tc.seq_len, "vocab_size": cfg.vocab_size, "tokenizer": tkey, "device": str(device),
+        "package_version": dcpt_law.__version__, "git_commit": git_commit(), "sweep": cfg.name,
+    }
+
+
+def run_base(job: RunJob, progress=None, log=print) -> list[dict]:
+    """Train (or load) the base model for job.size/seed; return its tokens == 0 rows, one per domain."""
+    import torch
+    from safetensors.torch import save_file
+
+    from .models import count_params
+    from .training import pick_device, train
+
+    cfg, tc = job.cfg, job.cfg.train_config()
+    device = pick_device(tc.device)
+    model, cached = _load_base(job, device)
+    t0 = time.time()
+    if not cached and cfg.base_tokens > 0 and not cfg.hf_path:
+        general = shard(cfg, cfg.general_domain, "train")[0]
+        log(f"base {job.size} (seed {job.seed}): pre-training {cfg.base_tokens:,} general tokens")
+        ckpt = cfg.out_dir() / "checkpoints" / f"{job.run_id()}.pt"
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        base_tc = replace(tc, schedule="cosine") if tc.schedule == "wsd" else tc
+        train(model, general, None, 0.0, cfg.base_tokens, [cfg.base_tokens], lambda m: {}, base_tc, device,
+              seed=10_000 + job.seed, checkpoint=str(ckpt), progress=progress)
+        path = _base_path(job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+        save_file(state, str(path) + ".tmp")
+        os.replace(str(path) + ".tmp", path)
+        ckpt.unlink(missing_ok=True)
+    model.to(device)
+    evaluate = _evaluator(cfg, [cfg.general_domain, *cfg.domains], device)
+    losses = evaluate(model)
+    counts = count_params(model)
+    common = _common_columns(job, counts, device)
+    rows = []
+    for d in cfg.domains:
+        rows.append({"domain": d, "model_size": counts["non_embedding"], "tokens": 0, "domain_ratio": 0.0,
+                     "general_loss": losses[f"loss_{cfg.general_domain}"], "domain_loss": losses[f"loss_{d}"],
+                     "run_id": job.run_id(), **common, "step": 0, "train_loss": float("nan"),
+                     "wall_s": time.time() - t0, **_bpt(cfg, d)})
+    return rows
+
+
+def _bpt(cfg: SweepConfig, domain: str) -> dict:
+    return {"general_bytes_per_token": shard(cfg, cfg.general_domain, "val")[1]["bytes_per_token"],
+            "domain_bytes_per_token": shard(cfg, domain, "val")[1]["bytes_per_token"]}
+
+
+def run_cpt(job: RunJob, progress=None, log=print) -> list[dict]:
+    """Continue pre-training the cached base on the job's mixture; return its loss-table rows."""
+    from .models import count_params
+    from .training import pick_device, train
+
+    cfg, tc = job.cfg, job.cfg.train_config()
+    device = pick_device(tc.device)
+    model, cached = _load_base(job, device)
+    if not cached and cfg.base_tokens > 0 and not cfg.hf_path:
+        raise RuntimeError(f"base model for {job.size} seed {job.seed} is missing: run its base job first")
+    general = shard(cfg, cfg.general_domain, "train")[0]
+    domain = shard(cfg, job.domain, "train")[0]
+    evaluate = _evaluator(cfg, [cfg.general_domain, job.domain], device)
+    ckpt = cfg.out_dir() / "checkpoints" / f"{job.run_id()}.pt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    counts = count_params(model)
+    rows = train(model, general, domain, float(job.ratio), cfg.cpt_tokens, cfg.eval_at(), evaluate, tc, device,
+                 seed=job.seed, checkpoint=str(ckpt), progress=progress)
+    common = _common_columns(job, counts, device)
+    out = []
+    for r in rows:
+        out.append({"domain": job.domain, "model_size": counts["non_embedding"], "tokens": r["tokens"],
+                    "domain_ratio": float(job.ratio), "general_loss": r[f"loss_{cfg.general_domain}"],
+                    "domain_loss": r[f"loss_{job.domain}"], "run_id": job.run_id(), **common, "step": r["step"],
+                    "train_loss": r["train_loss"], "wall_s": r["wall_s"], **_bpt(cfg, job.domain)})
+    ckpt.unlink(missing_ok=True)
+    return out
+
+
+def execute(job: RunJob, progress=None, log=print) -> str:
+    """Run one job unless finished, append its rows; returns its run_id. The launchers call this."""
+    path = job.cfg.out_dir() / "losses.csv"
+    rid = job.run_id()
+    if rid in finished_runs(path):
+        return rid
+    rows = run_base(job, progress, log) if job.is_base else run_cpt(job, progress, log)
+    append_rows(path, rows)
+    return rid
+
+
+# --- estimates and launchers ----------------------------------------------------------------------
+
+def measure_throughput(cfg: SweepConfig, size: str, steps: int = 3) -> float:
+    """Training tokens/s of one size on this machine, timed over a few steps (random tokens)."""
+    import torch
+
+    from .models import ModelSpec, build_model
+    from .training import make_optimizer, pick_device, train_step
+
+    tc = cfg.train_config()
+    device = pick_device(tc.device)
+    model = build_model(ModelSpec(size, cfg.vocab_size, tc.seq_len)).to(device)
+    opt = make_optimizer(model, tc, device)
+    x = torch.randint(0, cfg.vocab_size, (tc.batch_size, tc.seq_len), device=device)
+    train_step(model, opt, x, x, tc.lr, tc, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        train_step(model, opt, x, x, tc.lr, tc, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * tc.tokens_per_step / (time.perf_counter() - t)
+
+
+def job_tokens(job: RunJob) -> float:
+    """Tokens a job trains, including WSD cool-down branches and evaluation forwards (~1/3 cost)."""
+    cfg, tc = job.cfg, job.cfg.train_config()
+    if job.is_base:
+        return float(cfg.base_tokens)
+    extra = tc.cooldown_frac * sum(cfg.eval_at()) if tc.schedule == "wsd" else 0.0
+    evals = len(cfg.eval_at()) * 2 * tc.eval_tokens / 3
+    return cfg.cpt_tokens + extra + evals
+
+
+def dry_run(cfg: SweepConfig, log=print) -> dict:
+    """List the runs with FLOPs (6 N_total D) and time estimated from measured throughput."""
+    from .models import ModelSpec, build_model, count_params
+
+    bases, cpt = plan(cfg)
+    done = finished_runs(cfg.out_dir() / "losses.csv")
+    rate, params = {}, {}
+    for s in cfg.sizes:
+        params[s] = count_params(build_model(ModelSpec(s, cfg.vocab_size, cfg.train_config().seq_len)))
+        rate[s] = measure_throughput(cfg, s)
+    total_s, total_f = 0.0, 0.0
+    log(f"{'run':<46} {'N (non-emb)':>12} {'tokens':>10} {'FLOPs':>9} {'est. time':>10} status")
+    for job in bases + cpt:
+        toks = job_tokens(job)
+        flops = 6 * params[job.size]["total"] * toks
+        secs = toks / rate[job.size]
+        status = "done" if job.run_id() in done else "todo"
+        if status == "todo":
+            total_s += secs
+            total_f += flops
+        log(f"{job.run_id()[:46]:<46} {params[job.size]['non_embedding']:>12,} {int(toks):>10,} {flops:>9.2e} "
+            f"{secs / 60:>9.1f}m {status}")
+    log(f"{len(bases)} base + {len(cpt)} CPT runs; to do: {total_f:.3g} FLOPs, about {total_s / 60:.1f} min here "
+        f"(measured: " + ", ".join(f"{s} {rate[s] / 1e3:.0f}K tok/s" for s in cfg.sizes) + ")")
+    return {"seconds": total_s, "flops": total_f, "runs": len(bases) + len(cpt)}
+
+
+def run_sweep(cfg: SweepConfig, launcher: str = "local", log=print, executor=None) -> Path:
+    """Run every unfinished job of the sweep; returns the path of losses.csv.
+
+    launcher: ``local`` (this process), ``slurm`` (submitit; ``executor`` may be any submitit
+    executor, e.g. ``submitit.LocalExecutor`` in tests), ``ray`` (Ray tasks).
+    """
+    out = cfg.out_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "losses.csv"
+    (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "git_commit": git_commit()}, indent=1))
+    # prepare the tokenizer and every shard once, before any job (jobs then only read)
+    for d in [cfg.general_domain, *cfg.domains]:
+        shard(cfg, d, "train"), shard(cfg, d, "val")
+    bases, cpt = plan(cfg)
+    done = finished_runs(path)
+    todo_b = [j for j in bases if j.run_id() not in done]
+    todo_c = [j for j in cpt if j.run_id() not in done]
+    skipped = len(bases) + len(cpt) - len(todo_b) - len(todo_c)
+    log(f"sweep {cfg.name!r}: {len(todo_b)} base + {len(todo_c)} CPT runs to do, {skipped} finished and skipped "
+        f"-> {path}")
+    if launcher == "local":
+        from tqdm.auto import tqdm
+
+        total = sum(job_tokens(j) for j in todo_b + todo_c)
+        with tqdm(total=int(total), unit="tok", unit_scale=True, desc=cfg.name, dynamic_ncols=True) as bar:
+            for job in todo_b + todo_c:
+                bar.set_postfix_str(job.run_id()[:32])
+                before = bar.n
+                execute(job, progress=bar.update, log=lambda m: bar.write(m))
+                bar.update(max(0, int(before + job_tokens(job)) - bar.n))
+    elif launcher == "slurm":
+        if executor is None:
+            try:
+                import submitit
+            except ImportError:
+                raise ConfigError("launcher 'slurm' needs submitit: pip install 'dcpt-law[slurm]'") from None
+            executor = submitit.AutoExecutor(folder=str(out / "submitit"))
+            executor.update_parameters(**(cfg.slurm or {"timeout_min": 120, "gpus_per_node": 1}))
+        for stage in (todo_b, todo_c):
+            if stage:
+                jobs = executor.map_array(execute, stage)
+                for j in jobs:
+                    j.result()
+    elif launcher == "ray":
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("launcher 'ray' needs ray: pip install 'dcpt-law[ray]'") from None
+        if not ray.is_initialized():
+            ray.init()
+        task = ray.remote(num_gpus=1 if _has_cuda() else 0)(execute)
+        for stage in (todo_b, todo_c):
+            ray.get([task.remote(j) for j in stage])
+    else:
+        raise ConfigError(f"launcher={launcher!r}: use local, slurm or ray")
+    return path
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
