@@ -24,3 +24,6 @@ from .optimisation import (ComputeResult, LimitedDomainResult, RatioResult, allo
 
 __all__ += ["predict_ratio", "optimal_ratio_limited_domain", "allocate_compute", "use_fit", "RatioResult",
             "LimitedDomainResult", "ComputeResult"]
+from .evaluation import SPLITS, evaluate, folds, summary  # noqa: E402
+
+__all__ += ["evaluate", "folds", "summary", "SPLITS"]

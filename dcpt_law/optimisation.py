@@ -129,7 +129,7 @@ def _solve_ratio(dom, gen, L_g0, T):
     if not feas.any():
         return _minimise_1d(gen, 0.0, 1.0), False, True
     slack = lambda x: float(bound - gen(np.array([x]))[0])  # noqa: E731
-    cands = []  # (domain loss, r, on a constraint boundary)
+    cands = []  # (domain loss, r)
     i = 0
     while i < _SCAN:
         if not feas[i]:
@@ -141,11 +141,11 @@ def _solve_ratio(dom, gen, L_g0, T):
         a = xs[i] if i == 0 else brentq(slack, xs[i - 1], xs[i], xtol=1e-12)
         b = xs[j] if j == _SCAN - 1 else brentq(slack, xs[j], xs[j + 1], xtol=1e-12)
         r = _minimise_1d(dom, a, b, n=max(3, j - i + 1))
-        cands.append((float(dom(np.array([r]))[0]), r, False))
-        cands += [(float(dom(np.array([a]))[0]), a, i > 0), (float(dom(np.array([b]))[0]), b, j < _SCAN - 1)]
+        cands += [(float(dom(np.array([x]))[0]), float(x)) for x in (r, a, b)]
         i = j + 1
-    loss, r, on_boundary = min(cands)
-    return float(r), True, bool(on_boundary)
+    loss, r = min(cands)
+    # binding: the optimum sits where the general-loss constraint holds with equality
+    return r, True, abs(slack(r)) <= 1e-7 * bound
 
 
 def predict_ratio(model_size, tokens, *, fit=None, tolerance: float = 0.03, base_general_loss=None,

@@ -1,0 +1,125 @@
+"""Generalisation report: the paper's four settings (Que et al. 2024, section 3.3).
+
+- ``all``: fit on every point, score on the same points;
+- ``model_size``: leave one model size out;
+- ``tokens``: per run, fit on the first two thirds of its evaluation points (in token order),
+  test on the last third;
+- ``ratio``: hold out 2 ratios, every pair.
+
+All folds of a split are fitted in one batched search: fold f is a 0/1 weight mask over the
+points. Each fold starts from its ``starts_per_fold`` best grid points (screened by their
+objective on that fold's training points), each polished by Levenberg-Marquardt.
+"""
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from .fitting import TARGETS, _check_distinct, _metrics, start_points
+from .laws import RATIO_LAWS, get_law
+from .search import lm_search, objective
+from .table import fit_rows, law_inputs, load_losses, run_groups, single_domain
+
+SPLITS = ("all", "model_size", "tokens", "ratio")
+
+
+def folds(df: pd.DataFrame, split: str) -> list[tuple[str, np.ndarray]]:
+    """(fold name, boolean test mask) for a split; the rest of the rows train."""
+    n = len(df)
+    if split == "all":
+        return [("all", np.zeros(n, bool))]
+    if split == "model_size":
+        return [(f"N={int(s)}", (df["model_size"] == s).to_numpy()) for s in sorted(df["model_size"].unique())]
+    if split == "tokens":
+        test = np.zeros(n, bool)
+        groups = run_groups(df)
+        tokens = df["tokens"].to_numpy()
+        for g in np.unique(groups):
+            idx = np.flatnonzero(groups == g)
+            order = idx[np.argsort(tokens[idx], kind="stable")]
+            k = int(np.ceil(len(order) * 2 / 3))
+            test[order[k:]] = True
+        return [("last third of tokens", test)]
+    if split == "ratio":
+        ratios = sorted(df["domain_ratio"].unique())
+        if len(ratios) < 4:
+            raise ValueError(f"split='ratio' holds out 2 ratios and needs at least 4 distinct domain_ratio values, "
+                             f"got {len(ratios)}")
+        r = df["domain_ratio"].to_numpy()
+        return [(f"r_d={a:.3g},{b:.3g}", np.isin(r, (a, b))) for a, b in itertools.combinations(ratios, 2)]
+    raise ValueError(f"split={split!r}: use one of {SPLITS}")
+
+
+def _fit_folds(law, X, fold_masks: list[np.ndarray], delta: float, starts_per_fold: int):
+    """Batched fit of one law on every fold's training points; returns natural params per fold."""
+    ctx = law.prepare(X["N"], X["D"], X["r"])
+    logy = np.log(X["loss"])
+    grid = start_points(law, ctx, float(np.median(X["loss"])))
+    theta0, weights, owner = [], [], []
+    for f, test in enumerate(fold_masks):
+        w = (~test).astype(float)
+        obj = objective(law, grid, ctx, logy, w, delta)
+        k = min(starts_per_fold, len(grid))
+        theta0.append(grid[np.argsort(obj)[:k]])
+        weights.append(np.repeat(w[None], k, axis=0))
+        owner += [f] * k
+    res = lm_search(law, ctx, logy, np.concatenate(theta0), weights=np.concatenate(weights), delta=delta)
+    owner = np.asarray(owner)
+    best = [np.flatnonzero(owner == f)[np.argmin(res.objective[owner == f])] for f in range(len(fold_masks))]
+    return law.natural(res.theta[best], ctx)
+
+
+def evaluate(table, law=RATIO_LAWS, split="all", target: str = "both", domain: str | None = None, *,
+             delta: float = 1e-3, starts_per_fold: int = 128) -> pd.DataFrame:
+    """Generalisation table: Huber (mean, on log-loss residuals), R^2 and MAPE on held-out points.
+
+    law: one name or several (compared side by side); split: one of :data:`SPLITS`, a list, or
+    ``"every"`` for all four. Returns one row per (law, split, target, fold) plus a ``mean`` row
+    per (law, split, target). For split ``all`` the scores are on the fitted points.
+    """
+    laws = [law] if isinstance(law, str) or not isinstance(law, (list, tuple)) else list(law)
+    splits = list(SPLITS) if split == "every" else ([split] if isinstance(split, str) else list(split))
+    targets = TARGETS if target == "both" else (target,)
+    df_all = load_losses(table)
+    dom = single_domain(df_all, domain)
+    df = fit_rows(df_all, dom).reset_index(drop=True)
+    rows = []
+    for sp in splits:
+        fl = folds(df, sp)
+        for name in laws:
+            lw = get_law(name)
+            for t in targets:
+                X = law_inputs(df, t)
+                usable = []
+                for fold, test in fl:
+                    train = df[~test]
+                    try:
+                        _check_distinct(train, lw, f"fold {fold}")
+                        usable.append((fold, test))
+                    except ValueError as exc:
+                        warnings.warn(f"evaluate: {sp} fold {fold} skipped for law {lw.name!r}: {exc}", stacklevel=2)
+                if not usable:
+                    continue
+                params = _fit_folds(lw, X, [m for _, m in usable], delta, starts_per_fold)
+                for (fold, test), p in zip(usable, params):
+                    score = test if test.any() else np.ones(len(df), bool)
+                    pred = lw.predict(dict(zip(lw.param_names, p)), X["N"][score], X["D"][score], X["r"][score])
+                    m = _metrics(pred, X["loss"][score], delta)
+                    rows.append({"law": lw.name, "split": sp, "target": t, "fold": fold,
+                                 "n_train": int((~test).sum()), "n_test": int(score.sum()),
+                                 "huber": m["huber"], "r2": m["r2"], "mape": m["mape"]})
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    means = (out.groupby(["law", "split", "target"], sort=False)[["n_train", "n_test", "huber", "r2", "mape"]]
+             .mean().reset_index().assign(fold="mean"))
+    return pd.concat([out, means], ignore_index=True)
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """The mean rows of :func:`evaluate` as a wide table: (split, target) x law, R^2 and Huber."""
+    m = table[table["fold"] == "mean"]
+    return m.pivot_table(index=["split", "target"], columns="law", values=["r2", "huber"], sort=False)

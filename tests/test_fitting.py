@@ -1,0 +1,169 @@
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import dcpt_law as dl
+from dcpt_law.laws import DCPT
+from conftest import RATIOS, SIZES, TOKENS, TRUE_DOMAIN, TRUE_GENERAL, synthetic_table
+
+
+def _grid():
+    return [a.ravel() for a in np.meshgrid(SIZES, TOKENS, RATIOS, indexing="ij")]
+
+
+def _true_fit(f):
+    """A Fit with the true parameters (same base losses), to compute the true recommendation."""
+    t = dl.Fit({"domain": dl.LawFit(DCPT, "domain", TRUE_DOMAIN), "general": dl.LawFit(DCPT, "general", TRUE_GENERAL)},
+               base=f.base_losses)
+    return t
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_recovers_known_law(seed):
+    """0.5% noise on 4 x 8 x 9 points: predictions within 1% of the truth everywhere on the grid,
+    and predict_ratio within 0.02 of the ratio the true law recommends."""
+    f = dl.fit(synthetic_table(seed), warn=False)
+    N, D, r = _grid()
+    for target, true in (("domain", TRUE_DOMAIN), ("general", TRUE_GENERAL)):
+        pred = f.predict(N, D, r, target=target)
+        truth = DCPT.predict(true, N, D, r if target == "domain" else 1 - r)
+        assert np.max(np.abs(pred / truth - 1)) < 0.01, target
+        assert f[target].metrics["r2"] > 0.99
+    truth_fit = _true_fit(f)
+    # well-conditioned targets across the grid (where L_g is flat in r_d, a binding constraint's
+    # crossing point moves by dL/(dL_g/dr): that case is tested exactly in test_optimisation)
+    for N0, D0, T in ((4e5, 3e7, 0.03), (1.6e6, 1e8, 0.03), (1e5, 1e8, 0.02), (6.4e6, 1e8, 0.03)):
+        want = dl.predict_ratio(N0, D0, fit=truth_fit, tolerance=T, warn=False)
+        got = dl.predict_ratio(N0, D0, fit=f, tolerance=T, warn=False)
+        assert abs(got.ratio - want.ratio) < 0.02, (N0, D0, got, want)
+
+
+def test_fit_beats_true_parameters_objective(fitted, table):
+    """The global search reaches an objective at least as low as the generating parameters'."""
+    from dcpt_law.search import objective
+    from dcpt_law.table import fit_rows, law_inputs
+
+    X = law_inputs(fit_rows(table), "domain")
+    ctx = DCPT.prepare(X["N"], X["D"], X["r"])
+    true = objective(DCPT, DCPT.raw(np.array([list(TRUE_DOMAIN.values())]), ctx), ctx, np.log(X["loss"]), 1.0, 1e-3)[0]
+    assert fitted["domain"].objective <= true * (1 + 1e-9)
+
+
+def test_dcpt_agrees_with_chinchilla_at_fixed_ratio(fitted, table):
+    """At fixed r the D-CPT law is a Chinchilla law: both fits agree on that slice."""
+    for r in (0.2, 0.8):
+        sl = table[np.isclose(table["domain_ratio"], r)]
+        ch = dl.fit(sl, law="chinchilla", target="domain", warn=False)
+        N, D = (a.ravel() for a in np.meshgrid(SIZES, TOKENS, indexing="ij"))
+        a = fitted.predict(N, D, r, target="domain")
+        b = ch.predict(N, D, r, target="domain")
+        assert np.max(np.abs(a / b - 1)) < 0.01
+
+
+def test_predict_shapes_and_strings(fitted):
+    one = fitted.predict("1M", "10M", 0.3, target="domain")
+    assert isinstance(one, float)
+    arr = fitted.predict([1e5, 1e6], 1e7, [0.2, 0.4], target="general")
+    assert arr.shape == (2,)
+    df = fitted.predict(1e6, [1e7, 2e7, 4e7], 0.5)
+    assert list(df.columns) == ["model_size", "tokens", "domain_ratio", "domain_loss", "general_loss"]
+    assert (np.diff(df["domain_loss"]) < 0).all()  # more tokens, lower loss
+    # the general law takes r_d and uses r_g = 1 - r_d
+    assert np.isclose(fitted["general"].predict(1e6, 1e7, 0.3),
+                      DCPT.predict(fitted["general"].params, 1e6, 1e7, 0.7))
+
+
+def test_evaluates_at_ratio_zero_and_one(fitted):
+    v = fitted.predict(1e6, 1e7, [0.0, 1.0])
+    assert np.isfinite(v[["domain_loss", "general_loss"]].to_numpy()).all()
+    # exact formula at r = 0: the B term vanishes
+    p = TRUE_DOMAIN
+    direct = p["E"] + p["A"] / 1e6 ** p["alpha"] + p["C"] / p["eps"] ** p["gamma"]
+    assert np.isclose(DCPT.predict(p, 1e6, 1e7, 0.0), direct)
+    direct1 = p["E"] + p["A"] / 1e6 ** p["alpha"] + p["B"] / 1e7 ** p["beta"] + p["C"] / (1 + p["eps"]) ** p["gamma"]
+    assert np.isclose(DCPT.predict(p, 1e6, 1e7, 1.0), direct1)
+
+
+def test_save_load_roundtrip(tmp_path, fitted):
+    path = fitted.save(tmp_path / "fit.json")
+    back = dl.load_fit(path)
+    N, D, r = _grid()
+    for t in ("domain", "general"):
+        np.testing.assert_array_equal(back.predict(N, D, r, target=t), fitted.predict(N, D, r, target=t))
+    assert back.params == fitted.params
+    assert back.base_losses.equals(fitted.base_losses)
+    text = path.read_text()
+    assert '"schema_version": 1' in text and "package_version" in text
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_report_is_readable(fitted):
+    rep = fitted.report()
+    for word in ("domain loss", "general loss", "R2", "alpha", "stderr", "fitted on N"):
+        assert word in rep
+    assert fitted.metrics.loc["domain", "r2"] > 0.99
+
+
+def test_bootstrap_intervals_bracket_truth():
+    f = dl.fit(synthetic_table(3), bootstrap=40, warn=False)
+    b = f["domain"].bootstrap
+    assert b.shape == (40, 9)
+    lo, hi = np.quantile(b, [0.0, 1.0], axis=0)
+    names = DCPT.param_names
+    # the well-identified exponents: the truth lies inside the bootstrap spread
+    for k in ("alpha", "beta"):
+        i = names.index(k)
+        assert lo[i] - 0.02 <= TRUE_DOMAIN[k] <= hi[i] + 0.02, k
+    res = dl.predict_ratio(1.6e6, 3e7, fit=f, warn=False)
+    assert res.interval is not None and res.interval[0] <= res.ratio + 1e-9 and res.ratio - 1e-9 <= res.interval[1]
+    samples = f["domain"].predict_samples(1e6, 1e7, 0.5)
+    assert samples.shape == (40,)
+
+
+def test_register_custom_law(table):
+    dl.register_law("test-mult", lambda N, D, r, E, A, a: E + A / (N * D * (r + 0.05)) ** a,
+                    params=[dl.Param("E", 1e-3, 10, (1.0, 2.0), log=True),
+                            dl.Param("A", 1e-6, 1e12, (1e2, 1e4), log=True),
+                            dl.Param("a", 0.0, 2.0, (0.1, 0.3))], overwrite=True)
+    f = dl.fit(table, law="test-mult", target="domain", warn=False)
+    assert f["domain"].metrics["r2"] > 0.5
+    with pytest.raises(ValueError, match="already registered"):
+        dl.register_law("test-mult", lambda N, D, r, E: E, params=[dl.Param("E", 0.1, 1, (0.5,))])
+    with pytest.raises(ValueError, match="unknown law"):
+        dl.fit(table, law="nope")
+
+
+def test_warns_on_extrapolation(fitted):
+    with pytest.warns(dl.ExtrapolationWarning, match="model_size"):
+        fitted.predict(7e9, 1e7, 0.5, target="domain")
+    with pytest.warns(dl.ExtrapolationWarning, match="tokens"):
+        fitted.predict(1e6, 1e11, 0.5, target="domain")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitted.predict(1e6, 1e7, 0.5, target="domain")  # inside: silent
+
+
+def test_warns_on_non_monotone_and_bound(table):
+    # D-CPT with eta < 1 rises in r just above r = 0: the monotonicity check must say so
+    with pytest.warns(dl.FitWarning, match="not monotone decreasing in its own ratio"):
+        dl.fit(table, target="domain")
+    # data with no dependence on D: the data exponent collapses onto a bound
+    flat = table.copy()
+    flat["domain_loss"] = 2.0 + 30.0 / flat["model_size"] ** 0.3 + 0.001 * np.sin(np.arange(len(flat)))
+    with pytest.warns(dl.FitWarning, match="bound"):
+        dl.fit(flat, law="chinchilla", target="domain")
+
+
+def test_monotone_law_is_silent():
+    from dcpt_law.laws import ADDITIVE
+
+    p = dict(E=1.5, A=30.0, alpha=0.3, B=200.0, beta=0.3, C=0.3, gamma=0.5, eps=0.05)
+    N, D, r = _grid()
+    df = pd.DataFrame({"domain": "x", "model_size": N, "tokens": D, "domain_ratio": r,
+                       "domain_loss": ADDITIVE.predict(p, N, D, r), "general_loss": ADDITIVE.predict(p, N, D, 1 - r)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dl.FitWarning)
+        f = dl.fit(df, law="additive", target="domain")
+    assert dl.monotonicity(f["domain"]) == {"r": 0.0, "D": 0.0}

@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+
+import dcpt_law as dl
+from dcpt_law.laws import DCPT
+from conftest import TRUE_DOMAIN, TRUE_GENERAL
+
+
+@pytest.fixture(scope="module")
+def truth(fitted):
+    return dl.Fit({"domain": dl.LawFit(DCPT, "domain", TRUE_DOMAIN),
+                   "general": dl.LawFit(DCPT, "general", TRUE_GENERAL)}, base=fitted.base_losses)
+
+
+def _brute(truth, N, D, T, L_g0):
+    r = np.linspace(0, 1, 1_000_001)
+    ld = truth["domain"].predict(N, D, r, warn=False)
+    lg = truth["general"].predict(N, D, r, warn=False)
+    ok = lg <= L_g0 * (1 + T)
+    return r[ok][np.argmin(ld[ok])]
+
+
+@pytest.mark.parametrize("N,D,T", [(4e5, 3e7, 0.03), (4e5, 3e7, 0.01), (1.6e6, 3e7, 0.01), (6.4e6, 1e8, 0.03),
+                                   (1.6e6, 1e8, 0.02)])
+def test_predict_ratio_is_exact(truth, N, D, T):
+    """Against a 1e-6 brute-force scan: the constrained optimum to 1e-4, binding or not."""
+    res = dl.predict_ratio(N, D, fit=truth, tolerance=T)
+    want = _brute(truth, N, D, T, res.base_general_loss)
+    assert abs(res.ratio - want) < 1e-4
+    assert res.general_loss <= res.base_general_loss * (1 + T) * (1 + 1e-9)
+    if res.constraint_active:
+        assert np.isclose(res.general_loss, res.base_general_loss * (1 + T), rtol=1e-7)
+    assert float(res) == res.ratio
+    assert "r_d=" in repr(res)
+
+
+def test_binding_and_free_cases(truth):
+    free = dl.predict_ratio(4e5, 3e7, fit=truth, tolerance=0.5)
+    tight = dl.predict_ratio(4e5, 3e7, fit=truth, tolerance=0.01)
+    assert not free.constraint_active and tight.constraint_active
+    assert tight.ratio < free.ratio
+
+
+def test_infeasible_tolerance_warns(truth):
+    with pytest.warns(UserWarning, match="no domain ratio keeps"):
+        res = dl.predict_ratio(4e5, 3e7, fit=truth, tolerance=0.0, base_general_loss=1.0)
+    assert not res.feasible
+
+
+def test_base_loss_sources(truth):
+    res = dl.predict_ratio(4e5, 3e7, fit=truth, base_general_loss=3.5)
+    assert res.base_general_loss == 3.5
+    with pytest.raises(ValueError, match="base_general_loss"):
+        dl.predict_ratio(2e5, 3e7, fit=truth)  # no tokens=0 row for this size
+    with pytest.raises(ValueError, match="tolerance"):
+        dl.predict_ratio(4e5, 3e7, fit=truth, tolerance=-1)
+
+
+def test_use_fit_default(tmp_path, fitted):
+    import dcpt_law.optimisation as opt
+
+    opt._CURRENT = None
+    with pytest.raises(ValueError, match="use_fit"):
+        dl.predict_ratio(4e5, 3e7)
+    fitted.save(tmp_path / "f.json")
+    dl.use_fit(tmp_path / "f.json")
+    assert dl.predict_ratio("400K", "30M").ratio == dl.predict_ratio(4e5, 3e7, fit=fitted).ratio
+    opt._CURRENT = None
+
+
+def test_limited_domain_data(truth):
+    """Usage 2 against a brute-force scan of L_d(N, Dd / r, r)."""
+    N, Dd = 4e5, 5e6
+    res = dl.optimal_ratio_limited_domain(N, Dd, fit=truth)
+    r = np.linspace(1e-3, 1, 200_001)
+    want = r[np.argmin(truth["domain"].predict(N, Dd / r, r, warn=False))]
+    assert abs(res.ratio - want) < 1e-4
+    assert np.isclose(res.tokens, Dd / res.ratio)
+
+
+def test_allocate_compute(truth):
+    """Usage 3 against a brute-force scan over log N at C = 6 N D."""
+    C = 1e17
+    res = dl.allocate_compute(C, 0.5, fit=truth)
+    logn = np.linspace(np.log(1e5), np.log(C / 6), 400_001)
+    N = np.exp(logn)
+    want = N[np.argmin(truth["domain"].predict(N, C / (6 * N), 0.5, warn=False))]
+    assert abs(np.log(res.model_size / want)) < 1e-3
+    assert np.isclose(6 * res.model_size * res.tokens, C)
