@@ -1,0 +1,219 @@
+"""The ``dcpt`` command: data prepare, sweep, fit, predict, evaluate, plot, report.
+
+User mistakes print one line and a hint on stderr and exit with status 2; no traceback.
+The runner's subcommands import torch lazily, so the fitting commands stay light.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+
+class UserError(Exception):
+    def __init__(self, msg: str, hint: str = ""):
+        super().__init__(msg)
+        self.hint = hint
+
+
+def _runner():
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        raise UserError("the runner needs torch and transformers", "pip install 'dcpt-law[runs]'") from None
+    from small_runs import corpora, sweeps
+
+    return corpora, sweeps
+
+
+# --- subcommands -----------------------------------------------------------------------------------
+
+def cmd_data_prepare(a):
+    corpora, _ = _runner()
+    corpora.prepare(a.domains or None, a.cache)
+
+
+def cmd_sweep(a):
+    _, sweeps = _runner()
+    cfg = sweeps.load_config(a.config)
+    if a.out:
+        cfg.out = a.out
+    if a.dry_run:
+        sweeps.dry_run(cfg)
+        return
+    path = sweeps.run_sweep(cfg, launcher=a.launcher)
+    print(f"loss table: {path}")
+
+
+def cmd_fit(a):
+    import dcpt_law as dl
+
+    f = dl.fit(a.losses, law=a.law, target=a.target, domain=a.domain, bootstrap=a.bootstrap, delta=a.delta)
+    print(f.report())
+    if a.out:
+        f.save(a.out)
+        print(f"\nfit written to {a.out}")
+
+
+def cmd_predict(a):
+    import dcpt_law as dl
+
+    f = dl.load_fit(a.fit)
+    out = {}
+    r = dl.predict_ratio(a.model_size, a.tokens, fit=f, tolerance=a.tolerance, base_general_loss=a.base_general_loss)
+    out["ratio"] = r.to_dict()
+    if a.domain_tokens:
+        out["limited_domain"] = dl.optimal_ratio_limited_domain(a.model_size, a.domain_tokens, fit=f).__dict__
+    if a.flops:
+        out["compute"] = dl.allocate_compute(a.flops, r.ratio, fit=f).__dict__
+    if a.json:
+        print(json.dumps(out, indent=1, default=float))
+        return
+    print(repr(r))
+    if a.domain_tokens:
+        print(repr(dl.LimitedDomainResult(**out["limited_domain"])))
+    if a.flops:
+        print(repr(dl.ComputeResult(**out["compute"])))
+
+
+def cmd_evaluate(a):
+    import pandas as pd
+
+    import dcpt_law as dl
+
+    laws = a.law or list(dl.laws.RATIO_LAWS)
+    table = dl.evaluate(a.losses, law=laws, split=a.split, domain=a.domain)
+    with pd.option_context("display.width", 160, "display.max_rows", 500):
+        print(dl.summary(table).round(5).to_string())
+    if a.out:
+        table.to_csv(a.out, index=False)
+        print(f"\nper-fold table written to {a.out}")
+
+
+def cmd_plot(a):
+    from dcpt_law import plots
+
+    paths = plots.save_all(a.fit, a.losses, a.out, tokens=a.tokens)
+    for p in paths:
+        print(p)
+
+
+def cmd_report(a):
+    from dcpt_law import report
+
+    path = report.write_report(a.fit, a.losses, a.out, model_size=a.model_size, tokens=a.tokens,
+                               tolerance=a.tolerance)
+    print(f"report written to {path}")
+
+
+# --- parser ----------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dcpt", description="Pick the domain/general data mixture for continual "
+                                "pre-training from small runs (D-CPT Law).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    data = sub.add_parser("data", help="corpora: dcpt data prepare").add_subparsers(dest="data_cmd", required=True)
+    pr = data.add_parser("prepare", help="fetch and clean the offline corpora into the cache (idempotent)")
+    pr.add_argument("--domains", nargs="*", help="default: all (general code law chemistry music math medicine)")
+    pr.add_argument("--cache", help="cache folder (default $DCPT_CACHE or ~/.cache/dcpt-law)")
+    pr.set_defaults(func=cmd_data_prepare)
+
+    sw = sub.add_parser("sweep", help="run a sweep config (base models, then CPT runs) into <out>/losses.csv")
+    sw.add_argument("config")
+    sw.add_argument("--launcher", choices=["local", "slurm", "ray"], default="local")
+    sw.add_argument("--dry-run", action="store_true", help="list runs with estimated FLOPs and time, train nothing")
+    sw.add_argument("--out", help="output folder (default from the config)")
+    sw.set_defaults(func=cmd_sweep)
+
+    ft = sub.add_parser("fit", help="fit a law to a loss table and print the report")
+    ft.add_argument("losses")
+    ft.add_argument("--law", default="dcpt")
+    ft.add_argument("--target", default="both", choices=["both", "domain", "general"])
+    ft.add_argument("--domain", help="which domain of the table (needed if several)")
+    ft.add_argument("--bootstrap", type=int, default=0, help="run-level resamples for 90%% intervals (e.g. 200)")
+    ft.add_argument("--delta", type=float, default=1e-3, help="Huber delta on log-loss residuals")
+    ft.add_argument("--out", help="write the fit as JSON (e.g. fits/NAME.json)")
+    ft.set_defaults(func=cmd_fit)
+
+    pd_ = sub.add_parser("predict", help="recommended domain ratio for a target model (usages 1-3)")
+    pd_.add_argument("fit")
+    pd_.add_argument("--model-size", required=True, help="N, e.g. 7B")
+    pd_.add_argument("--tokens", required=True, help="CPT tokens D, e.g. 100B")
+    pd_.add_argument("--tolerance", type=float, default=0.03, help="max relative rise of general loss (0.03 = 3%%)")
+    pd_.add_argument("--base-general-loss", type=float, help="L_g0 of the base model (default: from the fit's table)")
+    pd_.add_argument("--domain-tokens", help="usage 2: domain tokens available, e.g. 5B")
+    pd_.add_argument("--flops", help="usage 3: compute budget C = 6ND, e.g. 1e21")
+    pd_.add_argument("--json", action="store_true")
+    pd_.set_defaults(func=cmd_predict)
+
+    ev = sub.add_parser("evaluate", help="generalisation table (the paper's four splits) for every law")
+    ev.add_argument("losses")
+    ev.add_argument("--law", nargs="*", help="laws to compare (default: dcpt additive effective)")
+    ev.add_argument("--split", default="every", choices=["every", "all", "model_size", "tokens", "ratio"])
+    ev.add_argument("--domain")
+    ev.add_argument("--out", help="write the per-fold table as CSV")
+    ev.set_defaults(func=cmd_evaluate)
+
+    pl = sub.add_parser("plot", help="scaling-curve figures (PNG and PDF)")
+    pl.add_argument("fit")
+    pl.add_argument("losses")
+    pl.add_argument("--out", required=True)
+    pl.add_argument("--tokens", help="token budget for the ratio-vs-size figure (default: largest fitted D)")
+    pl.set_defaults(func=cmd_plot)
+
+    rp = sub.add_parser("report", help="one self-contained HTML report: figures, fit, generalisation, recommendation")
+    rp.add_argument("fit")
+    rp.add_argument("losses")
+    rp.add_argument("--out", required=True)
+    rp.add_argument("--model-size", help="target N for the recommendation (default: largest fitted size)")
+    rp.add_argument("--tokens", help="target D (default: largest fitted D)")
+    rp.add_argument("--tolerance", type=float, default=0.03)
+    rp.set_defaults(func=cmd_report)
+    return p
+
+
+def _hint(exc: Exception) -> str:
+    msg = str(exc)
+    if "data prepare" in msg or "not prepared" in msg:
+        return ""
+    if "does not exist" in msg:
+        return "check the path"
+    return "see `dcpt <command> --help`"
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"dcpt: error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and type(exc).__name__ not in ("CorpusError",):
+            raise
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"dcpt: error: {msg}", file=sys.stderr)
+        h = _hint(exc)
+        if h:
+            print(f"hint: {h}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dcpt: interrupted; a re-run resumes where it stopped", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""small_runs: corpora, tokenizer, models, training loop and sweeps (CPU, small)."""
+import io
+import json
+import tarfile
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch", reason="the runner needs torch: pip install -e '.[runs]'")
+
+import dcpt_law as dl  # noqa: E402
+from small_runs import corpora, sweeps, training  # noqa: E402
+from small_runs.models import LADDER, ModelSpec, build_model, count_params  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CI = ROOT / "small_runs" / "configs" / "ci.toml"
+
+
+def ci_config(tmp_path, **kw):
+    cfg = sweeps.load_config(CI)
+    cfg.out = str(tmp_path / "out")
+    cfg.cache = str(tmp_path / "cache")
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+# --- mixture and batches ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("r", [0.0, 0.1, 1 / 3, 0.5, 0.9, 1.0])
+def test_realised_domain_share_is_exact(r):
+    B = 32
+    counts = np.array([training.domain_count(s, r, B) for s in range(500)])
+    cum = np.cumsum(counts)
+    want = r * B * np.arange(1, 501)
+    assert np.all(np.abs(cum - want) < 1.0)  # within one sequence at every step
+    assert counts.min() >= 0 and counts.max() <= B
+
+
+def test_get_batch_is_deterministic_and_mixed():
+    cfg = training.TrainConfig(batch_size=8, seq_len=16)
+    general = np.arange(1000, dtype=np.uint16) % 100          # tokens < 100
+    domain = (np.arange(1000, dtype=np.uint16) % 100) + 200   # tokens >= 200
+    dev = torch.device("cpu")
+    x1, y1 = training.get_batch(general, domain, 0.25, 7, 3, cfg, dev)
+    x2, _ = training.get_batch(general, domain, 0.25, 7, 3, cfg, dev)
+    assert torch.equal(x1, x2)
+    assert x1.shape == (8, 16) and torch.equal(x1[:, 1:], y1[:, :-1])
+    n_dom = training.domain_count(7, 0.25, 8)
+    assert (x1[:n_dom] >= 200).all() and (x1[n_dom:] < 100).all()
+    x3, _ = training.get_batch(general, domain, 0.25, 8, 3, cfg, dev)
+    assert not torch.equal(x1, x3)
+
+
+def test_lr_schedules():
+    cfg = training.TrainConfig(batch_size=4, seq_len=8, lr=1.0, warmup_tokens=128, schedule="cosine", min_lr_frac=0.1)
+    assert training.get_lr(0, 100, cfg) == pytest.approx(0.25)
+    assert training.get_lr(99, 100, cfg) == pytest.approx(0.1, abs=0.01)
+    cfg.schedule = "wsd"
+    assert training.get_lr(50, 100, cfg) == 1.0
+    assert training.get_lr(90, 100, cfg, cooldown=(80, 100)) == pytest.approx(0.5)
+
+
+# --- corpora ----------------------------------------------------------------------------------------
+
+def test_brown_cleaning(tmp_path):
+    text = "\n\n\tThe/at jury/nn said/vbd ``/`` no/at evidence/nn ''/'' ./.\n\n\tIt/pps ended/vbd ,/, fine/jj ./.\n"
+    tgz = tmp_path / "b.tgz"
+    with tarfile.open(tgz, "w:gz") as tf:
+        data = text.encode("latin-1")
+        info = tarfile.TarInfo("package/ca01")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    (doc,) = corpora.brown_docs(tgz)
+    assert doc == 'The jury said " no evidence ".\n\nIt ended, fine.'
+
+
+def test_license_front_matter_is_stripped(tmp_path):
+    whl = tmp_path / "s.whl"
+    with zipfile.ZipFile(whl, "w") as zf:
+        zf.writestr("licensedcode/data/licenses/mit.LICENSE", "---\nkey: mit\nname: MIT\n---\n\n" + "Permission is granted. " * 10)
+    (doc,) = corpora.license_docs(whl)
+    assert doc.startswith("Permission is granted.") and "key: mit" not in doc
+
+
+def test_deb_version_pin_fails_loudly(tmp_path):
+    (tmp_path / "metamath-databases_9.9-1_all.deb").write_bytes(b"x")
+    with pytest.raises(corpora.CorpusError, match="got version 9.9-1, pinned"):
+        corpora.fetch_deb("metamath-databases", "0.0.0~20210101.git55fe226-2", tmp_path)
+
+
+def test_prepare_stdlib_code_is_idempotent(tmp_path):
+    """Integration: the zero-install corpus (this interpreter's stdlib)."""
+    logs = []
+    m = corpora.prepare(["code"], tmp_path, log=logs.append)
+    entry = m["code"]
+    assert entry["train"]["docs"] > 100 and entry["val"]["docs"] > 5
+    root = tmp_path / "corpora"
+    assert corpora.sha256_file(root / "code" / "train.jsonl") == entry["train"]["sha256"]
+    assert json.loads((root / "manifest.json").read_text())["code"]["sources"][0]["name"] == "python-stdlib"
+    logs.clear()
+    corpora.prepare(["code"], tmp_path, log=logs.append)
+    assert any("already prepared" in line for line in logs)
+    with pytest.raises(corpora.CorpusError, match="unknown domain"):
+        corpora.prepare(["poetry"], tmp_path)
+
+
+# --- tokenizer and models ---------------------------------------------------------------------------
+
+def test_tokenizer_and_shards(tmp_path):
+    from small_runs.tokenizer import open_shard, tokenize_split, train_tokenizer
+
+    root = ROOT / "small_runs" / "fixtures" / "corpora"
+    tok, key = train_tokenizer(root, tmp_path, ["general", "code"], vocab_size=512, log=lambda m: None)
+    assert len(tok) == 512
+    text = "def f(x):\n    return x  # ünïcode"
+    assert tok.decode(tok(text)["input_ids"]) == text
+    tok2, key2 = train_tokenizer(root, tmp_path, ["general", "code"], vocab_size=512)
+    assert key2 == key  # cached, same key
+    path = tokenize_split(tok, key, root, tmp_path, "code", "val")
+    arr, meta = open_shard(path)
+    assert arr.dtype == np.uint16 and meta["tokens"] == arr.size > 1000
+    assert 1.0 < meta["bytes_per_token"] < 8.0
+
+
+def test_param_counts_are_measured():
+    prev = 0
+    for size in ("xxs", "xs", "s", "m"):
+        model = build_model(ModelSpec(size, 512, 64))
+        c = count_params(model)
+        assert c["total"] == sum(p.numel() for p in model.parameters())  # tied head counted once
+        assert c["non_embedding"] == c["total"] - 512 * LADDER[size][0]
+        assert c["non_embedding"] > prev
+        prev = c["non_embedding"]
+
+
+# --- sweeps ------------------------------------------------------------------------------------------
+
+def test_config_errors_before_training(tmp_path):
+    bad = tmp_path / "bad.toml"
+    for body, msg in [
+        ('domains = ["poetry"]', "domains: unknown"),
+        ("ratios = [0.2, 25]", r"outside \[0, 1\]"),
+        ('sizes = ["huge"]', "sizes: unknown"),
+        ("cpt_tokens = 1000\nfirst_eval_tokens = 5000", "must lie in"),
+        ("colour = 1", "unknown key"),
+        ('domains = ["law"]', "not prepared"),
+    ]:
+        bad.write_text(f'name = "x"\ncache = "{tmp_path / "c"}"\n' + body)
+        with pytest.raises(sweeps.ConfigError, match=msg):
+            sweeps.load_config(bad)
+
+
+def test_ci_sweep_end_to_end_and_skip_on_rerun(tmp_path):
+    cfg = ci_config(tmp_path)
+    path = sweeps.run_sweep(cfg, log=lambda m: None)
+    df = dl.load_losses(path)
+    n_eval = len(cfg.eval_at())
+    assert len(df) == len(cfg.sizes) * (len(cfg.ratios) * n_eval + 1)
+    assert set(df["tokens"]) == {0, *cfg.eval_at()}
+    for col in ("seed", "run_id", "git_commit", "package_version", "device", "lr", "tokenizer",
+                "domain_bytes_per_token", "total_params", "wall_s"):
+        assert col in df.columns and df[col].notna().all(), col
+    cpt = df[df["tokens"] > 0]
+    # physics: more domain data, lower domain loss at the end of training
+    last = cpt[cpt["tokens"] == cpt["tokens"].max()]
+    for n, g in last.groupby("model_size"):
+        g = g.sort_values("domain_ratio")
+        assert g["domain_loss"].iloc[-1] < g["domain_loss"].iloc[0]
+    before = path.read_bytes()
+    sweeps.run_sweep(cfg, log=lambda m: None)
+    assert path.read_bytes() == before  # every run finished: nothing re-run, nothing rewritten
+    f = dl.fit(path, law="additive", warn=False)  # the table fits
+    assert np.isfinite(f["domain"].metrics["r2"])
+
+
+def test_killed_run_resumes_with_identical_rows(tmp_path):
+    cfg = ci_config(tmp_path, sizes=["xxs"], ratios=[0.5])
+    bases, (job,) = sweeps.plan(cfg)
+    sweeps.execute(bases[0], log=lambda m: None)
+    full = sweeps.run_cpt(job)
+
+    calls = {"n": 0}
+
+    def die(_):
+        calls["n"] += 1
+        if calls["n"] == 20:  # after a checkpoint (checkpoint_every = 8) and mid-run
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sweeps.run_cpt(job, progress=die)
+    ckpt = Path(cfg.out) / "checkpoints" / f"{job.run_id()}.pt"
+    assert ckpt.exists()
+    resumed = sweeps.run_cpt(job)
+    assert not ckpt.exists()
+    cols = ["tokens", "general_loss", "domain_loss", "step"]
+    a = pd.DataFrame(full)[cols]
+    b = pd.DataFrame(resumed)[cols]
+    pd.testing.assert_frame_equal(a, b, rtol=1e-5)
+
+
+def test_submitit_local_executor(tmp_path):
+    submitit = pytest.importorskip("submitit")
+    cfg = ci_config(tmp_path, sizes=["xxs"], ratios=[0.0, 1.0])
+    ex = submitit.LocalExecutor(folder=str(tmp_path / "submitit"))
+    ex.update_parameters(timeout_min=10)
+    path = sweeps.run_sweep(cfg, launcher="slurm", executor=ex, log=lambda m: None)
+    df = pd.read_csv(path)
+    assert df["run_id"].nunique() == 3  # base + 2 CPT runs, appended under the file lock
+
+
+def test_ray_launcher_optional(tmp_path):
+    pytest.importorskip("ray", reason="ray is an optional extra (pip install 'dcpt-law[ray]')")
+    cfg = ci_config(tmp_path, sizes=["xxs"], ratios=[0.0])
+    path = sweeps.run_sweep(cfg, launcher="ray", log=lambda m: None)
+    assert pd.read_csv(path)["run_id"].nunique() == 2
+
+
+def test_dry_run_lists_runs(tmp_path, capsys):
+    cfg = ci_config(tmp_path)
+    est = sweeps.dry_run(cfg)
+    out = capsys.readouterr().out
+    assert est["runs"] == 2 + 6 and est["seconds"] > 0 and "FLOPs" in out
+    assert not (Path(cfg.out) / "losses.csv").exists()  # nothing trained
