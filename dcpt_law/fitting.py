@@ -48,7 +48,7 @@ class FitSettings:
     grid_scale: int = 1  # >1 repeats the start grid with log-uniform jitter (more starts)
 
 
-def _check_distinct(df: pd.DataFrame, law: Law, what: str) -> None:
+def _check_distinct(df: pd.DataFrame, law: Law, what: str, warn: bool = False) -> None:
     need = {"N": "model_size", "D": "tokens", "r": "domain_ratio"}
     for feat in law.needs:
         col = need.get(feat)
@@ -60,6 +60,10 @@ def _check_distinct(df: pd.DataFrame, law: Law, what: str) -> None:
                 f"cannot fit the exponent of {col!r} for {what}: the table has {k} distinct value(s) "
                 f"of {col!r} and law {law.name!r} needs at least 2 (ideally 3+); add runs that vary {col!r}"
             )
+        if k == 2 and warn:
+            warnings.warn(
+                f"{what}: only 2 distinct values of {col!r}; its exponent and the constant E trade off, so "
+                f"predictions at other {col} values are weakly identified (use 3 or more)", FitWarning, stacklevel=4)
 
 
 def _metrics(pred: np.ndarray, obs: np.ndarray, delta: float) -> dict[str, float]:
@@ -401,6 +405,23 @@ def _bound_warnings(lf: LawFit) -> None:
                 FitWarning, stacklevel=3)
 
 
+def _negligible_term_warnings(lf: LawFit, X: dict, tol: float = 1e-3) -> None:
+    """A term that is below ``tol`` of the loss at every fitted point has unidentified parameters."""
+    if not isinstance(lf.law, PowerSumLaw):
+        return
+    shares = lf.law.term_shares(lf.params, X["N"], X["D"], X["r"])
+    for term in lf.law.terms:
+        top = float(np.nanmax(shares[term.coef]))
+        if term.powers and top < tol:
+            names = ", ".join([term.coef] + [e for e, _, _ in term.powers])
+            feats = sorted({f.replace("+eps", "") for _, f, _ in term.powers})
+            warnings.warn(
+                f"{lf.domain}/{lf.target}-loss law {lf.law.name!r}: the {term.coef}-term is at most {top:.2%} of the loss "
+                f"over the fitted points, so its parameters ({names}) are not identified: the data show no "
+                f"dependence on {' x '.join(feats)} (check the runs, or use a law without that term)",
+                FitWarning, stacklevel=3)
+
+
 def monotonicity(lf: LawFit, n_grid: int = 25) -> dict[str, float]:
     """Largest relative increase of the fitted law along r (of the evaluated corpus) and along D
     over the fitted range. 0 means monotone decreasing, as a loss law should be."""
@@ -432,7 +453,7 @@ def fit_law(df: pd.DataFrame, law="dcpt", target: str = "domain", *, domain: str
     """Fit one law to one loss on rows ``df`` (tokens > 0, one domain already selected)."""
     law = get_law(law)
     settings = settings or FitSettings()
-    _check_distinct(df, law, f"the {target} loss")
+    _check_distinct(df, law, f"the {target} loss", warn)
     X = law_inputs(df, target)
     ctx = law.prepare(X["N"], X["D"], X["r"])
     logy = np.log(X["loss"])
@@ -461,6 +482,7 @@ def fit_law(df: pd.DataFrame, law="dcpt", target: str = "domain", *, domain: str
         lf.bootstrap = _bootstrap(lf, df, X, ctx, logy, res, settings)
     if warn:
         _bound_warnings(lf)
+        _negligible_term_warnings(lf, X)
         if "r" in law.needs and "D" in law.needs:
             _monotone_warning(lf)
     return lf

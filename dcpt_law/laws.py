@@ -99,7 +99,7 @@ class Law:
         return np.stack([m.ravel() for m in mesh], axis=1)
 
     def log_predict(self, theta: np.ndarray, ctx: dict, jac: bool = False):
-        """log L for raw parameters theta (S, P) on prepared data: (S, n) [, Jacobian (S, n, P)]."""
+        """log L for raw parameters theta (S, P) on prepared data: (S, n) [, Jacobian (S, P, n)]."""
         raise NotImplementedError
 
     def natural(self, theta: np.ndarray, ctx: dict) -> np.ndarray:
@@ -189,7 +189,8 @@ class PowerSumLaw(Law):
         mesh = np.meshgrid(*axes, indexing="ij")
         return np.stack([m.ravel() for m in mesh], axis=1)
 
-    def log_predict(self, theta, ctx, jac=False):
+    def log_terms(self, theta, ctx):
+        """log of every term, shape (K, S, n), and per term the list of (param index, d term / d theta)."""
         theta = np.atleast_2d(np.asarray(theta, float))
         S, P = theta.shape
         n = ctx["r"].shape[0]
@@ -228,7 +229,23 @@ class PowerSumLaw(Law):
                 val = np.where(zero_mask, -np.inf, val)
             logs.append(val)
             grads.append(g)
-        T = np.stack(logs)  # (K, S, n)
+        return np.stack(logs), grads
+
+    def term_shares(self, params: Mapping[str, float], N, D, r) -> dict[str, np.ndarray]:
+        """Each term's share of L at the given points, keyed by the term's coefficient name."""
+        N, D, r = (np.ravel(a) for a in np.broadcast_arrays(np.asarray(N, float), np.asarray(D, float),
+                                                           np.asarray(r, float)))
+        ctx = self.prepare(N, D, r)
+        theta = self.raw(np.array([params[n] for n in self.param_names], float)[None, :], ctx)
+        T = self.log_terms(theta, ctx)[0][:, 0, :]
+        shares = np.exp(T - np.logaddexp.reduce(T, axis=0))
+        return {t.coef: shares[k] for k, t in enumerate(self.terms)}
+
+    def log_predict(self, theta, ctx, jac=False):
+        theta = np.atleast_2d(np.asarray(theta, float))
+        S, P = theta.shape
+        n = ctx["r"].shape[0]
+        T, grads = self.log_terms(theta, ctx)  # (K, S, n)
         m = T.max(axis=0)
         w = np.exp(T - m)
         s = w.sum(axis=0)
@@ -236,10 +253,10 @@ class PowerSumLaw(Law):
         if not jac:
             return logL
         p = w / s  # softmax weights per term
-        J = np.zeros((S, n, P))
+        J = np.zeros((S, P, n))  # d logL / d theta, one contiguous row per parameter
         for k, g in enumerate(grads):
             for i, d in g:
-                J[:, :, i] += p[k] * d
+                J[:, i, :] += p[k] * d
         return logL, J
 
 
@@ -268,13 +285,13 @@ class FunctionLaw(Law):
         if not jac:
             return logL
         S, P = theta.shape
-        J = np.empty((S, logL.shape[1], P))
+        J = np.empty((S, P, logL.shape[1]))
         for i in range(P):
             h = 1e-6 * np.maximum(1.0, np.abs(theta[:, i:i + 1]))
             up, dn = theta.copy(), theta.copy()
             up[:, i:i + 1] += h
             dn[:, i:i + 1] -= h
-            J[:, :, i] = (f(up) - f(dn)) / (2 * h)
+            J[:, i, :] = (f(up) - f(dn)) / (2 * h)
         return logL, J
 
 

@@ -39,6 +39,7 @@ class SearchResult:
     objective: np.ndarray  # (S,)
     iterations: np.ndarray  # (S,) LM iterations used
     evaluations: int       # objective+Jacobian batches evaluated
+    groups: np.ndarray = None  # (S,) which point-weight vector each start fits
 
     @property
     def best(self) -> int:
@@ -46,16 +47,35 @@ class SearchResult:
 
     def distinct(self, k: int, rtol: float = 1e-3) -> np.ndarray:
         """Indices of up to k best starts with pairwise distinct parameters."""
-        order = np.argsort(self.objective)
+        return self.distinct_among(np.arange(len(self.objective)), k, rtol)
+
+    def distinct_among(self, subset: np.ndarray, k: int, rtol: float = 1e-3) -> np.ndarray:
+        """Positions (within ``subset``) of up to k best, pairwise distinct starts of ``subset``."""
+        obj, th = self.objective[subset], self.theta[subset]
+        order = np.argsort(obj)
         keep: list[int] = []
         for i in order:
-            if not np.isfinite(self.objective[i]):
+            if not np.isfinite(obj[i]):
                 break
-            if all(np.max(np.abs(self.theta[i] - self.theta[j]) / (1 + np.abs(self.theta[j]))) > rtol for j in keep):
+            if all(np.max(np.abs(th[i] - th[j]) / (1 + np.abs(th[j]))) > rtol for j in keep):
                 keep.append(int(i))
             if len(keep) == k:
                 break
         return np.array(keep, int)
+
+
+def _merge_duplicates(theta, f, active, tol, group=None):
+    """Deactivate active starts that coincide (to ``tol``) with a better active start of the same group."""
+    idx = np.flatnonzero(active)
+    if idx.size < 2:
+        return
+    key = np.round(theta[idx] / tol).astype(np.int64)
+    if group is not None:
+        key = np.concatenate([key, group[idx, None]], axis=1)
+    order = np.lexsort((f[idx],) + tuple(key.T[::-1]))  # by key, then objective
+    k = key[order]
+    same = np.all(k[1:] == k[:-1], axis=1)
+    active[idx[order[1:][same]]] = False
 
 
 def _grad_hess(law, theta, ctx, logy, weights, delta):
@@ -66,20 +86,40 @@ def _grad_hess(law, theta, ctx, logy, weights, delta):
     psi = np.clip(res, -delta, delta)
     W = np.where(a <= delta, 1.0, delta / np.maximum(a, 1e-300)) * weights
     f = (weights * huber(res, delta)).sum(axis=-1)
-    J = np.where(np.isfinite(J), J, 0.0)
-    g = np.einsum("sn,snp->sp", weights * psi, J)
-    H = np.matmul(np.swapaxes(J * W[..., None], 1, 2), J)
+    J[~np.isfinite(J)] = 0.0  # (S, P, n)
+    g = np.matmul(J, (weights * psi)[..., None])[..., 0]
+    H = np.matmul(J * W[:, None, :], np.swapaxes(J, 1, 2))
     f = np.where(np.isfinite(f), f, np.inf)
     return f, g, H
 
 
 def lm_search(law: Law, ctx: dict, logy: np.ndarray, theta0: np.ndarray, *, weights=None,
               delta: float = 1e-3, max_iter: int = 300, ftol: float = 1e-10,
-              bounds: tuple[np.ndarray, np.ndarray] | None = None) -> SearchResult:
+              bounds: tuple[np.ndarray, np.ndarray] | None = None, merge: float = 1e-2,
+              search_ftol: float = 1e-6, refine: int = 8) -> SearchResult:
     """Polish every start in ``theta0`` (S, P) by batched, bound-respecting Levenberg-Marquardt.
 
     ``weights`` (n,) or (S, n): per-point weights (bootstrap counts, fold masks).
+    ``merge``: every 4 iterations, active starts that sit at the same point (parameters equal
+    to ``merge``, relative) *and* fit the same weights are merged into the best of them: from
+    there their trajectories are the same, so polishing both is wasted work. 0 disables it.
+    Two phases: every start converges to ``search_ftol`` (finding the basins), then the ``refine``
+    best distinct results of each weight group converge to ``ftol``.
     """
+    res = _lm(law, ctx, logy, theta0, weights, delta, max_iter, search_ftol, bounds, merge)
+    if refine and search_ftol > ftol:
+        groups = res.groups
+        pick = np.concatenate([g[res.distinct_among(g, refine)] for g in
+                               (np.flatnonzero(groups == k) for k in np.unique(groups))])
+        W = None if weights is None else np.broadcast_to(np.asarray(weights, float), (len(theta0), logy.shape[-1]))[pick]
+        fine = _lm(law, ctx, logy, res.theta[pick], W, delta, max_iter, ftol, bounds, 0.0)
+        res.theta[pick], res.objective[pick] = fine.theta, fine.objective
+        res.iterations[pick] += fine.iterations
+        res.evaluations += fine.evaluations
+    return res
+
+
+def _lm(law, ctx, logy, theta0, weights, delta, max_iter, ftol, bounds, merge) -> SearchResult:
     theta = np.array(theta0, float)
     S, P = theta.shape
     n = logy.shape[-1]
@@ -87,16 +127,18 @@ def lm_search(law: Law, ctx: dict, logy: np.ndarray, theta0: np.ndarray, *, weig
     theta = np.clip(theta, lo, hi)
     weights = np.ones(n) if weights is None else np.asarray(weights, float)
     W_all = np.broadcast_to(weights, (S, n))
+    groups = np.zeros(S, int) if weights.ndim == 1 else np.unique(W_all, axis=0, return_inverse=True)[1].ravel()
     logy_all = np.broadcast_to(logy, (S, n))
 
     f, g, H = _grad_hess(law, theta, ctx, logy_all, W_all, delta)
     lam = np.full(S, 1e-2)
+    nu = np.full(S, 2.0)
     iters = np.zeros(S, int)
     stall = np.zeros(S, int)
     active = np.isfinite(f)
     evals = 1
     eye = np.eye(P)
-    for _ in range(max_iter):
+    for it in range(max_iter):
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
@@ -116,14 +158,22 @@ def lm_search(law: Law, ctx: dict, logy: np.ndarray, theta0: np.ndarray, *, weig
         evals += 1
         better = f_new < f[idx]
         gain = np.where(better, (f[idx] - f_new) / np.maximum(np.abs(f[idx]), 1e-300), 0.0)
+        # Nielsen (1999) damping from the gain ratio rho = actual / predicted reduction
+        step = trial - th
+        pred = -(np.einsum("sp,sp->s", gi, step) + 0.5 * np.einsum("sp,spq,sq->s", step, Hi, step))
+        rho = (f[idx] - f_new) / np.maximum(pred, 1e-300)
         acc = idx[better]
         theta[acc], f[acc], g[acc], H[acc] = trial[better], f_new[better], g_new[better], H_new[better]
-        lam[acc] = np.maximum(lam[acc] / 4.0, 1e-9)
+        lam[acc] = np.maximum(lam[acc] * np.maximum(1 / 3, 1 - (2 * np.clip(rho[better], 0, 1) - 1) ** 3), 1e-12)
+        nu[acc] = 2.0
         rej = idx[~better]
-        lam[rej] *= 6.0
+        lam[rej] *= nu[rej]
+        nu[rej] *= 2.0
         iters[idx] += 1
-        small = gain < ftol
-        stall[idx] = np.where(small, stall[idx] + 1, 0)
+        # only accepted steps judge convergence; a rejected one just raises lambda
+        stall[idx] = np.where(better, np.where(gain < ftol, stall[idx] + 1, 0), stall[idx])
         done = (stall[idx] >= 3) | (lam[idx] > 1e10)
         active[idx[done]] = False
-    return SearchResult(theta=theta, objective=f, iterations=iters, evaluations=evals)
+        if merge and it % 4 == 3:
+            _merge_duplicates(theta, f, active, merge, groups)
+    return SearchResult(theta=theta, objective=f, iterations=iters, evaluations=evals, groups=groups)

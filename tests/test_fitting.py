@@ -123,12 +123,23 @@ def test_bootstrap_intervals_bracket_truth():
 
 
 def test_register_custom_law(table):
-    dl.register_law("test-mult", lambda N, D, r, E, A, a: E + A / (N * D * (r + 0.05)) ** a,
+    def mult(N, D, r, E, A, a):
+        return E + A / (N * D * (r + 0.05)) ** a
+
+    dl.register_law("test-mult", mult,
                     params=[dl.Param("E", 1e-3, 10, (1.0, 2.0), log=True),
                             dl.Param("A", 1e-6, 1e12, (1e2, 1e4), log=True),
                             dl.Param("a", 0.0, 2.0, (0.1, 0.3))], overwrite=True)
-    f = dl.fit(table, law="test-mult", target="domain", warn=False)
-    assert f["domain"].metrics["r2"] > 0.5
+    # data drawn from the custom law itself: the finite-difference fitter must recover it
+    truth = dict(E=1.7, A=3e3, a=0.3)  # the A-term spans 0.1-3.7 nats over the grid
+    df = table[table["tokens"] > 0].copy()
+    rng = np.random.default_rng(3)
+    df["domain_loss"] = mult(df["model_size"], df["tokens"], df["domain_ratio"], **truth) * (
+        1 + 0.003 * rng.standard_normal(len(df)))
+    f = dl.fit(df, law="test-mult", target="domain", warn=False)
+    assert f["domain"].metrics["r2"] > 0.99
+    for k, v in truth.items():
+        assert f["domain"].params[k] == pytest.approx(v, rel=0.1), k
     with pytest.raises(ValueError, match="already registered"):
         dl.register_law("test-mult", lambda N, D, r, E: E, params=[dl.Param("E", 0.1, 1, (0.5,))])
     with pytest.raises(ValueError, match="unknown law"):
@@ -149,11 +160,16 @@ def test_warns_on_non_monotone_and_bound(table):
     # D-CPT with eta < 1 rises in r just above r = 0: the monotonicity check must say so
     with pytest.warns(dl.FitWarning, match="not monotone decreasing in its own ratio"):
         dl.fit(table, target="domain")
-    # data with no dependence on D: the data exponent collapses onto a bound
+    # data with no dependence on D: the data term vanishes and its parameters are unidentified
     flat = table.copy()
     flat["domain_loss"] = 2.0 + 30.0 / flat["model_size"] ** 0.3 + 0.001 * np.sin(np.arange(len(flat)))
-    with pytest.warns(dl.FitWarning, match="bound"):
+    with pytest.warns(dl.FitWarning, match=r"B-term .* not identified: the data show no dependence on D"):
         dl.fit(flat, law="chinchilla", target="domain")
+    # loss that *rises* with model size: alpha (>= 0) can only sit on its lower bound
+    rising = table.copy()
+    rising["domain_loss"] = 1.0 + 0.05 * np.log(rising["model_size"]) + 200.0 / rising["tokens"].clip(1) ** 0.3
+    with pytest.warns(dl.FitWarning, match="'alpha' = .* ended at its lower bound"):
+        dl.fit(rising, law="chinchilla", target="domain")
 
 
 def test_monotone_law_is_silent():
