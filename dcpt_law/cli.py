@@ -109,6 +109,38 @@ def cmd_report(a):
     print(f"report written to {path}")
 
 
+def cmd_quickstart(a):
+    """Set-up plus a small end-to-end run: corpora -> sweep -> fit -> recommendation -> plots/report."""
+    import time
+
+    corpora, sweeps = _runner()
+    import dcpt_law as dl
+    from dcpt_law import report
+
+    t0 = time.time()
+    cfg = sweeps.load_config(a.config, check_corpora=False)
+    out = Path(a.out)
+    cfg.out = str(out / "sweep")
+    if a.cache:
+        cfg.cache = a.cache
+    print(f"[1/4] corpora: {cfg.general_domain} + {', '.join(cfg.domains)} (cache {cfg.cache_dir()})")
+    corpora.prepare([cfg.general_domain, *cfg.domains], cfg.cache or None)
+    sweeps.validate(cfg)
+    print(f"[2/4] sweep {cfg.name!r}: {len(cfg.sizes)} sizes x {len(cfg.ratios)} ratios x {len(cfg.domains)} domain(s)")
+    losses = sweeps.run_sweep(cfg)
+    print(f"[3/4] fit the D-CPT Law ({a.bootstrap} run-level bootstrap resamples)")
+    f = dl.fit(losses, bootstrap=a.bootstrap)
+    f.save(out / "fit.json")
+    print(f.report())
+    print(f"[4/4] recommendation, figures and report")
+    path = report.write_report(f, losses, out, tolerance=a.tolerance)
+    N = max(f.base_losses.index)
+    D = f["domain"].ranges["tokens"][1]
+    print(repr(dl.predict_ratio(N, D, fit=f, tolerance=a.tolerance)))
+    print(f"\nloss table {losses}\nfit        {out / 'fit.json'}\nfigures    {out / 'figures'}\n"
+          f"report     {path}\ndone in {(time.time() - t0) / 60:.1f} min")
+
+
 # --- parser ----------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--tokens", help="target D (default: largest fitted D)")
     rp.add_argument("--tolerance", type=float, default=0.03)
     rp.set_defaults(func=cmd_report)
+    qs = sub.add_parser("quickstart", help="the README's main job: corpora, a small sweep, fit, recommendation, "
+                        "figures and report (about 10 minutes on a 2-core CPU)")
+    qs.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "small_runs" / "configs"
+                                            / "quickstart.toml"))
+    qs.add_argument("--out", default="out/quickstart")
+    qs.add_argument("--cache", help="corpus/model cache (default $DCPT_CACHE or ~/.cache/dcpt-law)")
+    qs.add_argument("--bootstrap", type=int, default=50)
+    qs.add_argument("--tolerance", type=float, default=0.03)
+    qs.set_defaults(func=cmd_quickstart)
     return p
 
 

@@ -316,6 +316,7 @@ def _atomic_write(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a result file is for everyone to read
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

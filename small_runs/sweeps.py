@@ -30,6 +30,7 @@ import os
 import platform
 import subprocess
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -99,8 +100,11 @@ class SweepConfig:
         return asdict(self)
 
 
-def load_config(path) -> SweepConfig:
-    """Read and validate a sweep TOML; every problem is a :class:`ConfigError` before training."""
+def load_config(path, check_corpora: bool = True) -> SweepConfig:
+    """Read and validate a sweep TOML; every problem is a :class:`ConfigError` before training.
+
+    ``check_corpora=False`` skips the check that the corpora are prepared (for callers that
+    prepare them next)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config {str(path)!r} does not exist")
@@ -117,7 +121,7 @@ def load_config(path) -> SweepConfig:
     cfg = SweepConfig(**raw)
     if not cfg.out:
         cfg.out = str(PACKAGE_ROOT / "small_runs" / "results" / cfg.name)
-    validate(cfg)
+    validate(cfg, check_corpora)
     return cfg
 
 
@@ -343,18 +347,18 @@ def _common_columns(job: RunJob, counts: dict, device) -> dict:
     }
 
 
-def run_base(job: RunJob, progress=None, log=print) -> list[dict]:
-    """Train (or load) the base model for job.size/seed; return its tokens == 0 rows, one per domain."""
-    import torch
+def ensure_base(job: RunJob, device, progress=None, log=print):
+    """The base model of job.size/seed: loaded from the cache, else pre-trained now and cached.
+
+    Returns (model, trained_now). Deterministic: the same config and seed give the same weights.
+    """
     from safetensors.torch import save_file
 
-    from .models import count_params
-    from .training import pick_device, train
+    from .training import train
 
     cfg, tc = job.cfg, job.cfg.train_config()
-    device = pick_device(tc.device)
+    job = RunJob(job.config, job.size, job.seed)  # the base job of this size and seed
     model, cached = _load_base(job, device)
-    t0 = time.time()
     if not cached and cfg.base_tokens > 0 and not cfg.hf_path:
         general = shard(cfg, cfg.general_domain, "train")[0]
         log(f"base {job.size} (seed {job.seed}): pre-training {cfg.base_tokens:,} general tokens")
@@ -369,7 +373,19 @@ def run_base(job: RunJob, progress=None, log=print) -> list[dict]:
         save_file(state, str(path) + ".tmp")
         os.replace(str(path) + ".tmp", path)
         ckpt.unlink(missing_ok=True)
-    model.to(device)
+        return model.to(device), True
+    return model.to(device), False
+
+
+def run_base(job: RunJob, progress=None, log=print) -> list[dict]:
+    """Train (or load) the base model for job.size/seed; return its tokens == 0 rows, one per domain."""
+    from .models import count_params
+    from .training import pick_device
+
+    cfg, tc = job.cfg, job.cfg.train_config()
+    device = pick_device(tc.device)
+    t0 = time.time()
+    model, _ = ensure_base(job, device, progress, log)
     evaluate = _evaluator(cfg, [cfg.general_domain, *cfg.domains], device)
     losses = evaluate(model)
     counts = count_params(model)
@@ -395,12 +411,12 @@ def run_cpt(job: RunJob, progress=None, log=print) -> list[dict]:
 
     cfg, tc = job.cfg, job.cfg.train_config()
     device = pick_device(tc.device)
-    model, cached = _load_base(job, device)
-    if not cached and cfg.base_tokens > 0 and not cfg.hf_path:
-        raise RuntimeError(f"base model for {job.size} seed {job.seed} is missing: run its base job first")
+    model, rebuilt = ensure_base(job, device, log=log)
+    evaluate = _evaluator(cfg, [cfg.general_domain, job.domain], device)
+    if rebuilt:  # the cache was lost (new machine): the rebuilt base must match the logged one
+        _check_rebuilt_base(job, evaluate(model), log)
     general = shard(cfg, cfg.general_domain, "train")[0]
     domain = shard(cfg, job.domain, "train")[0]
-    evaluate = _evaluator(cfg, [cfg.general_domain, job.domain], device)
     ckpt = cfg.out_dir() / "checkpoints" / f"{job.run_id()}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     counts = count_params(model)
@@ -415,6 +431,30 @@ def run_cpt(job: RunJob, progress=None, log=print) -> list[dict]:
                     "train_loss": r["train_loss"], "wall_s": r["wall_s"], **_bpt(cfg, job.domain)})
     ckpt.unlink(missing_ok=True)
     return out
+
+
+def _check_rebuilt_base(job: RunJob, losses: dict, log=print, rtol: float = 1e-3) -> None:
+    """Compare a re-trained base model's general loss with its logged tokens == 0 row, if any."""
+    import pandas as pd
+
+    cfg = job.cfg
+    path = cfg.out_dir() / "losses.csv"
+    base_id = RunJob(job.config, job.size, job.seed).run_id()
+    if not path.exists():
+        return
+    logged = pd.read_csv(path)
+    logged = logged[logged["run_id"].astype(str) == base_id]
+    if logged.empty:
+        return
+    want, got = float(logged["general_loss"].iloc[0]), losses[f"loss_{cfg.general_domain}"]
+    if abs(got - want) > rtol * want:
+        msg = (f"base {job.size} seed {job.seed} was re-trained (cache lost) and its general loss {got:.5f} differs "
+               f"from the logged {want:.5f}: this machine is not bit-reproducible with the one that logged it; "
+               f"rows of this run mix two bases")
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        log("warning: " + msg)
+    else:
+        log(f"base {job.size} seed {job.seed}: re-trained base matches its logged loss ({got:.5f})")
 
 
 def execute(job: RunJob, progress=None, log=print) -> str:
@@ -518,7 +558,7 @@ def run_sweep(cfg: SweepConfig, launcher: str = "local", log=print, executor=Non
             for job in todo_b + todo_c:
                 bar.set_postfix_str(job.run_id()[:32])
                 before = bar.n
-                execute(job, progress=bar.update, log=lambda m: bar.write(m))
+                execute(job, progress=bar.update, log=bar.write if log is print else log)
                 bar.update(max(0, int(before + job_tokens(job)) - bar.n))
     elif launcher == "slurm":
         if executor is None:

@@ -176,6 +176,16 @@ def test_ci_sweep_end_to_end_and_skip_on_rerun(tmp_path):
     assert path.read_bytes() == before  # every run finished: nothing re-run, nothing rewritten
     f = dl.fit(path, law="additive", warn=False)  # the table fits
     assert np.isfinite(f["domain"].metrics["r2"])
+    # a new machine: the base-model cache is gone but the rows are logged; one more ratio
+    # rebuilds the base, checks it against its logged loss, and the sweep goes on
+    for p in (Path(cfg.cache) / "bases").glob("*.safetensors"):
+        p.unlink()
+    cfg.ratios = [*cfg.ratios, 0.25]
+    msgs = []
+    sweeps.run_sweep(cfg, log=msgs.append)
+    df2 = dl.load_losses(path)
+    assert len(df2) == len(df) + len(cfg.sizes) * n_eval
+    assert sum("re-trained base matches its logged loss" in m for m in msgs) == len(cfg.sizes), msgs
 
 
 def test_killed_run_resumes_with_identical_rows(tmp_path):

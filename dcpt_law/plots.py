@@ -1,0 +1,245 @@
+"""Scaling-curve figures for reports. Every function returns a :class:`matplotlib.figure.Figure`.
+
+- :func:`loss_vs_ratio`: loss against mixture ratio r_d, one curve per token count, general and
+  domain loss side by side (the paper's Figure 1): fitted curves dashed, fitted points circles,
+  held-out points stars.
+- :func:`loss_vs_tokens`: loss against CPT tokens D (log axis), one curve per ratio.
+- :func:`parity`: predicted against observed loss, coloured by model size, R^2 in the legend.
+- :func:`ratio_vs_size`: recommended r_d (usage 1) against model size N, with its 90% interval.
+- :func:`tradeoff`: the general/domain loss frontier as r_d sweeps [0, 1], with the tolerance
+  line and the recommended point.
+
+Losses are in nats per token; N in (non-embedding) parameters; D in tokens.
+Colours: the Okabe-Ito palette (colour-blind safe), cycled by order.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .fitting import Fit, load_fit
+from .table import LOSS_COLUMNS, fit_rows, load_losses, single_domain
+from .units import format_count, parse_count
+
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+TITLES = {"domain": "domain loss $L_d$", "general": "general loss $L_g$"}
+STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8,
+         "axes.grid": True, "grid.alpha": 0.3, "figure.dpi": 110}
+
+
+def _colours(n: int) -> list[str]:
+    return [OKABE_ITO[i % len(OKABE_ITO)] for i in range(n)]
+
+
+def _inputs(fit, table, domain=None) -> tuple[Fit, pd.DataFrame]:
+    f = load_fit(fit) if isinstance(fit, (str, Path)) else fit
+    df_all = load_losses(table)
+    dom = single_domain(df_all, domain or f.domain or None)
+    return f, fit_rows(df_all, dom).reset_index(drop=True)
+
+
+def _pick(values, k: int) -> np.ndarray:
+    """Up to k values spread evenly (log-wise) over the sorted distinct values."""
+    v = np.unique(np.asarray(values, float))
+    if len(v) <= k:
+        return v
+    return v[np.unique(np.round(np.linspace(0, len(v) - 1, k)).astype(int))]
+
+
+def _nearest(values, target) -> float:
+    v = np.unique(np.asarray(values, float))
+    return float(v[np.argmin(np.abs(np.log(v) - np.log(target)))])
+
+
+def loss_vs_ratio(fit, table, *, model_size=None, tokens=None, heldout=None, domain=None, n_tokens: int = 4):
+    """Loss against r_d at one model size (default the largest), one curve per token count.
+
+    ``heldout``: boolean mask over the fitted rows (tokens > 0) drawn as stars, not circles.
+    """
+    f, df = _inputs(fit, table, domain)
+    N = _nearest(df["model_size"], parse_count(model_size, "model_size")) if model_size else df["model_size"].max()
+    mask = np.isclose(df["model_size"], N)
+    held = np.zeros(len(df), bool) if heldout is None else np.asarray(heldout, bool)
+    Ds = _pick(df.loc[mask, "tokens"], n_tokens) if tokens is None else np.atleast_1d(
+        [_nearest(df.loc[mask, "tokens"], parse_count(t, "tokens")) for t in np.atleast_1d(tokens)])
+    grid = np.linspace(0, 1, 201)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(f.targets), figsize=(5.2 * len(f.targets), 4.0), squeeze=False)
+        for ax, t in zip(axes[0], f.targets):
+            for D, c in zip(Ds, _colours(len(Ds))):
+                sel = mask & np.isclose(df["tokens"], D)
+                y = df[LOSS_COLUMNS[t]]
+                ax.plot(grid, f[t].predict(N, D, grid, warn=False), "--", color=c, lw=1.4)
+                ax.plot(df.loc[sel & ~held, "domain_ratio"], y[sel & ~held], "o", color=c, ms=5,
+                        label=f"D = {format_count(D)}")
+                if (sel & held).any():
+                    ax.plot(df.loc[sel & held, "domain_ratio"], y[sel & held], "*", color=c, ms=10)
+            ax.set_xlabel("domain ratio $r_d$ (share of domain data)")
+            ax.set_ylabel("validation loss (nats/token)")
+            ax.set_title(f"{TITLES[t]}, N = {format_count(N)}")
+        axes[0][0].legend(title="fit dashed; o fitted, * held out", loc="best")
+        fig.tight_layout()
+    return fig
+
+
+def loss_vs_tokens(fit, table, *, model_size=None, domain=None, n_ratios: int = 5):
+    """Loss against CPT tokens D (log axis) at one model size, one curve per ratio."""
+    f, df = _inputs(fit, table, domain)
+    N = _nearest(df["model_size"], parse_count(model_size, "model_size")) if model_size else df["model_size"].max()
+    mask = np.isclose(df["model_size"], N)
+    rs = np.unique(df.loc[mask, "domain_ratio"])
+    if len(rs) > n_ratios:
+        rs = rs[np.unique(np.round(np.linspace(0, len(rs) - 1, n_ratios)).astype(int))]
+    Dgrid = np.geomspace(df.loc[mask, "tokens"].min(), df.loc[mask, "tokens"].max(), 100)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(f.targets), figsize=(5.2 * len(f.targets), 4.0), squeeze=False)
+        for ax, t in zip(axes[0], f.targets):
+            for r, c in zip(rs, _colours(len(rs))):
+                sel = mask & np.isclose(df["domain_ratio"], r)
+                ax.plot(Dgrid, f[t].predict(N, Dgrid, r, warn=False), "--", color=c, lw=1.4)
+                ax.plot(df.loc[sel, "tokens"], df.loc[sel, LOSS_COLUMNS[t]], "o", color=c, ms=4,
+                        label=f"$r_d$ = {r:.2f}")
+            ax.set_xscale("log")
+            ax.set_xlabel("CPT tokens D")
+            ax.set_ylabel("validation loss (nats/token)")
+            ax.set_title(f"{TITLES[t]}, N = {format_count(N)}")
+        axes[0][0].legend(loc="best")
+        fig.tight_layout()
+    return fig
+
+
+def parity(fit, table, *, domain=None):
+    """Predicted against observed loss for every fitted point, coloured by model size."""
+    from .fitting import metrics
+
+    f, df = _inputs(fit, table, domain)
+    sizes = np.unique(df["model_size"])
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(f.targets), figsize=(4.6 * len(f.targets), 4.2), squeeze=False)
+        for ax, t in zip(axes[0], f.targets):
+            obs = df[LOSS_COLUMNS[t]].to_numpy()
+            pred = np.asarray(f[t].predict(df["model_size"], df["tokens"], df["domain_ratio"], warn=False))
+            r2 = metrics(pred, obs)["r2"]
+            for N, c in zip(sizes, _colours(len(sizes))):
+                sel = np.isclose(df["model_size"], N)
+                ax.plot(obs[sel], pred[sel], "o", color=c, ms=4, alpha=0.8, label=f"N = {format_count(N)}")
+            lo, hi = min(obs.min(), pred.min()), max(obs.max(), pred.max())
+            ax.plot([lo, hi], [lo, hi], "-", color="0.4", lw=1, label=f"y = x  (R$^2$ = {r2:.4f})")
+            ax.set_xlabel("observed loss (nats/token)")
+            ax.set_ylabel("predicted loss (nats/token)")
+            ax.set_title(TITLES[t])
+            ax.set_aspect("equal", adjustable="datalim")
+            ax.legend(loc="upper left")
+        fig.tight_layout()
+    return fig
+
+
+def ratio_vs_size(fit, tokens, *, sizes=None, tolerance: float = 0.03, base_general_loss=None):
+    """Recommended r_d (usage 1) against model size N at a token budget, with its 90% interval.
+
+    ``sizes`` default: the fit's model sizes that have a measured L_g0 (tokens == 0 rows), or
+    20 sizes over the fitted range when ``base_general_loss`` is given.
+    """
+    from .optimisation import predict_ratio
+
+    f = load_fit(fit) if isinstance(fit, (str, Path)) else fit
+    D = parse_count(tokens, "tokens")
+    if sizes is None:
+        sizes = (np.geomspace(*f["domain"].ranges["model_size"], 20) if base_general_loss is not None
+                 else np.asarray(sorted(f.base_losses.index), float))
+    if len(sizes) == 0:
+        raise ValueError("ratio_vs_size: no model sizes with a base general loss; pass sizes=... and "
+                         "base_general_loss=...")
+    res = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for N in np.atleast_1d(sizes):
+            res.append(predict_ratio(N, D, fit=f, tolerance=tolerance, base_general_loss=base_general_loss))
+    Ns = np.array([r.model_size for r in res])
+    ratio = np.array([r.ratio for r in res])
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.4, 4.0))
+        ax.plot(Ns, ratio, "o-", color=OKABE_ITO[0], label=f"recommended $r_d$ (tolerance {tolerance:.0%})")
+        if all(r.interval for r in res):
+            lo = np.array([r.interval[0] for r in res])
+            hi = np.array([r.interval[1] for r in res])
+            ax.fill_between(Ns, lo, hi, color=OKABE_ITO[0], alpha=0.2, label="90% bootstrap interval")
+        bind = np.array([r.constraint_active for r in res])
+        if bind.any():
+            ax.plot(Ns[bind], ratio[bind], "s", mfc="none", color=OKABE_ITO[3], ms=9,
+                    label="general-loss constraint binding")
+        ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("model size N (non-embedding parameters)")
+        ax.set_ylabel("domain ratio $r_d$")
+        ax.set_title(f"best mixture at D = {format_count(D)} CPT tokens")
+        ax.legend(loc="best")
+        fig.tight_layout()
+    return fig
+
+
+def tradeoff(fit, model_size, tokens, *, tolerance: float = 0.03, base_general_loss=None):
+    """General against domain loss as r_d sweeps [0, 1] at (N, D): the trade-off frontier."""
+    from .optimisation import predict_ratio
+
+    f = load_fit(fit) if isinstance(fit, (str, Path)) else fit
+    N, D = parse_count(model_size, "model_size"), parse_count(tokens, "tokens")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rec = predict_ratio(N, D, fit=f, tolerance=tolerance, base_general_loss=base_general_loss)
+        r = np.linspace(0, 1, 201)
+        Ld, Lg = f["domain"].predict(N, D, r, warn=False), f["general"].predict(N, D, r, warn=False)
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.4, 4.2))
+        sc = ax.scatter(Ld, Lg, c=r, cmap="cividis", s=10, zorder=2)
+        fig.colorbar(sc, ax=ax, label="domain ratio $r_d$")
+        ax.axhline(rec.base_general_loss * (1 + tolerance), color=OKABE_ITO[3], ls="--", lw=1.2,
+                   label=f"$L_{{g0}}$ + {tolerance:.0%} (tolerance)")
+        ax.axhline(rec.base_general_loss, color="0.5", ls=":", lw=1, label="$L_{g0}$ (base model)")
+        ax.plot(rec.domain_loss, rec.general_loss, "*", color=OKABE_ITO[1], ms=16, mec="k", zorder=3,
+                label=f"recommended $r_d$ = {rec.ratio:.3f}")
+        ax.set_xlabel("predicted domain loss (nats/token)")
+        ax.set_ylabel("predicted general loss (nats/token)")
+        ax.set_title(f"trade-off at N = {format_count(N)}, D = {format_count(D)}")
+        ax.legend(loc="best")
+        fig.tight_layout()
+    return fig
+
+
+def save(fig, path_stem) -> list[Path]:
+    """Write ``fig`` as PNG (150 dpi) and PDF next to each other; returns both paths."""
+    stem = Path(path_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for ext, kw in ((".png", {"dpi": 150}), (".pdf", {})):
+        p = stem.with_suffix(ext)
+        fig.savefig(p, bbox_inches="tight", **kw)
+        out.append(p)
+    plt.close(fig)
+    return out
+
+
+def standard_figures(fit, table, *, tokens=None, model_size=None, tolerance: float = 0.03,
+                     base_general_loss=None) -> dict[str, object]:
+    """The five report figures by name. ``tokens``/``model_size``: the recommendation target
+    (default: the largest fitted D and N)."""
+    f, df = _inputs(fit, table)
+    D = parse_count(tokens, "tokens") if tokens else float(df["tokens"].max())
+    N = parse_count(model_size, "model_size") if model_size else float(df["model_size"].max())
+    figs = {"loss_vs_ratio": loss_vs_ratio(f, df), "loss_vs_tokens": loss_vs_tokens(f, df), "parity": parity(f, df)}
+    if "general" in f.targets and "domain" in f.targets:
+        figs["ratio_vs_size"] = ratio_vs_size(f, D, tolerance=tolerance)
+        figs["tradeoff"] = tradeoff(f, N, D, tolerance=tolerance, base_general_loss=base_general_loss)
+    return figs
+
+
+def save_all(fit, table, out, *, tokens=None, model_size=None, tolerance: float = 0.03) -> list[Path]:
+    """Write every standard figure to ``out`` as PNG and PDF; returns the paths."""
+    paths = []
+    for name, fig in standard_figures(fit, table, tokens=tokens, model_size=model_size, tolerance=tolerance).items():
+        paths += save(fig, Path(out) / name)
+    return paths

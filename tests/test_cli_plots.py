@@ -1,0 +1,130 @@
+"""Figures, the HTML report and the `dcpt` command line (fitting half: no torch needed)."""
+import json
+import subprocess
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import dcpt_law as dl  # noqa: E402
+from dcpt_law import cli, plots, report  # noqa: E402
+from conftest import synthetic_table  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small():
+    """3 sizes x 4 token counts x 9 ratios, with base rows: quick to fit, enough for every figure."""
+    from conftest import RATIOS, SIZES, TOKENS
+
+    return synthetic_table(1, sizes=SIZES[:3], tokens=TOKENS[::2], ratios=RATIOS)
+
+
+@pytest.fixture(scope="module")
+def small_fit(small):
+    return dl.fit(small, warn=False, bootstrap=8)
+
+
+def _markers(ax):
+    return [(ln.get_linestyle(), ln.get_marker()) for ln in ax.get_lines()]
+
+
+def test_loss_vs_ratio_styles(small_fit, small):
+    held = np.zeros(len(dl.table.fit_rows(small)), bool)
+    held[::7] = True
+    fig = plots.loss_vs_ratio(small_fit, small, heldout=held, n_tokens=3)
+    axes = fig.get_axes()
+    assert len(axes) == 2 and {a.get_title().split(",")[0] for a in axes} == {plots.TITLES["domain"], plots.TITLES["general"]}
+    styles = _markers(axes[0])
+    assert ("--", "None") in styles                        # fitted curves dashed
+    assert any(m == "o" for _, m in styles)                 # fitted points circles
+    assert any(m == "*" for _, m in styles)                 # held-out points stars
+    assert "ratio" in axes[0].get_xlabel() and "nats" in axes[0].get_ylabel()
+    # the dashed curve is the fitted law
+    x, y = axes[0].get_lines()[0].get_data()
+    N = small["model_size"].max()
+    D = plots._pick(small.loc[small.model_size == N, "tokens"][small.tokens > 0], 3)[0]
+    np.testing.assert_allclose(y, small_fit["domain"].predict(N, D, x, warn=False))
+
+
+def test_parity_reports_r2(small_fit, small):
+    fig = plots.parity(small_fit, small)
+    labels = [t.get_text() for t in fig.get_axes()[0].get_legend().get_texts()]
+    r2 = small_fit["domain"].metrics["r2"]
+    assert any(f"{r2:.4f}" in lab for lab in labels)
+    assert sum(lab.startswith("N = ") for lab in labels) == 3  # one colour per model size
+
+
+def test_ratio_vs_size_and_tradeoff(small_fit):
+    fig = plots.ratio_vs_size(small_fit, "3e7", tolerance=0.03)
+    ax = fig.get_axes()[0]
+    x, y = ax.get_lines()[0].get_data()
+    want = [dl.predict_ratio(n, 3e7, fit=small_fit, warn=False).ratio for n in sorted(small_fit.base_losses.index)]
+    np.testing.assert_allclose(y, want)
+    assert ax.collections, "bootstrap interval band missing"
+    fig = plots.tradeoff(small_fit, 4e5, 3e7)
+    star = [ln for ln in fig.get_axes()[0].get_lines() if ln.get_marker() == "*"][0]
+    rec = dl.predict_ratio(4e5, 3e7, fit=small_fit, warn=False)
+    assert star.get_xdata()[0] == pytest.approx(rec.domain_loss)
+    assert f"{rec.ratio:.3f}" in star.get_label()
+
+
+def test_save_all_writes_png_and_pdf(tmp_path, small_fit, small):
+    paths = plots.save_all(small_fit, small, tmp_path)
+    names = {p.stem for p in paths}
+    assert names == {"loss_vs_ratio", "loss_vs_tokens", "parity", "ratio_vs_size", "tradeoff"}
+    for p in paths:
+        assert p.stat().st_size > 5000
+        assert p.read_bytes()[:4] in (b"\x89PNG", b"%PDF")
+
+
+def test_report_is_self_contained(tmp_path, small_fit, small):
+    path = report.write_report(small_fit, small, tmp_path, evaluate_splits=["all", "tokens"], laws=["dcpt"])
+    text = path.read_text()
+    for h in ("Recommendation", "Figures", "Fit", "Generalisation"):
+        assert f"<h2>{h}" in text
+    assert text.count("data:image/png;base64,") == 5
+    rec = dl.predict_ratio(small_fit.base_losses.index.max(), small_fit["domain"].ranges["tokens"][1],
+                           fit=small_fit, warn=False)
+    assert f"r_d={rec.ratio:.4f}" in text
+    assert "src='http" not in text and "src=\"http" not in text  # nothing external
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+def test_cli_fit_predict_roundtrip(tmp_path, small, capsys):
+    csv = tmp_path / "losses.csv"
+    small.to_csv(csv, index=False)
+    out = tmp_path / "fit.json"
+    assert cli.main(["fit", str(csv), "--out", str(out)]) == 0
+    assert "R2" in capsys.readouterr().out and out.exists()
+    assert cli.main(["predict", str(out), "--model-size", "400K", "--tokens", "30M", "--json",
+                     "--domain-tokens", "5M", "--flops", "1e15"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    want = dl.predict_ratio(4e5, 3e7, fit=dl.load_fit(out), warn=False)
+    assert got["ratio"]["ratio"] == pytest.approx(want.ratio)
+    assert {"limited_domain", "compute"} <= set(got)
+
+
+def test_cli_user_errors_are_one_line(tmp_path, small):
+    proc = subprocess.run([sys.executable, "-m", "dcpt_law.cli", "fit", str(tmp_path / "nope.csv")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("dcpt: error:") and "nope.csv" in proc.stderr
+    bad = small.copy()
+    bad.loc[5, "domain_ratio"] = 1.5
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    proc = subprocess.run([sys.executable, "-m", "dcpt_law.cli", "fit", str(tmp_path / "bad.csv")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "domain_ratio" in proc.stderr
+
+
+def test_cli_help_for_every_subcommand(capsys):
+    for cmd in ("fit", "predict", "evaluate", "plot", "report", "sweep", "quickstart"):
+        with pytest.raises(SystemExit) as e:
+            cli.main([cmd, "--help"])
+        assert e.value.code == 0
+        assert "usage: dcpt" in capsys.readouterr().out
