@@ -1,0 +1,36 @@
+"""The notebooks run top to bottom on CPU (nbclient), and say what they should."""
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat", reason="notebook tests need the [test] extra")
+nbclient = pytest.importorskip("nbclient", reason="notebook tests need the [test] extra")
+
+ROOT = Path(__file__).resolve().parent.parent
+NB = ROOT / "notebooks"
+
+
+def run(name):
+    nb = nbformat.read(NB / name, as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{name} is committed with outputs"
+    nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
+                            resources={"metadata": {"path": str(NB)}}).execute()
+    text, images = [], 0
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            assert o.get("output_type") != "error", f"{name}: {o.get('ename')}: {o.get('evalue')}"
+            text.append(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")))
+            images += "image/png" in o.get("data", {})
+    return "\n".join(text), images
+
+
+def test_quickstart_notebook():
+    text, images = run("quickstart.ipynb")
+    assert text.count("RatioResult(") >= 3 and "LimitedDomainResult(" in text and "ComputeResult(" in text
+    assert images >= 1
+
+
+def test_pilot_to_recommendation_notebook():
+    text, images = run("pilot_to_recommendation.ipynb")
+    assert "law dcpt" in text and "RatioResult(" in text
+    assert images >= 4
