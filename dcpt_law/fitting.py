@@ -374,8 +374,10 @@ def _polish(law: Law, N, D, r, y, value0: np.ndarray, delta: float):
         return np.where(np.isfinite(res), res, 1e3)
 
     try:
-        out = lmfit.minimize(residual, params, method="least_squares", loss="huber", f_scale=delta,
-                             x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
+        with warnings.catch_warnings():  # lmfit's sqrt of a singular covariance: reported as n/a below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out = lmfit.minimize(residual, params, method="least_squares", loss="huber", f_scale=delta,
+                                 x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
     except Exception:  # noqa: BLE001 - a failed polish keeps the global-search optimum
         return None
     values = np.array([out.params[p.name].value for p in law.params])

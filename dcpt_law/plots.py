@@ -35,6 +35,14 @@ def _colours(n: int) -> list[str]:
     return [OKABE_ITO[i % len(OKABE_ITO)] for i in range(n)]
 
 
+def _label(ax, xlabel: str, ylabel: str, title: str, legend: bool = True) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if legend:
+        ax.legend(loc="best")
+
+
 def _inputs(fit, table, domain=None) -> tuple[Fit, pd.DataFrame]:
     f = load_fit(fit) if isinstance(fit, (str, Path)) else fit
     df_all = load_losses(table)
@@ -78,9 +86,8 @@ def loss_vs_ratio(fit, table, *, model_size=None, tokens=None, heldout=None, dom
                         label=f"D = {format_count(D)}")
                 if (sel & held).any():
                     ax.plot(df.loc[sel & held, "domain_ratio"], y[sel & held], "*", color=c, ms=10)
-            ax.set_xlabel("domain ratio $r_d$ (share of domain data)")
-            ax.set_ylabel("validation loss (nats/token)")
-            ax.set_title(f"{TITLES[t]}, N = {format_count(N)}")
+            _label(ax, "domain ratio $r_d$ (share of domain data)", "validation loss (nats/token)",
+                   f"{TITLES[t]}, N = {format_count(N)}", legend=False)
         axes[0][0].legend(title="fit dashed; o fitted, * held out", loc="best")
         fig.tight_layout()
     return fig
@@ -104,9 +111,8 @@ def loss_vs_tokens(fit, table, *, model_size=None, domain=None, n_ratios: int = 
                 ax.plot(df.loc[sel, "tokens"], df.loc[sel, LOSS_COLUMNS[t]], "o", color=c, ms=4,
                         label=f"$r_d$ = {r:.2f}")
             ax.set_xscale("log")
-            ax.set_xlabel("CPT tokens D")
-            ax.set_ylabel("validation loss (nats/token)")
-            ax.set_title(f"{TITLES[t]}, N = {format_count(N)}")
+            _label(ax, "CPT tokens D", "validation loss (nats/token)", f"{TITLES[t]}, N = {format_count(N)}",
+                   legend=False)
         axes[0][0].legend(loc="best")
         fig.tight_layout()
     return fig
@@ -129,11 +135,8 @@ def parity(fit, table, *, domain=None):
                 ax.plot(obs[sel], pred[sel], "o", color=c, ms=4, alpha=0.8, label=f"N = {format_count(N)}")
             lo, hi = min(obs.min(), pred.min()), max(obs.max(), pred.max())
             ax.plot([lo, hi], [lo, hi], "-", color="0.4", lw=1, label=f"y = x  (R$^2$ = {r2:.4f})")
-            ax.set_xlabel("observed loss (nats/token)")
-            ax.set_ylabel("predicted loss (nats/token)")
-            ax.set_title(TITLES[t])
             ax.set_aspect("equal", adjustable="datalim")
-            ax.legend(loc="upper left")
+            _label(ax, "observed loss (nats/token)", "predicted loss (nats/token)", TITLES[t])
         fig.tight_layout()
     return fig
 
@@ -174,10 +177,8 @@ def ratio_vs_size(fit, tokens, *, sizes=None, tolerance: float = 0.03, base_gene
                     label="general-loss constraint binding")
         ax.set_xscale("log")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("model size N (non-embedding parameters)")
-        ax.set_ylabel("domain ratio $r_d$")
-        ax.set_title(f"best mixture at D = {format_count(D)} CPT tokens")
-        ax.legend(loc="best")
+        _label(ax, "model size N (non-embedding parameters)", "domain ratio $r_d$",
+               f"best mixture at D = {format_count(D)} CPT tokens")
         fig.tight_layout()
     return fig
 
@@ -202,10 +203,8 @@ def tradeoff(fit, model_size, tokens, *, tolerance: float = 0.03, base_general_l
         ax.axhline(rec.base_general_loss, color="0.5", ls=":", lw=1, label="$L_{g0}$ (base model)")
         ax.plot(rec.domain_loss, rec.general_loss, "*", color=OKABE_ITO[1], ms=16, mec="k", zorder=3,
                 label=f"recommended $r_d$ = {rec.ratio:.3f}")
-        ax.set_xlabel("predicted domain loss (nats/token)")
-        ax.set_ylabel("predicted general loss (nats/token)")
-        ax.set_title(f"trade-off at N = {format_count(N)}, D = {format_count(D)}")
-        ax.legend(loc="best")
+        _label(ax, "predicted domain loss (nats/token)", "predicted general loss (nats/token)",
+               f"trade-off at N = {format_count(N)}, D = {format_count(D)}")
         fig.tight_layout()
     return fig
 
