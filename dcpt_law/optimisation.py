@@ -77,6 +77,7 @@ class RatioResult:
     tokens: float = float("nan")
     interval: tuple[float, float] | None = None
     domain_loss_interval: tuple[float, float] | None = None
+    infeasible_share: float = 0.0  # bootstrap resamples in which no ratio meets the tolerance
 
     def __float__(self) -> float:
         return float(self.ratio)
@@ -87,6 +88,8 @@ class RatioResult:
 
     def __repr__(self) -> str:
         ci = f" (90% CI {self.interval[0]:.3f}-{self.interval[1]:.3f})" if self.interval else ""
+        if self.infeasible_share > 0:
+            ci = ci[:-1] + f"; infeasible in {self.infeasible_share:.0%} of bootstrap resamples)"
         bind = "binding" if self.constraint_active else "not binding"
         feas = "" if self.feasible else "  [INFEASIBLE: no ratio meets the tolerance; shown: least general-loss increase]"
         return (f"RatioResult(N={format_count(self.model_size)}, D={format_count(self.tokens)}: domain ratio "
@@ -108,7 +111,7 @@ def _base_general_loss(fit: Fit, N: float, given) -> float:
         return v
     base = fit.base_losses
     if len(base):
-        match = base.index[np.isclose(base.index.to_numpy(float), N, rtol=1e-6)]
+        match = base.index[np.isclose(base.index.to_numpy(float), N, rtol=0.01)]  # "151K" finds 150,976
         if len(match):
             return float(base.loc[match[0], "general_loss"])
     known = ", ".join(format_count(n) for n in base.index) if len(base) else "none"
@@ -179,13 +182,17 @@ def predict_ratio(model_size, tokens, *, fit=None, tolerance: float = 0.03, base
                       UserWarning, stacklevel=2)
     if f.has_bootstrap:
         names_d, names_g = fd.law.param_names, fg.law.param_names
-        rs, lds = [], []
+        rs, lds, infeasible = [], [], 0
         for bd, bg in zip(fd.bootstrap, fg.bootstrap):
             pd_, pg_ = dict(zip(names_d, bd)), dict(zip(names_g, bg))
-            rb = solve(pd_, pg_)[0]
+            rb, ok, _ = solve(pd_, pg_)
+            if not ok:  # no answer to the question asked: counted, not mixed into the interval
+                infeasible += 1
+                continue
             rs.append(rb)
             lds.append(float(fd.predict(N, D, rb, params=pd_, warn=False)))
         result.interval, result.domain_loss_interval = _interval(rs), _interval(lds)
+        result.infeasible_share = infeasible / len(fd.bootstrap)
     return result
 
 

@@ -183,3 +183,16 @@ def test_monotone_law_is_silent():
         warnings.simplefilter("error", dl.FitWarning)
         f = dl.fit(df, law="additive", target="domain")
     assert dl.monotonicity(f["domain"]) == {"r": 0.0, "D": 0.0}
+
+
+def test_bootstrap_is_stratified_by_ratio():
+    from dcpt_law.fitting import stratified_run_counts
+
+    ratios = np.repeat([0.0, 0.0, 0.0, 0.5, 0.5, 1.0], 8)  # 6 runs x 8 rows; 3 at r=0, 2 at 0.5, 1 at 1
+    groups = np.repeat(np.arange(6), 8)
+    counts = stratified_run_counts(groups, ratios, 500, np.random.default_rng(0))
+    assert counts.shape == (500, 6)
+    np.testing.assert_array_equal(counts[:, :3].sum(1), 3)   # every resample keeps three r=0 runs
+    np.testing.assert_array_equal(counts[:, 3:5].sum(1), 2)
+    np.testing.assert_array_equal(counts[:, 5], 1)
+    assert counts[:, 0].std() > 0  # and it does resample

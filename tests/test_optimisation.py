@@ -52,6 +52,8 @@ def test_base_loss_sources(truth):
     assert res.base_general_loss == 3.5
     with pytest.raises(ValueError, match="base_general_loss"):
         dl.predict_ratio(2e5, 3e7, fit=truth)  # no tokens=0 row for this size
+    # a size written as users write it ("401K" for 4e5 parameters) finds its base row
+    assert dl.predict_ratio("401K", 3e7, fit=truth).base_general_loss == truth.base_losses.loc[4e5, "general_loss"]
     with pytest.raises(ValueError, match="tolerance"):
         dl.predict_ratio(4e5, 3e7, fit=truth, tolerance=-1)
 
@@ -87,3 +89,19 @@ def test_allocate_compute(truth):
     want = N[np.argmin(truth["domain"].predict(N, C / (6 * N), 0.5, warn=False))]
     assert abs(np.log(res.model_size / want)) < 1e-3
     assert np.isclose(6 * res.model_size * res.tokens, C)
+
+
+def test_infeasible_resamples_are_counted_not_mixed_in(truth):
+    """A bootstrap resample with no feasible ratio is reported as a share, not as r = 0 in the interval."""
+    N, D = 4e5, 3e7
+    base = dl.predict_ratio(N, D, fit=truth, tolerance=0.03)
+    names = DCPT.param_names
+    good_d = np.array([[TRUE_DOMAIN[k] for k in names]] * 4)
+    good_g = np.array([[TRUE_GENERAL[k] for k in names]] * 4)
+    good_g[3, names.index("E")] += 5.0  # this resample's general loss is far above L_g0 everywhere
+    f = dl.Fit({"domain": dl.LawFit(DCPT, "domain", TRUE_DOMAIN, bootstrap=good_d),
+                "general": dl.LawFit(DCPT, "general", TRUE_GENERAL, bootstrap=good_g)}, base=truth.base_losses)
+    res = dl.predict_ratio(N, D, fit=f, tolerance=0.03)
+    assert res.infeasible_share == pytest.approx(0.25)
+    assert res.interval[0] == pytest.approx(base.ratio) and res.interval[1] == pytest.approx(base.ratio)
+    assert "infeasible in 25% of bootstrap resamples" in repr(res)
