@@ -260,7 +260,7 @@ class ComputeResult:
                 f"D={format_count(self.tokens)} tokens, domain loss {self.domain_loss:.4f})")
 
 
-def allocate_compute(flops, domain_ratio: float, *, fit=None, n_range=(1e5, 1e13)) -> ComputeResult:
+def allocate_compute(flops, domain_ratio: float, *, fit=None, n_range=(1e3, 1e13)) -> ComputeResult:
     """Usage 3: with C = 6 N D FLOPs at domain ratio r_d, the N (and D = C / 6N) minimising L_d.
 
     The search runs over log N in ``n_range`` (parameters).
@@ -281,6 +281,12 @@ def allocate_compute(flops, domain_ratio: float, *, fit=None, n_range=(1e5, 1e13
         return float(np.exp(_minimise_1d(obj, lo, hi)))
 
     N = best(None)
+    if abs(np.log(N) - lo) < 1e-3 or abs(np.log(N) - hi) < 1e-3:
+        edge = "smallest" if abs(np.log(N) - lo) < 1e-3 else "largest"
+        warnings.warn(f"allocate_compute: the best model size is the {edge} one searched ({format_count(N)}; n_range="
+                      f"{n_range}): the fitted law has no interior optimum at C={C:.3g} FLOPs, so this answer only "
+                      "says 'as small/large as allowed' (widen n_range, or fit more sizes and tokens)",
+                      UserWarning, stacklevel=2)
     res = ComputeResult(N, C / (6 * N), float(fd.predict(N, C / (6 * N), domain_ratio)), C, domain_ratio)
     if fd.bootstrap is not None:
         res.interval = _interval([best(dict(zip(fd.law.param_names, b))) for b in fd.bootstrap])

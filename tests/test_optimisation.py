@@ -89,6 +89,9 @@ def test_allocate_compute(truth):
     want = N[np.argmin(truth["domain"].predict(N, C / (6 * N), 0.5, warn=False))]
     assert abs(np.log(res.model_size / want)) < 1e-3
     assert np.isclose(6 * res.model_size * res.tokens, C)
+    # a law with no interior optimum in the searched sizes says so instead of returning the edge silently
+    with pytest.warns(UserWarning, match="no interior optimum"):
+        dl.allocate_compute(C, 0.5, fit=truth, n_range=(1e3, 1e4))
 
 
 def test_infeasible_resamples_are_counted_not_mixed_in(truth):
