@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--tolerance", type=float, default=0.03)
     rp.set_defaults(func=cmd_report)
     qs = sub.add_parser("quickstart", help="the README's main job: corpora, a small sweep, fit, recommendation, "
-                        "figures and report (about 10 minutes on a 2-core CPU)")
+                        "figures and report (about 5 minutes on a 2-core CPU)")
     qs.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "small_runs" / "configs"
                                             / "quickstart.toml"))
     qs.add_argument("--out", default="out/quickstart")
