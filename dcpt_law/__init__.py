@@ -27,3 +27,8 @@ __all__ += ["predict_ratio", "optimal_ratio_limited_domain", "allocate_compute",
 from .evaluation import SPLITS, evaluate, folds, summary  # noqa: E402
 
 __all__ += ["evaluate", "folds", "summary", "SPLITS"]
+from .cross_domain import (CrossDomainFit, CrossDomainLaw, DomainCoefficient, domain_coefficient,  # noqa: E402
+                           fit_cross_domain, leave_one_domain_out)
+
+__all__ += ["fit_cross_domain", "domain_coefficient", "leave_one_domain_out", "CrossDomainFit", "CrossDomainLaw",
+            "DomainCoefficient"]

@@ -30,13 +30,20 @@ def use_fit(fit_or_path) -> Fit:
     return _CURRENT
 
 
-def _resolve(fit) -> Fit:
+def _resolve(fit, domain: str | None = None) -> Fit:
+    """The Fit to use: ``fit``, a path, or the default; a cross-domain fit gives its ``domain``'s law."""
     if fit is None:
         if _CURRENT is None:
             raise ValueError("no fit given: pass fit=... or call dcpt_law.use_fit('fits/NAME.json') first")
-        return _CURRENT
+        fit = _CURRENT
     if isinstance(fit, (str, Path)):
-        return load_fit(fit)
+        fit = load_fit(fit)
+    if hasattr(fit, "for_domain"):  # CrossDomainFit
+        if domain is None:
+            raise ValueError(f"a cross-domain fit needs domain=...: one of {sorted(fit.coefficients)}")
+        return fit.for_domain(domain)
+    if domain is not None and fit.domain and domain != fit.domain:
+        raise ValueError(f"this fit is for domain {fit.domain!r}, not {domain!r}")
     return fit
 
 
@@ -152,14 +159,15 @@ def _solve_ratio(dom, gen, L_g0, T):
 
 
 def predict_ratio(model_size, tokens, *, fit=None, tolerance: float = 0.03, base_general_loss=None,
-                  warn: bool = True) -> RatioResult:
+                  warn: bool = True, domain: str | None = None) -> RatioResult:
     """Usage 1: the domain ratio r_d that minimises the predicted domain loss while the general
     loss rises at most ``tolerance`` (relative) above the base model's L_g0.
 
     model_size: N (parameters, "7B" accepted); tokens: D (CPT tokens, "100B" accepted).
     L_g0: ``base_general_loss``, else the fit table's tokens == 0 row for that size.
+    domain: which domain, for a cross-domain fit (:func:`dcpt_law.fit_cross_domain`).
     """
-    f = _resolve(fit)
+    f = _resolve(fit, domain)
     N, D = parse_count(model_size, "model_size"), parse_count(tokens, "tokens")
     if not (np.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"tolerance={tolerance!r} must be >= 0 (e.g. 0.03 for a 3% rise of general loss)")
@@ -217,13 +225,13 @@ class LimitedDomainResult:
 
 
 def optimal_ratio_limited_domain(model_size, domain_tokens, *, fit=None, min_ratio: float = 1e-3,
-                                 warn: bool = True) -> LimitedDomainResult:
+                                 warn: bool = True, domain: str | None = None) -> LimitedDomainResult:
     """Usage 2: min over r_d in [min_ratio, 1] of L_d(N, domain_tokens / r_d, r_d).
 
     All domain data is used once; the rest of the D = domain_tokens / r_d tokens is general data.
     ``min_ratio`` caps the total budget at domain_tokens / min_ratio.
     """
-    f = _resolve(fit)
+    f = _resolve(fit, domain)
     N, Dd = parse_count(model_size, "model_size"), parse_count(domain_tokens, "domain_tokens")
     if Dd <= 0:
         raise ValueError(f"domain_tokens={domain_tokens!r} must be > 0")
@@ -260,12 +268,13 @@ class ComputeResult:
                 f"D={format_count(self.tokens)} tokens, domain loss {self.domain_loss:.4f})")
 
 
-def allocate_compute(flops, domain_ratio: float, *, fit=None, n_range=(1e3, 1e13)) -> ComputeResult:
+def allocate_compute(flops, domain_ratio: float, *, fit=None, n_range=(1e3, 1e13),
+                     domain: str | None = None) -> ComputeResult:
     """Usage 3: with C = 6 N D FLOPs at domain ratio r_d, the N (and D = C / 6N) minimising L_d.
 
     The search runs over log N in ``n_range`` (parameters).
     """
-    f = _resolve(fit)
+    f = _resolve(fit, domain)
     C = parse_count(flops, "flops")
     if C <= 0:
         raise ValueError(f"flops={flops!r} must be > 0")

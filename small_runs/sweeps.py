@@ -294,11 +294,20 @@ def append_rows(path: Path, rows: list[dict]) -> None:
 
 
 def finished_runs(path: Path) -> set[str]:
+    """Finished work in a loss table: CPT run ids, and ``run_id|domain`` for every base-model row
+    (a base job is finished only once it has a row for every domain of the sweep)."""
     import pandas as pd
 
     if not path.exists():
         return set()
-    return set(pd.read_csv(path, usecols=["run_id"])["run_id"].astype(str))
+    logged = pd.read_csv(path, usecols=["run_id", "domain"]).astype(str)
+    return set(logged["run_id"]) | set(logged["run_id"] + "|" + logged["domain"])
+
+
+def is_finished(job: "RunJob", done: set[str]) -> bool:
+    if job.is_base:  # domains added to a sweep later still need their tokens == 0 rows
+        return all(f"{job.run_id()}|{d}" in done for d in job.cfg.domains)
+    return job.run_id() in done
 
 
 # --- executing one job ----------------------------------------------------------------------------
@@ -461,10 +470,11 @@ def execute(job: RunJob, progress=None, log=print) -> str:
     """Run one job unless finished, append its rows; returns its run_id. The launchers call this."""
     path = job.cfg.out_dir() / "losses.csv"
     rid = job.run_id()
-    if rid in finished_runs(path):
+    done = finished_runs(path)
+    if is_finished(job, done):
         return rid
     rows = run_base(job, progress, log) if job.is_base else run_cpt(job, progress, log)
-    append_rows(path, rows)
+    append_rows(path, [r for r in rows if f"{rid}|{r['domain']}" not in done])  # base: only missing domains
     return rid
 
 
@@ -519,7 +529,7 @@ def dry_run(cfg: SweepConfig, log=print) -> dict:
         toks = job_tokens(job)
         flops = 6 * params[job.size]["total"] * toks
         secs = toks / rate[job.size]
-        status = "done" if job.run_id() in done else "todo"
+        status = "done" if is_finished(job, done) else "todo"
         if status == "todo":
             total_s += secs
             total_f += flops
@@ -545,8 +555,8 @@ def run_sweep(cfg: SweepConfig, launcher: str = "local", log=print, executor=Non
         shard(cfg, d, "train"), shard(cfg, d, "val")
     bases, cpt = plan(cfg)
     done = finished_runs(path)
-    todo_b = [j for j in bases if j.run_id() not in done]
-    todo_c = [j for j in cpt if j.run_id() not in done]
+    todo_b = [j for j in bases if not is_finished(j, done)]
+    todo_c = [j for j in cpt if not is_finished(j, done)]
     skipped = len(bases) + len(cpt) - len(todo_b) - len(todo_c)
     log(f"sweep {cfg.name!r}: {len(todo_b)} base + {len(todo_c)} CPT runs to do, {skipped} finished and skipped "
         f"-> {path}")

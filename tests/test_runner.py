@@ -186,6 +186,13 @@ def test_ci_sweep_end_to_end_and_skip_on_rerun(tmp_path):
     df2 = dl.load_losses(path)
     assert len(df2) == len(df) + len(cfg.sizes) * n_eval
     assert sum("re-trained base matches its logged loss" in m for m in msgs) == len(cfg.sizes), msgs
+    # a domain added to the sweep later gets its own base-model rows; nothing else is duplicated
+    cfg.domains, cfg.ratios = ["code", "medicine"], [1.0]
+    sweeps.run_sweep(cfg, log=lambda m: None)
+    df3 = dl.load_losses(path)
+    base = df3[df3["tokens"] == 0]
+    assert sorted(base.groupby("domain").size().items()) == [("code", len(cfg.sizes)), ("medicine", len(cfg.sizes))]
+    assert len(df3) == len(df2) + len(cfg.sizes) * (1 + n_eval)
 
 
 def test_killed_run_resumes_with_identical_rows(tmp_path):

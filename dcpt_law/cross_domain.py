@@ -1,0 +1,339 @@
+"""Cross-Domain D-CPT Law (Que et al. 2024, section 3.4): one law for several domains.
+
+    L(N, D, r, K) = E + A/N^alpha + B*r^eta/D^beta + C/(r+eps)^gamma + F/K^mu
+    K = w1/k1 + w2*k2                      (w1 = 1: F absorbs the scale of K)
+
+All parameters are shared across domains; a domain enters only through its coefficient K,
+computed from two cheap measurements (:func:`domain_coefficient`):
+
+- k1: the base model's validation loss on the domain (the tokens == 0 rows), at the smallest
+  model size of the table;
+- k2: the relative drop of the domain loss after ``probe_tokens`` CPT tokens at r_d = 1 on
+  that smallest size: k2 = (k1 - L_d(probe_tokens)) / k1.
+
+For a fixed domain the K-term is a constant, so a cross-domain fit *for one domain* is an
+ordinary D-CPT law with E' = E + F/K^mu: :meth:`CrossDomainFit.for_domain` returns that
+:class:`~dcpt_law.fitting.Fit`, and every usage (``predict_ratio`` ...) works on it.
+
+``unit="bpb"`` fits losses in bits per byte (loss / (ln 2 * bytes per token)), which puts
+domains with very different tokenisations on one scale; ``"nats"`` fits nats per token.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .fitting import TARGETS, Fit, FitSettings, LawFit, _atomic_write, _jsonable, _metrics, start_points
+from .laws import DCPT, Law, Param
+from .search import lm_search, objective
+from .table import LOSS_COLUMNS, base_losses, fit_rows, load_losses
+
+UNITS = ("nats", "bpb")
+K_DEFINITIONS = ("k1+k2", "k1", "k2")  # which measurements K uses
+
+
+@dataclass(frozen=True)
+class DomainCoefficient:
+    """The two probe measurements of one domain (losses in the fit's unit)."""
+
+    k1: float  # base-model domain loss
+    k2: float  # relative domain-loss drop after probe_tokens at r_d = 1
+    probe_tokens: float = float("nan")
+    model_size: float = float("nan")
+
+
+def domain_coefficient(base_loss: float, probe_losses, probe_tokens=None, *, model_size=float("nan")) -> DomainCoefficient:
+    """k1 and k2 of a domain from its probe.
+
+    base_loss: the base model's domain validation loss (k1). probe_losses: the domain loss after
+    the probe run (a float), or a sequence of losses logged during it whose last entry is used.
+    k2 = (k1 - probe loss) / k1, the relative decline.
+    """
+    k1 = float(base_loss)
+    last = float(np.atleast_1d(np.asarray(probe_losses, float))[-1])
+    if not (np.isfinite(k1) and k1 > 0 and np.isfinite(last) and last > 0):
+        raise ValueError(f"domain_coefficient: base_loss={base_loss!r} and probe_losses must be finite losses > 0")
+    return DomainCoefficient(k1, (k1 - last) / k1, float(probe_tokens) if probe_tokens is not None else float("nan"),
+                             float(model_size))
+
+
+def to_unit(df: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """Losses converted to ``unit`` (a copy). ``bpb`` needs the runner's bytes-per-token columns."""
+    if unit not in UNITS:
+        raise ValueError(f"unit={unit!r}: use 'nats' (per token) or 'bpb' (bits per byte)")
+    if unit == "nats":
+        return df
+    need = ["general_bytes_per_token", "domain_bytes_per_token"]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise ValueError(f"unit='bpb' needs the columns {missing} (the runner logs them); use unit='nats'")
+    out = df.copy()
+    for t, c in (("general", "general_bytes_per_token"), ("domain", "domain_bytes_per_token")):
+        out[LOSS_COLUMNS[t]] = out[LOSS_COLUMNS[t]] / (np.log(2) * out[c])
+    return out
+
+
+def measure_coefficients(df: pd.DataFrame, probe_tokens: float, unit: str = "nats") -> dict[str, DomainCoefficient]:
+    """k1, k2 of every domain of a loss table, from its smallest size's base row and r_d = 1 run.
+
+    The probe loss is the r_d = 1 run's domain loss at the first logged token count >= probe_tokens.
+    """
+    df = to_unit(df, unit)
+    out = {}
+    for dom, g in df.groupby("domain"):
+        N = g["model_size"].min()
+        small = g[g["model_size"] == N]
+        base = small[small["tokens"] == 0]
+        run = small[(small["tokens"] >= probe_tokens) & np.isclose(small["domain_ratio"], 1.0)]
+        if base.empty or run.empty:
+            raise ValueError(f"domain {dom!r}: the probe needs a tokens == 0 row and an r_d = 1 run reaching "
+                             f"{probe_tokens:g} tokens at the smallest size ({N:g}); run `dcpt probe CONFIG --domain {dom}`")
+        first = run[run["tokens"] == run["tokens"].min()]
+        out[dom] = domain_coefficient(base["domain_loss"].mean(), first["domain_loss"].mean(),
+                                      float(first["tokens"].iloc[0]), model_size=float(N))
+    return out
+
+
+class CrossDomainLaw(Law):
+    """D-CPT + F/K^mu with K = 1/k1 + w2*k2 (or one of them); analytic Jacobian."""
+
+    def __init__(self, k_definition: str = "k1+k2"):
+        if k_definition not in K_DEFINITIONS:
+            raise ValueError(f"k_definition={k_definition!r}: use one of {K_DEFINITIONS}")
+        self.k_definition = k_definition
+        self.base = DCPT
+        extra = [Param("F", 1e-12, 1e15, (0.05, 0.5), log=True, doc="domain-coefficient term"),
+                 Param("mu", -4.0, 4.0, (-1.0, 0.5, 1.5), doc="exponent of K")]
+        if k_definition == "k1+k2":
+            extra.append(Param("w2", 1e-6, 1e6, (0.3, 3.0, 30.0), log=True, doc="weight of k2 in K (w1 = 1)"))
+        self.params = DCPT.params + tuple(extra)
+        self.name = f"cross-dcpt[{k_definition}]"
+        self.formula = "L = E + A/N^alpha + B*r^eta/D^beta + C/(r+eps)^gamma + F/K^mu, K = " + {
+            "k1+k2": "1/k1 + w2*k2", "k1": "1/k1", "k2": "k2"}[k_definition]
+        self.needs = ("N", "D", "r")
+
+    def prepare(self, N, D, r, K=None, k1=None, k2=None) -> dict:
+        ctx = self.base.prepare(N, D, r)
+        ctx["k1"], ctx["k2"] = np.asarray(k1, float), np.asarray(k2, float)
+        return ctx
+
+    def _logK(self, theta, ctx):
+        """log K (S, n) and d logK / d log w2 (or None)."""
+        k1, k2 = ctx["k1"][None, :], ctx["k2"][None, :]
+        if self.k_definition == "k1":
+            return np.broadcast_to(-np.log(k1), (theta.shape[0], k1.shape[1])), None
+        if self.k_definition == "k2":
+            return np.broadcast_to(np.log(np.maximum(k2, 1e-12)), (theta.shape[0], k1.shape[1])), None
+        w2k2 = np.exp(theta[:, 11:12]) * k2
+        K = 1.0 / k1 + w2k2
+        return np.log(K), w2k2 / K
+
+    def log_predict(self, theta, ctx, jac=False):
+        theta = np.atleast_2d(np.asarray(theta, float))
+        S, P = theta.shape
+        T, grads = self.base.log_terms(theta[:, :9], ctx)  # (4, S, n)
+        logK, dlogK = self._logK(theta, ctx)
+        tK = theta[:, 9:10] - theta[:, 10:11] * logK
+        T = np.concatenate([T, tK[None]])
+        m = T.max(axis=0)
+        w = np.exp(T - m)
+        s = w.sum(axis=0)
+        logL = m + np.log(s)
+        if not jac:
+            return logL
+        p = w / s
+        J = np.zeros((S, P, logL.shape[1]))
+        for k, g in enumerate(grads):
+            for i, d in g:
+                J[:, i, :] += p[k] * d
+        J[:, 9, :] = p[-1]
+        J[:, 10, :] = -p[-1] * logK
+        if dlogK is not None:
+            J[:, 11, :] = -p[-1] * theta[:, 10:11] * dlogK
+        return logL, J
+
+    def natural(self, theta, ctx):
+        theta = np.asarray(theta, float)
+        return np.concatenate([self.base.natural(theta[..., :9], ctx),
+                               Law.natural(self, theta, ctx)[..., 9:]], axis=-1)
+
+    def raw(self, values, ctx):
+        values = np.asarray(values, float)
+        return np.concatenate([self.base.raw(values[..., :9], ctx), Law.raw(self, values, ctx)[..., 9:]], axis=-1)
+
+    def start_grid(self, ctx, loss_scale):
+        base = self.base.start_grid(ctx, loss_scale)
+        axes = [np.array([p.to_raw(v * (loss_scale if p.name == "F" else 1.0)) for v in p.grid]) for p in self.params[9:]]
+        extra = np.stack([m.ravel() for m in np.meshgrid(*axes, indexing="ij")], axis=1)
+        return np.concatenate([np.repeat(base, len(extra), axis=0), np.tile(extra, (len(base), 1))], axis=1)
+
+    def K(self, params: dict, coef: DomainCoefficient) -> float:
+        if self.k_definition == "k1":
+            return 1.0 / coef.k1
+        if self.k_definition == "k2":
+            return coef.k2
+        return 1.0 / coef.k1 + params["w2"] * coef.k2
+
+
+@dataclass
+class CrossDomainFit:
+    """Shared parameters per loss; ``coefficients`` per known domain. ``for_domain(name)`` -> Fit."""
+
+    law: CrossDomainLaw
+    params: dict[str, dict[str, float]]
+    coefficients: dict[str, DomainCoefficient]
+    unit: str = "nats"
+    probe_tokens: float = float("nan")
+    metrics: dict = field(default_factory=dict)
+    ranges: dict = field(default_factory=dict)
+    base: dict = field(default_factory=dict)  # domain -> DataFrame of base losses (tokens == 0), in `unit`
+
+    def add_domain(self, name: str, coef: DomainCoefficient, base: pd.DataFrame | None = None) -> None:
+        """Register a new domain from its probe (k1, k2) and optionally its base-model losses."""
+        self.coefficients[name] = coef
+        if base is not None:
+            self.base[name] = base
+
+    def for_domain(self, name: str) -> Fit:
+        """The D-CPT Law of one domain: E' = E + F/K^mu, everything else shared."""
+        if name not in self.coefficients:
+            raise ValueError(f"domain {name!r} has no coefficient: known {sorted(self.coefficients)}; measure it with "
+                             "`dcpt probe CONFIG --domain NAME` and add it with add_domain(name, domain_coefficient(...))")
+        coef = self.coefficients[name]
+        fits = {}
+        for t, p in self.params.items():
+            K = self.law.K(p, coef)
+            q = {k: p[k] for k in DCPT.param_names}
+            q["E"] = p["E"] + p["F"] / K ** p["mu"]
+            fits[t] = LawFit(DCPT, t, q, domain=name, ranges=self.ranges, settings=FitSettings())
+        return Fit(fits, domain=name, base=self.base.get(name), source={"cross_domain": self.law.name, "unit": self.unit})
+
+    def predict(self, domain: str, model_size, tokens, domain_ratio, target: str = "domain"):
+        return self.for_domain(domain)[target].predict(model_size, tokens, domain_ratio, warn=False)
+
+    def report(self) -> str:
+        lines = [f"Cross-domain fit, law {self.law.name}: {self.law.formula}; unit {self.unit}, probe "
+                 f"{self.probe_tokens:g} tokens at r_d = 1 on the smallest size"]
+        for t, p in self.params.items():
+            m = self.metrics.get(t, {})
+            lines.append(f"[{t} loss] R2 {m.get('r2', float('nan')):.5f}  MAPE {m.get('mape', float('nan')):.3f}%  "
+                         + "  ".join(f"{k}={v:.4g}" for k, v in p.items()))
+        lines.append("domains: " + ", ".join(f"{d} (k1={c.k1:.4g}, k2={c.k2:.4g})" for d, c in self.coefficients.items()))
+        return "\n".join(lines)
+
+    def save(self, path) -> Path:
+        d = {"schema_version": 1, "kind": "cross_domain", "k_definition": self.law.k_definition, "params": self.params,
+             "coefficients": {k: c.__dict__ for k, c in self.coefficients.items()}, "unit": self.unit,
+             "probe_tokens": self.probe_tokens, "metrics": self.metrics, "ranges": self.ranges,
+             "base": {k: {repr(float(n)): r.to_dict() for n, r in b.iterrows()} for k, b in self.base.items()}}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, json.dumps(_jsonable(d), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path) -> "CrossDomainFit":
+        d = json.loads(Path(path).read_text())
+        if d.get("kind") != "cross_domain":
+            raise ValueError(f"{path} is not a cross-domain fit (use dcpt_law.load_fit)")
+        base = {}
+        for k, b in d.get("base", {}).items():
+            frame = pd.DataFrame.from_dict(b, orient="index")
+            frame.index = frame.index.astype(float)
+            base[k] = frame
+        return cls(CrossDomainLaw(d["k_definition"]), d["params"],
+                   {k: DomainCoefficient(**c) for k, c in d["coefficients"].items()}, d["unit"], d["probe_tokens"],
+                   d.get("metrics", {}), {k: tuple(v) for k, v in d.get("ranges", {}).items()}, base)
+
+
+def _inputs(rows: pd.DataFrame, target: str, coefs: dict[str, DomainCoefficient]) -> dict:
+    r = rows["domain_ratio"].to_numpy(float)
+    return {"N": rows["model_size"].to_numpy(float), "D": rows["tokens"].to_numpy(float),
+            "r": r if target == "domain" else 1.0 - r, "loss": rows[LOSS_COLUMNS[target]].to_numpy(float),
+            "k1": rows["domain"].map(lambda d: coefs[d].k1).to_numpy(float),
+            "k2": rows["domain"].map(lambda d: coefs[d].k2).to_numpy(float)}
+
+
+def _search(law: CrossDomainLaw, X: dict, delta: float, keep: int, weights=None, chunk: int = 4096):
+    """Screen the whole start grid by objective (cheap), polish the ``keep`` best by batched LM."""
+    ctx = law.prepare(X["N"], X["D"], X["r"], k1=X["k1"], k2=X["k2"])
+    logy = np.log(X["loss"])
+    grid = law.start_grid(ctx, float(np.median(X["loss"])))
+    w = 1.0 if weights is None else weights
+    f = np.concatenate([objective(law, grid[i:i + chunk], ctx, logy, w, delta) for i in range(0, len(grid), chunk)])
+    best = grid[np.argsort(f)[:keep]]
+    res = lm_search(law, ctx, logy, best, weights=weights, delta=delta)
+    return law.natural(res.theta[res.best], ctx), float(res.objective[res.best])
+
+
+def fit_cross_domain(table, *, probe_tokens=32_768, unit: str = "nats", k_definition: str = "k1+k2",
+                     domains=None, delta: float = 1e-3, keep: int = 256) -> CrossDomainFit:
+    """Joint fit over every domain of the table (or ``domains``), one law per loss.
+
+    probe_tokens: the probe's CPT tokens (r_d = 1, smallest size) defining k2.
+    """
+    df = to_unit(load_losses(table), unit)
+    if domains is not None:
+        df = df[df["domain"].isin(list(domains))]
+    doms = sorted(df["domain"].unique())
+    if len(doms) < 2:
+        raise ValueError(f"fit_cross_domain needs at least 2 domains in the table, got {doms}")
+    coefs = measure_coefficients(df, probe_tokens)
+    law = CrossDomainLaw(k_definition)
+    rows = pd.concat([fit_rows(df, d) for d in doms], ignore_index=True)
+    params, metrics = {}, {}
+    for t in TARGETS:
+        X = _inputs(rows, t, coefs)
+        values, _ = _search(law, X, delta, keep)
+        params[t] = dict(zip(law.param_names, map(float, values)))
+        ctx = law.prepare(X["N"], X["D"], X["r"], k1=X["k1"], k2=X["k2"])
+        metrics[t] = _metrics(np.exp(law.log_predict(law.raw(values[None], ctx), ctx)[0]), X["loss"], delta)
+    ranges = {c: (float(rows[c].min()), float(rows[c].max())) for c in ("model_size", "tokens", "domain_ratio")}
+    return CrossDomainFit(law, params, coefs, unit, float(probe_tokens), metrics, ranges,
+                          {d: base_losses(df, d) for d in doms})
+
+
+def leave_one_domain_out(table, *, probe_tokens=32_768, unit: str = "nats", k_definition: str = "k1+k2",
+                         delta: float = 1e-3) -> pd.DataFrame:
+    """For every domain: fit on the others, predict its whole grid from its probe alone, and score it
+    next to that domain's own in-domain D-CPT fit. Also the probe's share of the grid's compute."""
+    from .fitting import fit as fit_one
+
+    df = to_unit(load_losses(table), unit)
+    doms = sorted(df["domain"].unique())
+    out = []
+    for held in doms:
+        cf = fit_cross_domain(df, probe_tokens=probe_tokens, unit="nats", k_definition=k_definition,
+                              domains=[d for d in doms if d != held], delta=delta)
+        coef = measure_coefficients(df[df["domain"] == held], probe_tokens)[held]
+        cf.add_domain(held, coef, base_losses(df, held))
+        rows = fit_rows(df, held)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            own = fit_one(df, domain=held, delta=delta, warn=False)
+        for t in TARGETS:
+            obs = rows[LOSS_COLUMNS[t]].to_numpy(float)
+            args = (rows["model_size"], rows["tokens"], rows["domain_ratio"])
+            cross = _metrics(np.asarray(cf.for_domain(held)[t].predict(*args, warn=False)), obs, delta)
+            mine = _metrics(np.asarray(own[t].predict(*args, warn=False)), obs, delta)
+            out.append({"domain": held, "target": t, "k_definition": k_definition, "unit": unit,
+                        "r2_cross": cross["r2"], "huber_cross": cross["huber"], "mape_cross": cross["mape"],
+                        "r2_in_domain": mine["r2"], "huber_in_domain": mine["huber"],
+                        "probe_compute_share": probe_compute_share(df, held, probe_tokens)})
+    return pd.DataFrame(out)
+
+
+def probe_compute_share(df: pd.DataFrame, domain: str, probe_tokens: float) -> float:
+    """Compute of the probe (6 N D at the smallest size, probe_tokens) over the domain's full grid
+    (6 N D summed over its CPT runs at their last token count). Uses ``total_params`` when logged."""
+    g = df[(df["domain"] == domain) & (df["tokens"] > 0)]
+    size = "total_params" if "total_params" in g.columns else "model_size"
+    last = g.groupby(["model_size", "domain_ratio"] + (["seed"] if "seed" in g.columns else []))
+    grid = float(sum(6 * grp[size].iloc[0] * grp["tokens"].max() for _, grp in last))
+    smallest = g.loc[g["model_size"] == g["model_size"].min(), size].iloc[0]
+    return 6 * smallest * probe_tokens / grid
