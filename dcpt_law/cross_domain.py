@@ -272,10 +272,12 @@ def _search(law: CrossDomainLaw, X: dict, delta: float, keep: int, weights=None,
 
 
 def fit_cross_domain(table, *, probe_tokens=32_768, unit: str = "nats", k_definition: str = "k1+k2",
-                     domains=None, delta: float = 1e-3, keep: int = 256) -> CrossDomainFit:
+                     domains=None, delta: float = 1e-3, keep: int = 256,
+                     coefficients: dict[str, DomainCoefficient] | None = None) -> CrossDomainFit:
     """Joint fit over every domain of the table (or ``domains``), one law per loss.
 
-    probe_tokens: the probe's CPT tokens (r_d = 1, smallest size) defining k2.
+    probe_tokens: the probe's CPT tokens (r_d = 1, smallest size) defining k2. ``coefficients``:
+    k1, k2 per domain measured elsewhere (default: measured from the table's own rows).
     """
     df = to_unit(load_losses(table), unit)
     if domains is not None:
@@ -283,7 +285,10 @@ def fit_cross_domain(table, *, probe_tokens=32_768, unit: str = "nats", k_defini
     doms = sorted(df["domain"].unique())
     if len(doms) < 2:
         raise ValueError(f"fit_cross_domain needs at least 2 domains in the table, got {doms}")
-    coefs = measure_coefficients(df, probe_tokens)
+    coefs = dict(coefficients) if coefficients is not None else measure_coefficients(df, probe_tokens)
+    missing = [d for d in doms if d not in coefs]
+    if missing:
+        raise ValueError(f"coefficients: no k1, k2 for domain(s) {missing}")
     law = CrossDomainLaw(k_definition)
     rows = pd.concat([fit_rows(df, d) for d in doms], ignore_index=True)
     params, metrics = {}, {}
