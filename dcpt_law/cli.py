@@ -48,6 +48,19 @@ def cmd_sweep(a):
     print(f"loss table: {path}")
 
 
+def cmd_probe(a):
+    _, sweeps = _runner()
+    cfg = sweeps.load_config(a.config)
+    out = sweeps.run_probe(cfg, a.domain, a.probe_tokens)
+    if a.json:
+        print(json.dumps(out, indent=1))
+        return
+    print(f"domain {out['domain']}: k1 = {out['k1']:.5f} (base-model loss), k2 = {out['k2']:.5f} (relative drop "
+          f"after {out['probe_tokens']:,} tokens at r_d = 1, N = {out['model_size']:,.0f})\n"
+          f"probe compute: {out['compute_share']:.2%} of this config's full grid for the domain\n"
+          f"rows: {out['losses']}")
+
+
 def cmd_fit(a):
     import dcpt_law as dl
 
@@ -160,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--dry-run", action="store_true", help="list runs with estimated FLOPs and time, train nothing")
     sw.add_argument("--out", help="output folder (default from the config)")
     sw.set_defaults(func=cmd_sweep)
+
+    pb = sub.add_parser("probe", help="the cheap measurement (k1, k2) a new domain needs for the cross-domain law")
+    pb.add_argument("config")
+    pb.add_argument("--domain", required=True)
+    pb.add_argument("--probe-tokens", type=int, help="CPT tokens at r_d = 1 (default: the config's first evaluation point)")
+    pb.add_argument("--json", action="store_true")
+    pb.set_defaults(func=cmd_probe)
 
     ft = sub.add_parser("fit", help="fit a law to a loss table and print the report")
     ft.add_argument("losses")

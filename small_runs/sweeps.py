@@ -540,6 +540,43 @@ def dry_run(cfg: SweepConfig, log=print) -> dict:
     return {"seconds": total_s, "flops": total_f, "runs": len(bases) + len(cpt)}
 
 
+def grid_flops(cfg: SweepConfig) -> float:
+    """Training FLOPs (6 N_total D) of a sweep's CPT grid, cool-down branches included."""
+    from .models import ModelSpec, build_model, count_params
+
+    _, cpt = plan(cfg)
+    total = {s: count_params(build_model(ModelSpec(s, cfg.vocab_size, cfg.train_config().seq_len)))["total"]
+             for s in cfg.sizes}
+    return float(sum(6 * total[j.size] * job_tokens(j) for j in cpt))
+
+
+def probe_config(cfg: SweepConfig, domain: str, probe_tokens: int | None = None) -> SweepConfig:
+    """The cheap measurement the cross-domain law needs for ``domain``: the base model of the
+    smallest size (k1) and its first ``probe_tokens`` at r_d = 1 (k2; default: the sweep's first
+    evaluation point). With a WSD schedule these are exactly the first evaluations of the full
+    sweep's r_d = 1 run, so probed and swept domains measure k2 the same way."""
+    from .models import LADDER
+
+    P = int(probe_tokens or cfg.eval_at()[0])
+    smallest = min(cfg.sizes, key=list(LADDER).index) if not cfg.hf_path else cfg.sizes[0]
+    return replace(cfg, name=f"{cfg.name}-probe-{domain}", sizes=[smallest], domains=[domain], ratios=[1.0],
+                   cpt_tokens=P, eval_tokens_list=[P // 2, P], out=str(cfg.out_dir() / "probes" / domain))
+
+
+def run_probe(cfg: SweepConfig, domain: str, probe_tokens: int | None = None, log=print) -> dict:
+    """Run the probe of ``domain`` (resumable like a sweep); returns k1, k2 and its compute share."""
+    import dcpt_law as dl
+    from dcpt_law.cross_domain import measure_coefficients
+
+    pcfg = probe_config(cfg, domain, probe_tokens)
+    validate(pcfg)
+    path = run_sweep(pcfg, log=log)
+    coef = measure_coefficients(dl.load_losses(path), pcfg.cpt_tokens)[domain]
+    share = grid_flops(pcfg) / grid_flops(replace(cfg, domains=[domain]))
+    return {"domain": domain, "k1": coef.k1, "k2": coef.k2, "probe_tokens": pcfg.cpt_tokens,
+            "model_size": coef.model_size, "compute_share": share, "losses": str(path)}
+
+
 def run_sweep(cfg: SweepConfig, launcher: str = "local", log=print, executor=None) -> Path:
     """Run every unfinished job of the sweep; returns the path of losses.csv.
 

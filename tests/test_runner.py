@@ -243,3 +243,19 @@ def test_dry_run_lists_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert est["runs"] == 2 + 6 and est["seconds"] > 0 and "FLOPs" in out
     assert not (Path(cfg.out) / "losses.csv").exists()  # nothing trained
+
+
+def test_probe_is_the_start_of_the_full_run(tmp_path):
+    """`dcpt probe`: k1 from the smallest base model, k2 from the first tokens at r_d = 1; with WSD the
+    probe's losses are exactly the full sweep's first evaluations of that run, at a tiny compute share."""
+    cfg = ci_config(tmp_path, sizes=["xs", "xxs"], ratios=[0.0, 1.0])
+    P = cfg.eval_at()[0]
+    out = sweeps.run_probe(cfg, "code", log=lambda m: None)
+    probe = dl.load_losses(out["losses"])
+    assert set(probe["size_name"]) == {"xxs"} and set(probe.loc[probe.tokens > 0, "domain_ratio"]) == {1.0}
+    full = dl.load_losses(sweeps.run_sweep(replace(cfg, sizes=["xxs"]), log=lambda m: None))
+    base = full[full.tokens == 0]["domain_loss"].iloc[0]
+    at_p = full[(full.tokens == P) & (full.domain_ratio == 1.0)]["domain_loss"].iloc[0]
+    assert out["k1"] == pytest.approx(base, rel=1e-6)
+    assert out["k2"] == pytest.approx((base - at_p) / base, rel=1e-5)
+    assert 0 < out["compute_share"] < 0.1
