@@ -137,13 +137,17 @@ class PowerSumLaw(Law):
             if t.coef not in idx:
                 raise ValueError(f"law {name!r}: term coefficient {t.coef!r} is not a parameter")
             for e, feat, _ in t.powers:
-                if e not in idx or feat not in FEATURES:
-                    raise ValueError(f"law {name!r}: bad power ({e!r}, {feat!r}); features are {FEATURES}")
+                offset = feat[2:] if feat.startswith("r+") else None  # "r+eps", "r+eps2": r plus a fitted offset
+                if e not in idx or (feat not in FEATURES and offset is None):
+                    raise ValueError(f"law {name!r}: bad power ({e!r}, {feat!r}); features are {FEATURES} "
+                                     "or r+<offset parameter>")
+                if offset is not None and (offset not in idx or not self.params[idx[offset]].log):
+                    raise ValueError(f"law {name!r} uses {feat}: it needs a parameter {offset!r} with log=True "
+                                     "(offsets are fitted in log space, so they stay > 0)")
         self._idx = idx
         feats = {f for t in self.terms for _, f, _ in t.powers}
-        self.needs = tuple(f for f in ("N", "D", "r", "K") if f in feats or (f == "r" and "r+eps" in feats))
-        if "r+eps" in feats and "eps" not in idx:
-            raise ValueError(f"law {name!r} uses r+eps but has no 'eps' parameter")
+        self.needs = tuple(f for f in ("N", "D", "r", "K")
+                           if f in feats or (f == "r" and any(x.startswith("r+") for x in feats)))
 
     # Centring: coef_c * (x / x0)^(-a) == coef * x^(-a) with coef = coef_c * x0^a (sign -1).
     def prepare(self, N, D, r, K=None, centre: dict | None = None) -> dict:
@@ -194,11 +198,16 @@ class PowerSumLaw(Law):
         theta = np.atleast_2d(np.asarray(theta, float))
         S, P = theta.shape
         n = ctx["r"].shape[0]
-        eps_i = self._idx.get("eps")
-        if eps_i is not None:
-            eps = np.exp(theta[:, eps_i])[:, None]
-            r_eps = ctx["r"][None, :] + eps
-            log_r_eps = np.log(r_eps)
+        offsets = {}  # "r+eps" -> (offset param index, offset value, r + offset, log(r + offset))
+
+        def shifted(feat):
+            if feat not in offsets:
+                i = self._idx[feat[2:]]
+                eps = np.exp(theta[:, i])[:, None]
+                r_eps = ctx["r"][None, :] + eps
+                offsets[feat] = (i, eps, r_eps, np.log(r_eps))
+            return offsets[feat]
+
         logs = []
         grads = []  # per term: list of (param index, d t / d theta) with broadcastable arrays
         for t in self.terms:
@@ -220,8 +229,8 @@ class PowerSumLaw(Law):
                     # r = 0: r^a = 0 for a > 0 (term vanishes), 1 for a == 0
                     zm = ctx["r0"][None, :] & (sign * a > 0)
                     zero_mask = zm if zero_mask is None else (zero_mask | zm)
-                else:  # r+eps
-                    phi = log_r_eps
+                else:  # r + a fitted offset
+                    eps_i, eps, r_eps, phi = shifted(feat)
                     g.append((eps_i, sign * a * eps / r_eps))
                 val += sign * a * phi
                 g.append((ei, sign * phi))

@@ -196,3 +196,33 @@ def test_bootstrap_is_stratified_by_ratio():
     np.testing.assert_array_equal(counts[:, 3:5].sum(1), 2)
     np.testing.assert_array_equal(counts[:, 5], 1)
     assert counts[:, 0].std() > 0  # and it does resample
+
+
+def test_power_sum_law_with_a_second_ratio_offset():
+    """Users' power-sum laws may shift r by any log-parametrised offset: r+eps2 beside r+eps."""
+    from dcpt_law.laws import DCPT, Term
+
+    eps2 = dl.Param("eps2", 1e-6, 10.0, (0.01, 0.3), log=True)
+    law = dl.register_law("test-eps2", terms=[
+        Term("E"), Term("A", (("alpha", "N", -1),)), Term("B", (("eta", "r+eps2", 1), ("beta", "D", -1))),
+        Term("C", (("gamma", "r+eps", -1),))], params=list(DCPT.params) + [eps2], overwrite=True)
+    p = dict(E=1.5, A=30.0, alpha=0.3, B=50.0, beta=0.3, eta=0.4, C=0.5, gamma=0.6, eps=0.05, eps2=0.2)
+    N, D, r = 1e6, 1e7, np.array([0.0, 0.3, 1.0])
+    want = 1.5 + 30 / N ** 0.3 + 50 * (r + 0.2) ** 0.4 / D ** 0.3 + 0.5 / (r + 0.05) ** 0.6
+    np.testing.assert_allclose(law.predict(p, N, D, r), want, rtol=1e-12)
+    # the analytic Jacobian of the offset agrees with finite differences
+    ctx = law.prepare(np.full(3, N), np.full(3, D), r)
+    theta = law.raw(np.array([[p[k] for k in law.param_names]]), ctx)
+    _, J = law.log_predict(theta, ctx, jac=True)
+    i = law.param_names.index("eps2")
+    h = 1e-6
+    up, dn = theta.copy(), theta.copy()
+    up[0, i] += h
+    dn[0, i] -= h
+    fd = (law.log_predict(up, ctx) - law.log_predict(dn, ctx)) / (2 * h)
+    np.testing.assert_allclose(J[0, i], fd[0], rtol=1e-5, atol=1e-10)
+    with pytest.raises(ValueError, match="log=True"):
+        dl.register_law("test-bad-offset", terms=[Term("E"), Term("C", (("gamma", "r+g", -1),))],
+                        params=[dl.Param("E", 0.1, 10, (1.0,), log=True), dl.Param("C", 0.1, 10, (1.0,), log=True),
+                                dl.Param("gamma", 0, 2, (0.5,)),
+                                dl.Param("g", 0.0, 1.0, (0.1,))], overwrite=True)
