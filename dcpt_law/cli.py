@@ -40,7 +40,7 @@ def cmd_sweep(a):
     _, sweeps = _runner()
     cfg = sweeps.load_config(a.config)
     if a.out:
-        cfg.out = a.out
+        cfg.out = str(Path(a.out).resolve())  # a command-line path is relative to where you are
     if a.dry_run:
         sweeps.dry_run(cfg)
         return
@@ -132,7 +132,7 @@ def cmd_quickstart(a):
 
     t0 = time.time()
     cfg = sweeps.load_config(a.config, check_corpora=False)
-    out = Path(a.out)
+    out = Path(a.out).resolve()
     cfg.out = str(out / "sweep")
     if a.cache:
         cfg.cache = a.cache

@@ -83,7 +83,9 @@ class SweepConfig:
         return TrainConfig(**self.train)
 
     def out_dir(self) -> Path:
-        return Path(self.out or PACKAGE_ROOT / "small_runs" / "results" / self.name)
+        """``out`` (relative paths are relative to the repository root), default small_runs/results/<name>."""
+        p = Path(self.out or Path("small_runs") / "results" / self.name)
+        return p if p.is_absolute() else PACKAGE_ROOT / p
 
     def cache_dir(self) -> Path:
         from .corpora import cache_dir
