@@ -145,7 +145,7 @@ def cmd_quickstart(a):
     f = dl.fit(losses, bootstrap=a.bootstrap)
     f.save(out / "fit.json")
     print(f.report())
-    print(f"[4/4] recommendation, figures and report")
+    print("[4/4] recommendation, figures and report")
     path = report.write_report(f, losses, out, tolerance=a.tolerance)
     N = max(f.base_losses.index)
     D = f["domain"].ranges["tokens"][1]

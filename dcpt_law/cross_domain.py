@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .fitting import TARGETS, Fit, FitSettings, LawFit, _atomic_write, _jsonable, _metrics, start_points
+from .fitting import TARGETS, Fit, FitSettings, LawFit, _atomic_write, _jsonable, _metrics
 from .laws import DCPT, Law, Param
 from .search import lm_search, objective
 from .table import LOSS_COLUMNS, base_losses, fit_rows, load_losses

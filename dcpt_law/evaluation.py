@@ -13,11 +13,11 @@ objective on that fold's training points), each polished by Levenberg-Marquardt.
 from __future__ import annotations
 
 import itertools
-import warnings
 
 import numpy as np
 import pandas as pd
 
+from . import _warn
 from .fitting import TARGETS, _check_distinct, _metrics, start_points
 from .laws import RATIO_LAWS, get_law
 from .search import lm_search, objective
@@ -100,7 +100,7 @@ def evaluate(table, law=RATIO_LAWS, split="all", target: str = "both", domain: s
                         _check_distinct(train, lw, f"fold {fold}")
                         usable.append((fold, test))
                     except ValueError as exc:
-                        warnings.warn(f"evaluate: {sp} fold {fold} skipped for law {lw.name!r}: {exc}", stacklevel=2)
+                        _warn.emit(f"evaluate: {sp} fold {fold} skipped for law {lw.name!r}: {exc}")
                 if not usable:
                     continue
                 params = _fit_folds(lw, X, [m for _, m in usable], delta, starts_per_fold)

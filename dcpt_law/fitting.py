@@ -11,13 +11,14 @@ import json
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import lmfit
 import numpy as np
 import pandas as pd
 
+from . import _warn
 from . import __version__
 from .laws import Law, PowerSumLaw, get_law
 from .search import huber, lm_search, objective
@@ -61,9 +62,9 @@ def _check_distinct(df: pd.DataFrame, law: Law, what: str, warn: bool = False) -
                 f"of {col!r} and law {law.name!r} needs at least 2 (ideally 3+); add runs that vary {col!r}"
             )
         if k == 2 and warn:
-            warnings.warn(
+            _warn.emit(
                 f"{what}: only 2 distinct values of {col!r}; its exponent and the constant E trade off, so "
-                f"predictions at other {col} values are weakly identified (use 3 or more)", FitWarning, stacklevel=4)
+                f"predictions at other {col} values are weakly identified (use 3 or more)", FitWarning)
 
 
 def _metrics(pred: np.ndarray, obs: np.ndarray, delta: float) -> dict[str, float]:
@@ -122,11 +123,11 @@ class LawFit:
                 if lo is None:
                     continue
                 if np.any(x > 10 * hi) or np.any(x < lo / 10):
-                    warnings.warn(
+                    _warn.emit(
                         f"{self.target}-loss law: {name} up to {format_count(float(np.max(x)))} (down to "
                         f"{format_count(float(np.min(x)))}) is more than 10x outside the fitted range "
                         f"[{format_count(lo)}, {format_count(hi)}]; the prediction is an extrapolation",
-                        ExtrapolationWarning, stacklevel=4)
+                        ExtrapolationWarning)
 
     def predict(self, model_size, tokens, domain_ratio, *, params=None, warn: bool = True) -> np.ndarray:
         """Predicted loss (nats) at N = model_size, D = tokens, r_d = domain_ratio (broadcast)."""
@@ -402,10 +403,10 @@ def _bound_warnings(lf: LawFit) -> None:
         if pos < 1e-4 or pos > 1 - 1e-4:
             side = "lower" if pos < 0.5 else "upper"
             bound = p.lower if side == "lower" else p.upper
-            warnings.warn(
+            _warn.emit(
                 f"{lf.domain}/{lf.target}-loss law {lf.law.name!r}: parameter {p.name!r} = {v:.4g} ended at its "
                 f"{side} bound {bound:g}; the data do not pin it down (more sizes, tokens or ratios help)",
-                FitWarning, stacklevel=3)
+                FitWarning)
 
 
 def _negligible_term_warnings(lf: LawFit, X: dict, tol: float = 1e-3) -> None:
@@ -418,11 +419,11 @@ def _negligible_term_warnings(lf: LawFit, X: dict, tol: float = 1e-3) -> None:
         if term.powers and top < tol:
             names = ", ".join([term.coef] + [e for e, _, _ in term.powers])
             feats = sorted({f.replace("+eps", "") for _, f, _ in term.powers})
-            warnings.warn(
+            _warn.emit(
                 f"{lf.domain}/{lf.target}-loss law {lf.law.name!r}: the {term.coef}-term is at most {top:.2%} of the loss "
                 f"over the fitted points, so its parameters ({names}) are not identified: the data show no "
                 f"dependence on {' x '.join(feats)} (check the runs, or use a law without that term)",
-                FitWarning, stacklevel=3)
+                FitWarning)
 
 
 def monotonicity(lf: LawFit, n_grid: int = 25) -> dict[str, float]:
@@ -445,10 +446,10 @@ def _monotone_warning(lf: LawFit, tol: float = 1e-4) -> None:
     for var, inc in mono.items():
         if inc > tol:
             what = "its own ratio r" if var == "r" else "tokens D"
-            warnings.warn(
+            _warn.emit(
                 f"{lf.domain}/{lf.target}-loss law {lf.law.name!r} is not monotone decreasing in {what} over the "
                 f"fitted range (rises by up to {inc * 100:.2f}% between grid points); recommendations that rely "
-                "on it there deserve a check against measured runs", FitWarning, stacklevel=3)
+                "on it there deserve a check against measured runs", FitWarning)
 
 
 def fit_law(df: pd.DataFrame, law="dcpt", target: str = "domain", *, domain: str = "",

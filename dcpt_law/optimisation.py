@@ -9,13 +9,13 @@ Searches over r are exact to ~1e-9: a dense scan brackets every candidate, then 
 """
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import brentq, minimize_scalar
 
+from . import _warn
 from .fitting import Fit, load_fit
 from .units import format_count, parse_count
 
@@ -158,6 +158,24 @@ def _solve_ratio(dom, gen, L_g0, T):
     return r, True, abs(slack(r)) <= 1e-7 * bound
 
 
+def _check_monotone_at(fd, fg, N: float, D: float, r_rec: float, tol: float = 1e-3, near: float = 0.05) -> None:
+    """Warn when, within ``near`` of the recommended r_d at this (N, D), the fitted domain loss rises
+    with r_d or the general loss falls with it (e.g. the D-CPT law's jump at r = 0 of its corpus)."""
+    from .fitting import FitWarning
+
+    r = np.linspace(0.0, 1.0, 401)
+    for lf, sign, what in ((fd, 1.0, "domain loss rises"), (fg, -1.0, "general loss falls")):
+        L = lf.predict(N, D, r, warn=False)
+        step = sign * np.diff(L) / L[1:]
+        bad = (step > tol) & (np.abs(r[1:] - r_rec) <= near + 1e-12)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[np.argmax(step[bad])])
+            _warn.emit(f"at N={format_count(N)}, D={format_count(D)} the fitted {what} with r_d near "
+                       f"r_d={r[i]:.3f} (by {step[i]:.2%} over a step of 0.0025), next to the recommended "
+                       f"r_d={r_rec:.3f}: the law is not monotone where it is used, so the recommendation may be "
+                       "an artefact of the fit; check it against measured runs", FitWarning)
+
+
 def predict_ratio(model_size, tokens, *, fit=None, tolerance: float = 0.03, base_general_loss=None,
                   warn: bool = True, domain: str | None = None) -> RatioResult:
     """Usage 1: the domain ratio r_d that minimises the predicted domain loss while the general
@@ -181,13 +199,15 @@ def predict_ratio(model_size, tokens, *, fit=None, tolerance: float = 0.03, base
         return _solve_ratio(dom, gen, L_g0, tolerance)
 
     r, feasible, active = solve(None, None)
+    if warn:
+        _check_monotone_at(fd, fg, N, D, r)
     Ld = float(fd.predict(N, D, r, warn=False))
     Lg = float(fg.predict(N, D, r, warn=False))
     result = RatioResult(r, Ld, Lg, L_g0, tolerance, active, feasible, N, D)
     if not feasible and warn:
-        warnings.warn(f"no domain ratio keeps the general loss within {tolerance:.1%} of L_g0={L_g0:.4f} at "
+        _warn.emit(f"no domain ratio keeps the general loss within {tolerance:.1%} of L_g0={L_g0:.4f} at "
                       f"N={format_count(N)}, D={format_count(D)}; returned the ratio with the least increase",
-                      UserWarning, stacklevel=2)
+                      UserWarning)
     if f.has_bootstrap:
         names_d, names_g = fd.law.param_names, fg.law.param_names
         rs, lds, infeasible = [], [], 0
@@ -292,10 +312,10 @@ def allocate_compute(flops, domain_ratio: float, *, fit=None, n_range=(1e3, 1e13
     N = best(None)
     if abs(np.log(N) - lo) < 1e-3 or abs(np.log(N) - hi) < 1e-3:
         edge = "smallest" if abs(np.log(N) - lo) < 1e-3 else "largest"
-        warnings.warn(f"allocate_compute: the best model size is the {edge} one searched ({format_count(N)}; n_range="
+        _warn.emit(f"allocate_compute: the best model size is the {edge} one searched ({format_count(N)}; n_range="
                       f"{n_range}): the fitted law has no interior optimum at C={C:.3g} FLOPs, so this answer only "
                       "says 'as small/large as allowed' (widen n_range, or fit more sizes and tokens)",
-                      UserWarning, stacklevel=2)
+                      UserWarning)
     res = ComputeResult(N, C / (6 * N), float(fd.predict(N, C / (6 * N), domain_ratio)), C, domain_ratio)
     if fd.bootstrap is not None:
         res.interval = _interval([best(dict(zip(fd.law.param_names, b))) for b in fd.bootstrap])

@@ -22,10 +22,8 @@ Layout under the cache (``$DCPT_CACHE``, default ``~/.cache/dcpt-law``)::
 """
 from __future__ import annotations
 
-import glob
 import gzip
 import hashlib
-import io
 import json
 import os
 import re

@@ -23,11 +23,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import io
 import json
-import math
 import os
-import platform
 import subprocess
 import time
 import warnings

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 
@@ -108,3 +110,15 @@ def test_infeasible_resamples_are_counted_not_mixed_in(truth):
     assert res.infeasible_share == pytest.approx(0.25)
     assert res.interval[0] == pytest.approx(base.ratio) and res.interval[1] == pytest.approx(base.ratio)
     assert "infeasible in 25% of bootstrap resamples" in repr(res)
+
+
+def test_warns_when_the_law_is_not_monotone_next_to_the_answer(truth):
+    """TRUE_GENERAL has eta > 0: at r_g = 0 (r_d = 1) its B-term vanishes and the general loss drops.
+    A recommendation at r_d = 1 sits on that artefact and must say so; one far from it stays quiet."""
+    with pytest.warns(dl.FitWarning, match="general loss falls with r_d .* not monotone where it is used"):
+        res = dl.predict_ratio(4e5, 3e7, fit=truth, tolerance=10.0)
+    assert res.ratio == pytest.approx(1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dl.FitWarning)
+        res = dl.predict_ratio(4e5, 3e7, fit=truth, tolerance=0.03)
+    assert 0.1 < res.ratio < 0.9
