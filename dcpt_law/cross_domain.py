@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .fitting import TARGETS, Fit, FitSettings, LawFit, _atomic_write, _jsonable, _metrics
+from .fitting import TARGETS, Fit, FitSettings, LawFit, _atomic_write, _check_distinct, _jsonable, _metrics
 from .laws import DCPT, Law, Param
 from .search import lm_search, objective
 from .table import LOSS_COLUMNS, base_losses, fit_rows, load_losses
@@ -291,6 +291,7 @@ def fit_cross_domain(table, *, probe_tokens=32_768, unit: str = "nats", k_defini
         raise ValueError(f"coefficients: no k1, k2 for domain(s) {missing}")
     law = CrossDomainLaw(k_definition)
     rows = pd.concat([fit_rows(df, d) for d in doms], ignore_index=True)
+    _check_distinct(rows, DCPT, "the cross-domain fit")
     params, metrics = {}, {}
     for t in TARGETS:
         X = _inputs(rows, t, coefs)

@@ -90,3 +90,9 @@ def test_domain_coefficient_and_probe_measurement():
 def test_bits_per_byte_unit_needs_the_columns():
     with pytest.raises(ValueError, match="bytes_per_token"):
         dl.fit_cross_domain(synthetic(["a", "b"]), unit="bpb", coefficients=COEFS)
+
+
+def test_one_model_size_cannot_fit_the_size_exponent():
+    df = synthetic(["a", "b"])
+    with pytest.raises(ValueError, match="model_size"):
+        dl.fit_cross_domain(df[df["model_size"] == SIZES[0]], coefficients=COEFS)
