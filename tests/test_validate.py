@@ -1,0 +1,25 @@
+"""small_runs.validate: the held-out-size section on data from a known law (no torch needed)."""
+import pandas as pd
+
+from conftest import SIZES, synthetic_table
+from small_runs import validate
+
+
+def test_heldout_section_recovers_a_known_law():
+    df = synthetic_table(2)
+    df["size_name"] = df["model_size"].map(dict(zip(SIZES, ["a", "b", "c", "d"])))
+    small, held = df[df["model_size"] < SIZES[-1]], df[df["model_size"] == SIZES[-1]]
+    assert validate.complete_domains(small) == ["code"]
+    text = "\n".join(validate.heldout_section(small, held, None))
+    table = [line for line in text.splitlines() if line.startswith("| code | dcpt |")]
+    r2 = {row.split("|")[3].strip(): float(row.split("|")[6]) for row in table[:2]}
+    assert r2["domain"] > 0.98 and r2["general"] > 0.98, text
+    rec = [line for line in text.splitlines() if line.startswith("| code | dcpt | 0.")]
+    assert rec, text
+    regret = float(rec[0].split("|")[6])
+    assert abs(regret) < 0.5, text
+
+
+def test_md_table():
+    out = validate.md(pd.DataFrame({"a": [1.23456, 2.0], "b": ["x", "y"]}))
+    assert out.splitlines() == ["| a | b |", "| --- | --- |", "| 1.235 | x |", "| 2 | y |"]
