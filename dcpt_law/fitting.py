@@ -104,6 +104,7 @@ class LawFit:
         self.objective = objective
         self.n_starts = n_starts
         self._report = report_text
+        self.diagnostics: list[str] = []  # what the fit can't tell (bounds, vanishing terms, non-monotone)
 
     # -- prediction ---------------------------------------------------------------------------
     def _ratio(self, domain_ratio):
@@ -167,6 +168,8 @@ class LawFit:
         strong = [(k, c) for k, c in self.correl.items() if abs(c) > 0.9]
         if strong:
             lines.append("  strong correlations: " + ", ".join(f"{k} {c:+.3f}" for k, c in strong[:6]))
+        for d in self.diagnostics:
+            lines.append(f"  warning: {d}")
         if self.ranges:
             rg = self.ranges
             lines.append(f"  fitted on N [{format_count(rg['model_size'][0])}, {format_count(rg['model_size'][1])}], "
@@ -183,7 +186,7 @@ class LawFit:
             "law": self.law.name, "formula": self.law.formula, "target": self.target, "domain": self.domain,
             "params": self.params, "stderr": self.stderr, "correl": self.correl, "metrics": self.metrics,
             "ranges": self.ranges, "settings": self.settings.__dict__, "objective": self.objective,
-            "n_starts": self.n_starts,
+            "n_starts": self.n_starts, "diagnostics": self.diagnostics,
             "bootstrap": None if self.bootstrap is None else self.bootstrap.tolist(),
             "bounds": {p.name: [p.lower, p.upper] for p in self.law.params},
         }
@@ -199,7 +202,13 @@ class LawFit:
                    ranges={k: tuple(v) for k, v in (d.get("ranges") or {}).items()},
                    settings=FitSettings(**d.get("settings", {})),
                    bootstrap=None if d.get("bootstrap") is None else np.asarray(d["bootstrap"], float),
-                   objective=d.get("objective", float("nan")), n_starts=d.get("n_starts", 0))
+                   objective=d.get("objective", float("nan")), n_starts=d.get("n_starts", 0))._with(
+                       diagnostics=list(d.get("diagnostics", [])))
+
+    def _with(self, **attrs) -> "LawFit":
+        for k, v in attrs.items():
+            setattr(self, k, v)
+        return self
 
 
 class Fit:
@@ -484,11 +493,17 @@ def fit_law(df: pd.DataFrame, law="dcpt", target: str = "domain", *, domain: str
     lf._search = res  # kept for bootstrap warm starts (not serialised)
     if settings.bootstrap:
         lf.bootstrap = _bootstrap(lf, df, X, ctx, logy, res, settings)
-    if warn:
+    # diagnostics are kept with the fit (saved to JSON, shown in reports) and warned about
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         _bound_warnings(lf)
         _negligible_term_warnings(lf, X)
         if "r" in law.needs and "D" in law.needs:
             _monotone_warning(lf)
+    lf.diagnostics = [str(w.message) for w in caught]
+    if warn:
+        for w in caught:
+            _warn.emit(str(w.message), w.category)
     return lf
 
 

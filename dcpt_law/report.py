@@ -71,7 +71,8 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
         gen = None
         if evaluate_splits:
             gen = summary(evaluate(losses, law=list(laws or RATIO_LAWS), split=evaluate_splits, domain=f.domain))
-    caught = sorted({f"{x.category.__name__}: {x.message}" for x in w})
+    caught = sorted({f"{x.category.__name__}: {x.message}" for x in w}
+                    | {f"FitWarning: {d}" for lf in f.fits.values() for d in lf.diagnostics})
 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>D-CPT report: {html.escape(f.domain)}</title>"
              f"<style>{CSS}</style></head><body>",

@@ -156,7 +156,7 @@ def test_warns_on_extrapolation(fitted):
         fitted.predict(1e6, 1e7, 0.5, target="domain")  # inside: silent
 
 
-def test_warns_on_non_monotone_and_bound(table):
+def test_warns_on_non_monotone_and_bound(table, tmp_path):
     # D-CPT with eta < 1 rises in r just above r = 0: the monotonicity check must say so
     with pytest.warns(dl.FitWarning, match="not monotone decreasing in its own ratio"):
         dl.fit(table, target="domain")
@@ -169,7 +169,12 @@ def test_warns_on_non_monotone_and_bound(table):
     rising = table.copy()
     rising["domain_loss"] = 1.0 + 0.05 * np.log(rising["model_size"]) + 200.0 / rising["tokens"].clip(1) ** 0.3
     with pytest.warns(dl.FitWarning, match="'alpha' = .* ended at its lower bound"):
-        dl.fit(rising, law="chinchilla", target="domain")
+        f = dl.fit(rising, law="chinchilla", target="domain")
+    # the diagnostics stay with the fit: in its report and through save / load
+    assert any("'alpha'" in d for d in f["domain"].diagnostics)
+    assert "warning: " in f.report() and "'alpha'" in f.report()
+    f.save(tmp_path / "f.json")
+    assert dl.load_fit(tmp_path / "f.json")["domain"].diagnostics == f["domain"].diagnostics
 
 
 def test_monotone_law_is_silent():
