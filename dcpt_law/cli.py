@@ -64,7 +64,11 @@ def cmd_probe(a):
 def cmd_fit(a):
     import dcpt_law as dl
 
-    f = dl.fit(a.losses, law=a.law, target=a.target, domain=a.domain, bootstrap=a.bootstrap, delta=a.delta)
+    if a.cross_domain:
+        f = dl.fit_cross_domain(a.losses, probe_tokens=a.probe_tokens, unit=a.unit, k_definition=a.k_definition,
+                                delta=a.delta)
+    else:
+        f = dl.fit(a.losses, law=a.law, target=a.target, domain=a.domain, bootstrap=a.bootstrap, delta=a.delta)
     print(f.report())
     if a.out:
         f.save(a.out)
@@ -75,6 +79,12 @@ def cmd_predict(a):
     import dcpt_law as dl
 
     f = dl.load_fit(a.fit)
+    if a.domain:
+        if not hasattr(f, "for_domain"):
+            raise UserError("--domain is for cross-domain fits", "fit one with `dcpt fit LOSSES --cross-domain`")
+        f = f.for_domain(a.domain)
+    elif hasattr(f, "for_domain"):
+        raise UserError("a cross-domain fit needs --domain", f"one of {sorted(f.coefficients)}")
     out = {}
     r = dl.predict_ratio(a.model_size, a.tokens, fit=f, tolerance=a.tolerance, base_general_loss=a.base_general_loss)
     out["ratio"] = r.to_dict()
@@ -189,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--bootstrap", type=int, default=0, help="run-level resamples for 90%% intervals (e.g. 200)")
     ft.add_argument("--delta", type=float, default=1e-3, help="Huber delta on log-loss residuals")
     ft.add_argument("--out", help="write the fit as JSON (e.g. fits/NAME.json)")
+    ft.add_argument("--cross-domain", action="store_true", help="one joint law over every domain of the table "
+                    "(Cross-Domain D-CPT Law)")
+    ft.add_argument("--probe-tokens", type=int, default=32_768, help="cross-domain: tokens of the r_d = 1 probe (k2)")
+    ft.add_argument("--unit", default="nats", choices=["nats", "bpb"], help="cross-domain: fit nats/token or bits/byte")
+    ft.add_argument("--k-definition", default="k1+k2", choices=["k1+k2", "k1", "k2"])
     ft.set_defaults(func=cmd_fit)
 
     pd_ = sub.add_parser("predict", help="recommended domain ratio for a target model (usages 1-3)")
@@ -199,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--base-general-loss", type=float, help="L_g0 of the base model (default: from the fit's table)")
     pd_.add_argument("--domain-tokens", help="usage 2: domain tokens available, e.g. 5B")
     pd_.add_argument("--flops", help="usage 3: compute budget C = 6ND, e.g. 1e21")
+    pd_.add_argument("--domain", help="which domain of a cross-domain fit")
     pd_.add_argument("--json", action="store_true")
     pd_.set_defaults(func=cmd_predict)
 

@@ -335,7 +335,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def load_fit(path) -> Fit:
-    """Read a fit written by :meth:`Fit.save`."""
+    """Read a fit written by :meth:`Fit.save` (or a cross-domain fit: a :class:`CrossDomainFit`)."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"fit file {str(path)!r} does not exist: make one with `dcpt fit LOSSES --out {path}`")
@@ -343,6 +343,10 @@ def load_fit(path) -> Fit:
         d = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"fit file {str(path)!r} is not valid JSON ({exc})") from None
+    if d.get("kind") == "cross_domain":
+        from .cross_domain import CrossDomainFit
+
+        return CrossDomainFit.load(path)
     return Fit.from_dict(d)
 
 

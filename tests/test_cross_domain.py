@@ -1,4 +1,6 @@
 """Cross-domain D-CPT Law: recovery on synthetic domains, held-out domains from K alone, the API."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -96,3 +98,22 @@ def test_one_model_size_cannot_fit_the_size_exponent():
     df = synthetic(["a", "b"])
     with pytest.raises(ValueError, match="model_size"):
         dl.fit_cross_domain(df[df["model_size"] == SIZES[0]], coefficients=COEFS)
+
+
+def test_cli_cross_domain_fit_and_predict(tmp_path, capsys):
+    from dcpt_law import cli
+
+    df = synthetic(list("abcd"))
+    # base rows and probe points so k1, k2 are measured from the table itself
+    base = df[df["tokens"] == TOKENS[0]].drop_duplicates(["domain", "model_size"]).assign(tokens=0, domain_ratio=0.0)
+    pd.concat([base, df], ignore_index=True).to_csv(tmp_path / "multi.csv", index=False)
+    out = tmp_path / "cross.json"
+    assert cli.main(["fit", str(tmp_path / "multi.csv"), "--cross-domain", "--probe-tokens", str(int(TOKENS[1])),
+                     "--out", str(out)]) == 0
+    assert "Cross-domain fit" in capsys.readouterr().out
+    assert cli.main(["predict", str(out), "--domain", "b", "--model-size", "400K", "--tokens", "30M", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    want = dl.predict_ratio(4e5, 3e7, fit=dl.load_fit(out), domain="b", warn=False)
+    assert got["ratio"]["ratio"] == pytest.approx(want.ratio)
+    assert cli.main(["predict", str(out), "--model-size", "400K", "--tokens", "30M"]) == 2
+    assert "needs --domain" in capsys.readouterr().err
