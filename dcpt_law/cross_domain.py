@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .fitting import TARGETS, Fit, FitSettings, LawFit, _atomic_write, _check_distinct, _jsonable, _metrics
-from .laws import DCPT, Law, Param
+from .laws import DCPT, Law, Param, log_sum_terms
 from .search import lm_search, objective
 from .table import LOSS_COLUMNS, base_losses, fit_rows, load_losses
 
@@ -135,27 +135,11 @@ class CrossDomainLaw(Law):
 
     def log_predict(self, theta, ctx, jac=False):
         theta = np.atleast_2d(np.asarray(theta, float))
-        S, P = theta.shape
-        T, grads = self.base.log_terms(theta[:, :9], ctx)  # (4, S, n)
+        T, grads = self.base.log_terms(theta[:, :9], ctx)  # the D-CPT terms (4, S, n)
         logK, dlogK = self._logK(theta, ctx)
-        tK = theta[:, 9:10] - theta[:, 10:11] * logK
-        T = np.concatenate([T, tK[None]])
-        m = T.max(axis=0)
-        w = np.exp(T - m)
-        s = w.sum(axis=0)
-        logL = m + np.log(s)
-        if not jac:
-            return logL
-        p = w / s
-        J = np.zeros((S, P, logL.shape[1]))
-        for k, g in enumerate(grads):
-            for i, d in g:
-                J[:, i, :] += p[k] * d
-        J[:, 9, :] = p[-1]
-        J[:, 10, :] = -p[-1] * logK
-        if dlogK is not None:
-            J[:, 11, :] = -p[-1] * theta[:, 10:11] * dlogK
-        return logL, J
+        gK = [(9, 1.0), (10, -logK)] + ([(11, -theta[:, 10:11] * dlogK)] if dlogK is not None else [])
+        T = np.concatenate([T, (theta[:, 9:10] - theta[:, 10:11] * logK)[None]])  # + log F - mu log K
+        return log_sum_terms(T, grads + [gK], theta.shape[1], jac)
 
     def natural(self, theta, ctx):
         theta = np.asarray(theta, float)

@@ -252,21 +252,25 @@ class PowerSumLaw(Law):
 
     def log_predict(self, theta, ctx, jac=False):
         theta = np.atleast_2d(np.asarray(theta, float))
-        S, P = theta.shape
-        n = ctx["r"].shape[0]
         T, grads = self.log_terms(theta, ctx)  # (K, S, n)
-        m = T.max(axis=0)
-        w = np.exp(T - m)
-        s = w.sum(axis=0)
-        logL = m + np.log(s)
-        if not jac:
-            return logL
-        p = w / s  # softmax weights per term
-        J = np.zeros((S, P, n))  # d logL / d theta, one contiguous row per parameter
-        for k, g in enumerate(grads):
-            for i, d in g:
-                J[:, i, :] += p[k] * d
-        return logL, J
+        return log_sum_terms(T, grads, theta.shape[1], jac)
+
+
+def log_sum_terms(T: np.ndarray, grads, n_params: int, jac: bool):
+    """log L = logsumexp over terms T (K, S, n); with ``jac`` also d log L / d theta (S, P, n) from each
+    term's list of (parameter index, d log term / d theta): the softmax-weighted sum."""
+    m = T.max(axis=0)
+    w = np.exp(T - m)
+    s = w.sum(axis=0)
+    logL = m + np.log(s)
+    if not jac:
+        return logL
+    p = w / s  # softmax weights per term
+    J = np.zeros((T.shape[1], n_params, T.shape[2]))  # one contiguous row per parameter
+    for k, g in enumerate(grads):
+        for i, d in g:
+            J[:, i, :] += p[k] * d
+    return logL, J
 
 
 class FunctionLaw(Law):

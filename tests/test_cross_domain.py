@@ -117,3 +117,21 @@ def test_cli_cross_domain_fit_and_predict(tmp_path, capsys):
     assert got["ratio"]["ratio"] == pytest.approx(want.ratio)
     assert cli.main(["predict", str(out), "--model-size", "400K", "--tokens", "30M"]) == 2
     assert "needs --domain" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kdef", ["k1+k2", "k1", "k2"])
+def test_cross_domain_jacobian_matches_finite_differences(kdef):
+    law = CrossDomainLaw(kdef)
+    rng = np.random.default_rng(0)
+    n = 40
+    ctx = law.prepare(rng.uniform(1e5, 1e7, n), rng.uniform(1e6, 1e8, n), rng.choice(RATIOS, n),
+                      k1=rng.uniform(2, 6, n), k2=rng.uniform(0.05, 0.4, n))
+    values = {**TRUE_DOMAIN, **SHARED}
+    theta = law.raw(np.array([[values[k] for k in law.param_names]]), ctx)
+    _, J = law.log_predict(theta, ctx, jac=True)
+    for i in range(theta.shape[1]):
+        up, dn = theta.copy(), theta.copy()
+        up[0, i] += 1e-6
+        dn[0, i] -= 1e-6
+        fd = (law.log_predict(up, ctx) - law.log_predict(dn, ctx)) / 2e-6
+        np.testing.assert_allclose(J[0, i], fd[0], rtol=1e-4, atol=1e-8, err_msg=law.param_names[i])
