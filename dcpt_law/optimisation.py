@@ -206,8 +206,8 @@ def predict_ratio(model_size, tokens, *, fit=None, tolerance: float = 0.03, base
     result = RatioResult(r, Ld, Lg, L_g0, tolerance, active, feasible, N, D)
     if not feasible and warn:
         _warn.emit(f"no domain ratio keeps the general loss within {tolerance:.1%} of L_g0={L_g0:.4f} at "
-                      f"N={format_count(N)}, D={format_count(D)}; returned the ratio with the least increase",
-                      UserWarning)
+                       f"N={format_count(N)}, D={format_count(D)}; returned the ratio with the least increase",
+                       UserWarning)
     if f.has_bootstrap:
         names_d, names_g = fd.law.param_names, fg.law.param_names
         rs, lds, infeasible = [], [], 0
@@ -313,9 +313,9 @@ def allocate_compute(flops, domain_ratio: float, *, fit=None, n_range=(1e3, 1e13
     if abs(np.log(N) - lo) < 1e-3 or abs(np.log(N) - hi) < 1e-3:
         edge = "smallest" if abs(np.log(N) - lo) < 1e-3 else "largest"
         _warn.emit(f"allocate_compute: the best model size is the {edge} one searched ({format_count(N)}; n_range="
-                      f"{n_range}): the fitted law has no interior optimum at C={C:.3g} FLOPs, so this answer only "
-                      "says 'as small/large as allowed' (widen n_range, or fit more sizes and tokens)",
-                      UserWarning)
+                       f"{n_range}): the fitted law has no interior optimum at C={C:.3g} FLOPs, so this answer only "
+                       "says 'as small/large as allowed' (widen n_range, or fit more sizes and tokens)",
+                       UserWarning)
     res = ComputeResult(N, C / (6 * N), float(fd.predict(N, C / (6 * N), domain_ratio)), C, domain_ratio)
     if fd.bootstrap is not None:
         res.interval = _interval([best(dict(zip(fd.law.param_names, b))) for b in fd.bootstrap])
