@@ -20,6 +20,7 @@ import pandas as pd
 
 from . import _warn
 from . import __version__
+from .provenance import git_commit
 from .laws import Law, PowerSumLaw, get_law
 from .search import huber, lm_search, objective
 from .table import LOSS_COLUMNS, base_losses, fit_rows, law_inputs, load_losses, run_groups, single_domain
@@ -222,6 +223,7 @@ class Fit:
         self.fits, self.domain = dict(fits), domain
         self.base_losses = base if base is not None else pd.DataFrame(columns=["general_loss", "domain_loss"])
         self.source = source or {}
+        self.code_version = git_commit()  # of the code that fitted it; kept through save / load
 
     def __getitem__(self, target: str) -> LawFit:
         if target not in self.fits:
@@ -280,6 +282,7 @@ class Fit:
     def to_dict(self) -> dict:
         return {
             "schema_version": SCHEMA_VERSION, "package": "dcpt-law", "package_version": __version__,
+            "git_commit": self.code_version,
             "domain": self.domain, "law": self.law, "source": self.source,
             "base_losses": {repr(float(n)): {"general_loss": float(r.general_loss), "domain_loss": float(r.domain_loss)}
                             for n, r in self.base_losses.iterrows()},
@@ -303,8 +306,10 @@ class Fit:
         if len(base):
             base.index = base.index.astype(float)
             base.index.name = "model_size"
-        return cls({t: LawFit.from_dict(v) for t, v in d["fits"].items()}, domain=d.get("domain", ""),
-                   base=base if len(base) else None, source=d.get("source"))
+        out = cls({t: LawFit.from_dict(v) for t, v in d["fits"].items()}, domain=d.get("domain", ""),
+                  base=base if len(base) else None, source=d.get("source"))
+        out.code_version = d.get("git_commit", "unknown")
+        return out
 
 
 def _jsonable(x):

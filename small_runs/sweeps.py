@@ -25,7 +25,6 @@ import fcntl
 import hashlib
 import json
 import os
-import subprocess
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -251,14 +250,11 @@ def shard(cfg: SweepConfig, domain: str, split: str):
 
 
 def git_commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=PACKAGE_ROOT, capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PACKAGE_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
+    """The code version logged with every row (not cached: a long sweep may span commits)."""
+    from dcpt_law.provenance import git_commit as commit
+
+    commit.cache_clear()
+    return commit()
 
 
 # --- the loss table -------------------------------------------------------------------------------

@@ -97,6 +97,12 @@ def test_save_load_roundtrip(tmp_path, fitted):
     text = path.read_text()
     assert '"schema_version": 1' in text and "package_version" in text
     assert not list(tmp_path.glob("*.tmp"))
+    # the code version of the fit travels with it, not the version of whoever loads it
+    from dcpt_law.provenance import git_commit
+
+    assert fitted.code_version == git_commit() and back.code_version == fitted.code_version
+    back.code_version = "abc123"
+    assert dl.load_fit(back.save(tmp_path / "again.json")).code_version == "abc123"
 
 
 def test_report_is_readable(fitted):
