@@ -23,3 +23,21 @@ def test_heldout_section_recovers_a_known_law():
 def test_md_table():
     out = validate.md(pd.DataFrame({"a": [1.23456, 2.0], "b": ["x", "y"]}))
     assert out.splitlines() == ["| a | b |", "| --- | --- |", "| 1.235 | x |", "| 2 | y |"]
+
+
+def test_plan_extra_brackets_the_prediction(tmp_path, monkeypatch):
+    import tomllib
+
+    df = synthetic_table(2)
+    df["size_name"] = df["model_size"].map(dict(zip(SIZES, ["a", "b", "c", "d"])))
+    small, held = df[df["model_size"] < SIZES[-1]], df[df["model_size"] == SIZES[-1]]
+    (tmp_path / "small_runs" / "configs").mkdir(parents=True)
+    (tmp_path / "small_runs" / "configs" / "heldout.toml").write_text(
+        (validate.ROOT / "small_runs" / "configs" / "heldout.toml").read_text())
+    monkeypatch.setattr(validate, "ROOT", tmp_path)
+    (path,) = validate.plan_extra(small, held)
+    cfg = tomllib.loads(path.read_text())
+    predicted = float(path.read_text().split("predicted r_d = ")[1].split()[0])
+    assert cfg["domains"] == ["code"] and len(cfg["ratios"]) == 2
+    lo, hi = cfg["ratios"]
+    assert lo < predicted < hi and hi - lo < 0.07
