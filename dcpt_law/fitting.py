@@ -232,7 +232,11 @@ class Fit:
 
     @property
     def law(self) -> str:
-        return next(iter(self.fits.values())).law.name
+        """The law's name, or "domain:NAME,general:NAME" when the two losses use different laws."""
+        names = {t: f.law.name for t, f in self.fits.items()}
+        if len(set(names.values())) == 1:
+            return next(iter(names.values()))
+        return ",".join(f"{t}:{n}" for t, n in names.items())
 
     @property
     def targets(self) -> list[str]:
@@ -575,6 +579,7 @@ def fit(table, law="dcpt", target: str = "both", domain: str | None = None, *, b
         delta: float = 1e-3, seed: int = 0, grid_scale: int = 1, polish: bool = True, warn: bool = True) -> Fit:
     """Fit ``law`` to a loss table (DataFrame or CSV/Parquet path).
 
+    law: a registered name, or one per loss: ``{"domain": "dcpt", "general": "total-data"}``.
     target: ``"domain"``, ``"general"`` or ``"both"``. domain: which domain of the table (needed
     when it holds several). bootstrap: number of run-level resamples (stratified by mixture ratio)
     kept for 90% intervals.
@@ -590,5 +595,11 @@ def fit(table, law="dcpt", target: str = "both", domain: str | None = None, *, b
         raise ValueError(f"domain {dom!r} has no rows with tokens > 0 to fit: run the CPT stage of the sweep")
     settings = FitSettings(delta=delta, bootstrap=bootstrap, seed=seed, grid_scale=grid_scale, polish=polish)
     targets = TARGETS if target == "both" else (target,)
-    fits = {t: fit_law(rows, law, t, domain=dom, settings=settings, warn=warn) for t in targets}
+    if isinstance(law, dict):
+        unknown = sorted(set(law) - set(TARGETS))
+        if unknown or any(t not in law for t in targets):
+            raise ValueError(f"law={law!r}: a dict maps each fitted target ({', '.join(targets)}) to a law name, "
+                             "e.g. {'domain': 'dcpt', 'general': 'total-data'}")
+    laws = {t: (law[t] if isinstance(law, dict) else law) for t in targets}
+    fits = {t: fit_law(rows, laws[t], t, domain=dom, settings=settings, warn=warn) for t in targets}
     return Fit(fits, domain=dom, base=base_losses(df_all, dom), source=_source_info(table, df_all))

@@ -10,6 +10,7 @@ Built-in laws (:data:`LAWS`):
 ``chinchilla``  L = E + A/N^alpha + B/D^beta                              (fixed r, 5 params)
 ``additive``    L = E + A/N^alpha + B/D^beta + C/(r+eps)^gamma            (no D x r term, 8)
 ``effective``   L = E + A/N^alpha + B/(D*(r+eps))^beta                    (effective data, 6)
+``total-data``  L = E + A/N^alpha + B/(D0 + r*D)^beta + C/(r+eps)^gamma   (ours: prior + CPT data, 9)
 ==============  ======================================================================
 
 Every built-in law is a *power sum*: a sum of terms ``coef * prod(feature ** (sign*exponent))``.
@@ -126,6 +127,14 @@ class Law:
         return f"<Law {self.name!r}: {self.formula}>"
 
 
+def _offset(feat: str) -> str | None:
+    """The offset parameter of a shifted feature: "r+eps" -> "eps", "rD+D0" -> "D0"; else None."""
+    for head in ("rD+", "r+"):
+        if feat.startswith(head):
+            return feat[len(head):]
+    return None
+
+
 class PowerSumLaw(Law):
     """L = sum_k coef_k * prod_j feature_kj ** (sign_kj * exponent_kj), fitted as logsumexp."""
 
@@ -137,7 +146,7 @@ class PowerSumLaw(Law):
             if t.coef not in idx:
                 raise ValueError(f"law {name!r}: term coefficient {t.coef!r} is not a parameter")
             for e, feat, _ in t.powers:
-                offset = feat[2:] if feat.startswith("r+") else None  # "r+eps", "r+eps2": r plus a fitted offset
+                offset = _offset(feat)  # "r+eps": r plus a fitted offset; "rD+D0": r*D plus fitted tokens
                 if e not in idx or (feat not in FEATURES and offset is None):
                     raise ValueError(f"law {name!r}: bad power ({e!r}, {feat!r}); features are {FEATURES} "
                                      "or r+<offset parameter>")
@@ -147,7 +156,9 @@ class PowerSumLaw(Law):
         self._idx = idx
         feats = {f for t in self.terms for _, f, _ in t.powers}
         self.needs = tuple(f for f in ("N", "D", "r", "K")
-                           if f in feats or (f == "r" and any(x.startswith("r+") for x in feats)))
+                           if f in feats or (f in ("r", "D") and any(x.startswith("rD+") for x in feats))
+                           or (f == "r" and any(x.startswith("r+") for x in feats)))
+        self._token_offsets = {_offset(f) for f in feats if f.startswith("rD+")}
 
     # Centring: coef_c * (x / x0)^(-a) == coef * x^(-a) with coef = coef_c * x0^a (sign -1).
     def prepare(self, N, D, r, K=None, centre: dict | None = None) -> dict:
@@ -162,6 +173,7 @@ class PowerSumLaw(Law):
             "logN": np.log(N) - centre["N"],
             "logD": np.log(D) - centre["D"],
             "r": r,
+            "rD": r * D,
             "r0": r <= 0,
             "logr": np.where(r > 0, logr, 0.0),
         }
@@ -174,8 +186,9 @@ class PowerSumLaw(Law):
         out = np.array(theta, float, copy=True)
         for t in self.terms:
             for e, feat, sign in t.powers:
-                if feat in ("N", "D", "K"):
-                    out[..., self._idx[t.coef]] += direction * (-sign) * theta[..., self._idx[e]] * ctx["centre"][feat]
+                if feat in ("N", "D", "K") or feat.startswith("rD+"):
+                    c = ctx["centre"]["D" if feat.startswith("rD+") else feat]
+                    out[..., self._idx[t.coef]] += direction * (-sign) * theta[..., self._idx[e]] * c
         return out
 
     def natural(self, theta, ctx):
@@ -188,7 +201,9 @@ class PowerSumLaw(Law):
         axes = []
         coefs = {t.coef for t in self.terms}
         for p in self.params:
-            vals = np.array(p.grid, float) * (loss_scale if p.name in coefs else 1.0)
+            # coefficient grids are in units of the median loss, token offsets in units of the data's mean D
+            unit = loss_scale if p.name in coefs else (np.exp(ctx["centre"]["D"]) if p.name in self._token_offsets else 1.0)
+            vals = np.array(p.grid, float) * unit
             axes.append(p.to_raw(vals))
         mesh = np.meshgrid(*axes, indexing="ij")
         return np.stack([m.ravel() for m in mesh], axis=1)
@@ -201,11 +216,13 @@ class PowerSumLaw(Law):
         offsets = {}  # "r+eps" -> (offset param index, offset value, r + offset, log(r + offset))
 
         def shifted(feat):
+            """(offset index, offset, x + offset, centred log(x + offset)) for x = r or r*D."""
             if feat not in offsets:
-                i = self._idx[feat[2:]]
+                i = self._idx[_offset(feat)]
                 eps = np.exp(theta[:, i])[:, None]
-                r_eps = ctx["r"][None, :] + eps
-                offsets[feat] = (i, eps, r_eps, np.log(r_eps))
+                tokens = feat.startswith("rD+")
+                x = ctx["rD" if tokens else "r"][None, :] + eps
+                offsets[feat] = (i, eps, x, np.log(x) - (ctx["centre"]["D"] if tokens else 0.0))
             return offsets[feat]
 
         logs = []
@@ -355,7 +372,18 @@ EFFECTIVE = _add(PowerSumLaw(
     [_E, _A, _ALPHA, _B, _BETA, _EPS],
     doc="Effective-data baseline: only the D*r tokens of the evaluated corpus count.",
 ))
-RATIO_LAWS = ("dcpt", "additive", "effective")  # laws that model r
+_D0 = Param("D0", 1e-3, 1e15, (0.1, 1.0, 10.0), log=True,
+            doc="tokens of the evaluated corpus seen before CPT (grid in units of the data's mean D)")
+TOTAL = _add(PowerSumLaw(
+    "total-data", "L = E + A/N^alpha + B/(D0 + r*D)^beta + C/(r+eps)^gamma",
+    [Term("E"), Term("A", (("alpha", "N", -1),)), Term("B", (("beta", "rD+D0", -1),)),
+     Term("C", (("gamma", "r+eps", -1),))],
+    [_E, _A, _ALPHA, _B, _BETA, _D0, _C, _GAMMA, _EPS],
+    doc="Total-data form (ours): the loss falls with all tokens of the evaluated corpus the model has seen, "
+        "D0 before CPT (fitted) plus r*D during it, plus the mixture penalty. Suits the general loss of a base "
+        "model that was still learning the general corpus.",
+))
+RATIO_LAWS = ("dcpt", "additive", "effective", "total-data")  # laws that model r
 
 
 def register_law(name: str, func: Callable | None = None, *, params: Sequence[Param] | None = None,

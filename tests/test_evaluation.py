@@ -29,9 +29,14 @@ def test_evaluate_compares_laws(small):
     assert (means.loc["dcpt", "r2"] > 0.97).all()
     # a law without r cannot predict held-out ratios
     assert means.loc[("chinchilla", "ratio"), "r2"] < means.loc[("dcpt", "ratio"), "r2"] - 0.1
-    assert len(t[(t["law"] == "dcpt") & (t["split"] == "ratio") & (t["fold"] != "mean")]) == 36
+    assert len(t[(t["law"] == "dcpt") & (t["split"] == "ratio") & ~t["fold"].isin(["mean", "median"])]) == 36
     wide = dl.summary(t)
     assert ("r2", "dcpt") in wide.columns
+    # the median over folds is there too, and summary can show it
+    ratio = t[(t["law"] == "dcpt") & (t["split"] == "ratio") & ~t["fold"].isin(["mean", "median"])]
+    med = t[(t["law"] == "dcpt") & (t["split"] == "ratio") & (t["fold"] == "median")]["r2"].iloc[0]
+    assert med == pytest.approx(ratio["r2"].median())
+    assert dl.summary(t, "median").loc[("ratio", "domain"), ("r2", "dcpt")] == pytest.approx(med)
 
 
 def test_evaluate_matches_a_direct_fit_on_all(small):

@@ -237,3 +237,22 @@ def test_power_sum_law_with_a_second_ratio_offset():
                         params=[dl.Param("E", 0.1, 10, (1.0,), log=True), dl.Param("C", 0.1, 10, (1.0,), log=True),
                                 dl.Param("gamma", 0, 2, (0.5,)),
                                 dl.Param("g", 0.0, 1.0, (0.1,))], overwrite=True)
+
+
+def test_total_data_law_recovers_its_parameters_and_mixes_with_dcpt(table):
+    """total-data: L = E + A/N^alpha + B/(D0 + r*D)^beta + C/(r+eps)^gamma, D0 in tokens."""
+    from dcpt_law.laws import TOTAL
+
+    truth = dict(E=1.8, A=40.0, alpha=0.3, B=300.0, beta=0.35, D0=2e7, C=0.2, gamma=0.5, eps=0.05)
+    df = table.copy()
+    rng = np.random.default_rng(5)
+    df["general_loss"] = TOTAL.predict(truth, df["model_size"], df["tokens"].clip(1), 1 - df["domain_ratio"]) * (
+        1 + 0.003 * rng.standard_normal(len(df)))
+    f = dl.fit(df, law={"domain": "dcpt", "general": "total-data"}, warn=False)
+    assert f.law == "domain:dcpt,general:total-data"
+    assert f["general"].metrics["r2"] > 0.99 and f["domain"].law.name == "dcpt"
+    N, D, r = _grid()
+    np.testing.assert_allclose(f.predict(N, D, r, target="general"), TOTAL.predict(truth, N, D, 1 - r), rtol=0.01)
+    assert f["general"].params["D0"] == pytest.approx(2e7, rel=0.3)
+    with pytest.raises(ValueError, match="maps each fitted target"):
+        dl.fit(df, law={"domain": "dcpt"})
