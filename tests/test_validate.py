@@ -5,7 +5,8 @@ from conftest import SIZES, synthetic_table
 from small_runs import validate
 
 
-def test_heldout_section_recovers_a_known_law():
+def test_heldout_section_recovers_a_known_law(monkeypatch):
+    monkeypatch.setattr(validate, "CANDIDATES", ["dcpt", {"domain": "dcpt", "general": "total-data"}])
     df = synthetic_table(2)
     df["size_name"] = df["model_size"].map(dict(zip(SIZES, ["a", "b", "c", "d"])))
     small, held = df[df["model_size"] < SIZES[-1]], df[df["model_size"] == SIZES[-1]]
@@ -18,6 +19,7 @@ def test_heldout_section_recovers_a_known_law():
     assert rec, text
     regret = float(rec[0].split("|")[6])
     assert abs(regret) < 0.5, text
+    assert "| code | domain:dcpt,general:total-data | general |" in text  # the pair is compared too
 
 
 def test_md_table():
