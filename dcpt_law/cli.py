@@ -61,6 +61,16 @@ def cmd_probe(a):
           f"rows: {out['losses']}")
 
 
+def _law_arg(text: str):
+    """"dcpt", or one law per loss as "domain:dcpt,general:total-data" (the form Fit.law prints)."""
+    if ":" not in text:
+        return text
+    try:
+        return dict(part.split(":", 1) for part in text.split(","))
+    except ValueError:
+        raise UserError(f"--law {text!r}: use a law name or domain:NAME,general:NAME") from None
+
+
 def cmd_fit(a):
     import dcpt_law as dl
 
@@ -68,7 +78,8 @@ def cmd_fit(a):
         f = dl.fit_cross_domain(a.losses, probe_tokens=a.probe_tokens, unit=a.unit, k_definition=a.k_definition,
                                 delta=a.delta)
     else:
-        f = dl.fit(a.losses, law=a.law, target=a.target, domain=a.domain, bootstrap=a.bootstrap, delta=a.delta)
+        f = dl.fit(a.losses, law=_law_arg(a.law), target=a.target, domain=a.domain, bootstrap=a.bootstrap,
+                   delta=a.delta)
     print(f.report())
     if a.out:
         f.save(a.out)
@@ -193,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ft = sub.add_parser("fit", help="fit a law to a loss table and print the report")
     ft.add_argument("losses")
-    ft.add_argument("--law", default="dcpt")
+    ft.add_argument("--law", default="dcpt", help="a law name, or one per loss: domain:dcpt,general:total-data")
     ft.add_argument("--target", default="both", choices=["both", "domain", "general"])
     ft.add_argument("--domain", help="which domain of the table (needed if several)")
     ft.add_argument("--bootstrap", type=int, default=0, help="run-level resamples for 90%% intervals (e.g. 200)")

@@ -108,6 +108,16 @@ def test_cli_fit_predict_roundtrip(tmp_path, small, capsys):
     assert {"limited_domain", "compute"} <= set(got)
 
 
+def test_cli_fit_one_law_per_loss(tmp_path, small, capsys):
+    csv = tmp_path / "losses.csv"
+    small.to_csv(csv, index=False)
+    out = tmp_path / "pair.json"
+    assert cli.main(["fit", str(csv), "--law", "domain:dcpt,general:total-data", "--out", str(out)]) == 0
+    assert dl.load_fit(out).law == "domain:dcpt,general:total-data"
+    assert cli.main(["fit", str(csv), "--law", "domain:dcpt,oops"]) == 2
+    assert "--law" in capsys.readouterr().err
+
+
 def test_cli_user_errors_are_one_line(tmp_path, small):
     proc = subprocess.run([sys.executable, "-m", "dcpt_law.cli", "fit", str(tmp_path / "nope.csv")],
                           capture_output=True, text=True)
