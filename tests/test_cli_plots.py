@@ -86,6 +86,7 @@ def test_report_is_self_contained(tmp_path, small_fit, small):
     for h in ("Recommendation", "Figures", "Fit", "Generalisation"):
         assert f"<h2>{h}" in text
     assert text.count("data:image/png;base64,") == 5
+    assert "Mean over folds" in text and "Median over folds" in text
     rec = dl.predict_ratio(small_fit.base_losses.index.max(), small_fit["domain"].ranges["tokens"][1],
                            fit=small_fit, warn=False)
     assert f"r_d={rec.ratio:.4f}" in text
