@@ -31,7 +31,7 @@ import pandas as pd
 from .fitting import TARGETS, Fit, FitSettings, LawFit, _atomic_write, _check_distinct, _jsonable, _metrics
 from .laws import DCPT, Law, Param, log_sum_terms
 from .search import lm_search, objective
-from .table import LOSS_COLUMNS, base_losses, fit_rows, load_losses
+from .table import LOSS_COLUMNS, base_losses, fit_rows, law_inputs, load_losses
 
 UNITS = ("nats", "bpb")
 K_DEFINITIONS = ("k1+k2", "k1", "k2")  # which measurements K uses
@@ -236,9 +236,8 @@ class CrossDomainFit:
 
 
 def _inputs(rows: pd.DataFrame, target: str, coefs: dict[str, DomainCoefficient]) -> dict:
-    r = rows["domain_ratio"].to_numpy(float)
-    return {"N": rows["model_size"].to_numpy(float), "D": rows["tokens"].to_numpy(float),
-            "r": r if target == "domain" else 1.0 - r, "loss": rows[LOSS_COLUMNS[target]].to_numpy(float),
+    """:func:`law_inputs` plus each row's domain coefficients k1, k2."""
+    return {**law_inputs(rows, target),
             "k1": rows["domain"].map(lambda d: coefs[d].k1).to_numpy(float),
             "k2": rows["domain"].map(lambda d: coefs[d].k2).to_numpy(float)}
 

@@ -93,7 +93,7 @@ class LawFit:
                  stderr: dict | None = None, correl: dict | None = None, metrics: dict | None = None,
                  ranges: dict | None = None, settings: FitSettings | None = None,
                  bootstrap: np.ndarray | None = None, objective: float = float("nan"),
-                 n_starts: int = 0, report_text: str = ""):
+                 n_starts: int = 0, report_text: str = "", diagnostics: list[str] | None = None):
         self.law, self.target, self.domain = law, target, domain
         self.params = dict(params)
         self.stderr = stderr or {}
@@ -105,7 +105,7 @@ class LawFit:
         self.objective = objective
         self.n_starts = n_starts
         self._report = report_text
-        self.diagnostics: list[str] = []  # what the fit can't tell (bounds, vanishing terms, non-monotone)
+        self.diagnostics = list(diagnostics or [])  # what the fit can't tell (bounds, vanishing terms, non-monotone)
 
     # -- prediction ---------------------------------------------------------------------------
     def _ratio(self, domain_ratio):
@@ -203,13 +203,8 @@ class LawFit:
                    ranges={k: tuple(v) for k, v in (d.get("ranges") or {}).items()},
                    settings=FitSettings(**d.get("settings", {})),
                    bootstrap=None if d.get("bootstrap") is None else np.asarray(d["bootstrap"], float),
-                   objective=d.get("objective", float("nan")), n_starts=d.get("n_starts", 0))._with(
-                       diagnostics=list(d.get("diagnostics", [])))
-
-    def _with(self, **attrs) -> "LawFit":
-        for k, v in attrs.items():
-            setattr(self, k, v)
-        return self
+                   objective=d.get("objective", float("nan")), n_starts=d.get("n_starts", 0),
+                   diagnostics=d.get("diagnostics"))
 
 
 class Fit:
