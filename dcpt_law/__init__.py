@@ -30,5 +30,7 @@ __all__ += ["evaluate", "folds", "summary", "SPLITS"]
 from .cross_domain import (CrossDomainFit, CrossDomainLaw, DomainCoefficient, domain_coefficient,  # noqa: E402
                            fit_cross_domain, leave_one_domain_out)
 
+from .transfer import CalibratedFit, probe_rows  # noqa: E402
+
 __all__ += ["fit_cross_domain", "domain_coefficient", "leave_one_domain_out", "CrossDomainFit", "CrossDomainLaw",
-            "DomainCoefficient"]
+            "DomainCoefficient", "CalibratedFit", "probe_rows"]

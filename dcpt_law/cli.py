@@ -56,7 +56,8 @@ def cmd_probe(a):
         print(json.dumps(out, indent=1))
         return
     print(f"domain {out['domain']}: k1 = {out['k1']:.5f} (base-model loss), k2 = {out['k2']:.5f} (relative drop "
-          f"after {out['probe_tokens']:,} tokens at r_d = 1, N = {out['model_size']:,.0f})\n"
+          f"after {out['k2_tokens']:,.0f} tokens at r_d = 1, N = {out['model_size']:,.0f}); probe run: "
+          f"{out['probe_tokens']:,} tokens\n"
           f"probe compute: {out['compute_share']:.2%} of this config's full grid for the domain\n"
           f"rows: {out['losses']}")
 
@@ -75,8 +76,8 @@ def cmd_fit(a):
     import dcpt_law as dl
 
     if a.cross_domain:
-        f = dl.fit_cross_domain(a.losses, probe_tokens=a.probe_tokens, unit=a.unit, k_definition=a.k_definition,
-                                delta=a.delta)
+        f = dl.fit_cross_domain(a.losses, method=a.method, probe_tokens=a.probe_tokens, unit=a.unit,
+                                k_definition=a.k_definition, delta=a.delta)
     else:
         f = dl.fit(a.losses, law=_law_arg(a.law), target=a.target, domain=a.domain, bootstrap=a.bootstrap,
                    delta=a.delta)
@@ -198,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb = sub.add_parser("probe", help="the cheap measurement (k1, k2) a new domain needs for the cross-domain law")
     pb.add_argument("config")
     pb.add_argument("--domain", required=True)
-    pb.add_argument("--probe-tokens", type=int, help="CPT tokens at r_d = 1 (default: the config's first evaluation point)")
+    pb.add_argument("--probe-tokens", type=int, help="CPT tokens at r_d = 1 (default: half the config's CPT budget)")
     pb.add_argument("--json", action="store_true")
     pb.set_defaults(func=cmd_probe)
 
@@ -212,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--out", help="write the fit as JSON (e.g. fits/NAME.json)")
     ft.add_argument("--cross-domain", action="store_true", help="one joint law over every domain of the table "
                     "(Cross-Domain D-CPT Law)")
-    ft.add_argument("--probe-tokens", type=int, default=32_768, help="cross-domain: tokens of the r_d = 1 probe (k2)")
+    ft.add_argument("--method", default="paper", choices=["paper", "calibrated"],
+                    help="cross-domain: the paper's law (shared shape + F/K^mu) or ours (shared exponents, "
+                         "per-domain coefficients from the probe)")
+    ft.add_argument("--probe-tokens", type=int, help="cross-domain: tokens of the r_d = 1 probe (default: 32768 "
+                    "for the paper's k2, 262144 for the calibrated law)")
     ft.add_argument("--unit", default="nats", choices=["nats", "bpb"], help="cross-domain: fit nats/token or bits/byte")
     ft.add_argument("--k-definition", default="k1+k2", choices=["k1+k2", "k1", "k2"])
     ft.set_defaults(func=cmd_fit)

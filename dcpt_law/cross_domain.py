@@ -32,6 +32,7 @@ from .fitting import TARGETS, Fit, FitSettings, LawFit, _atomic_write, _check_di
 from .laws import DCPT, Law, Param, log_sum_terms
 from .search import lm_search, objective
 from .table import LOSS_COLUMNS, base_losses, fit_rows, law_inputs, load_losses
+from .transfer import CalibratedFit, fit_calibrated, probe_rows
 
 UNITS = ("nats", "bpb")
 K_DEFINITIONS = ("k1+k2", "k1", "k2")  # which measurements K uses
@@ -221,10 +222,12 @@ class CrossDomainFit:
         return path
 
     @classmethod
-    def load(cls, path) -> "CrossDomainFit":
+    def load(cls, path) -> "CrossDomainFit | CalibratedFit":
         d = json.loads(Path(path).read_text())
         if d.get("kind") != "cross_domain":
             raise ValueError(f"{path} is not a cross-domain fit (use dcpt_law.load_fit)")
+        if d.get("method") == "calibrated":
+            return CalibratedFit.from_dict(d)
         base = {}
         for k, b in d.get("base", {}).items():
             frame = pd.DataFrame.from_dict(b, orient="index")
@@ -254,20 +257,34 @@ def _search(law: CrossDomainLaw, X: dict, delta: float, keep: int, weights=None,
     return law.natural(res.theta[res.best], ctx), float(res.objective[res.best])
 
 
-def fit_cross_domain(table, *, probe_tokens=32_768, unit: str = "nats", k_definition: str = "k1+k2",
-                     domains=None, delta: float = 1e-3, keep: int = 256,
-                     coefficients: dict[str, DomainCoefficient] | None = None) -> CrossDomainFit:
+METHODS = ("paper", "calibrated")
+PROBE_TOKENS = {"paper": 32_768, "calibrated": 262_144}  # default probe length per method
+
+
+def fit_cross_domain(table, *, method: str = "paper", probe_tokens=None, unit: str = "nats",
+                     k_definition: str = "k1+k2", domains=None, delta: float = 1e-3, keep: int = 256,
+                     coefficients: dict[str, DomainCoefficient] | None = None):
     """Joint fit over every domain of the table (or ``domains``), one law per loss.
 
-    probe_tokens: the probe's CPT tokens (r_d = 1, smallest size) defining k2. ``coefficients``:
-    k1, k2 per domain measured elsewhere (default: measured from the table's own rows).
+    method: ``"paper"``, the D-CPT cross-domain law (shared shape, a domain shifts the level by
+    F/K^mu; returns a :class:`CrossDomainFit`), or ``"calibrated"``, ours (shared exponents, each
+    domain's coefficients from its probe; returns a :class:`~dcpt_law.transfer.CalibratedFit`).
+    probe_tokens: the probe's CPT tokens (r_d = 1, smallest size); default 32,768 (paper: defines
+    k2) or 262,144 (calibrated: the probe's loss curve up to there). ``coefficients``: k1, k2 per
+    domain measured elsewhere (paper only; default: measured from the table's own rows).
     """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}: use one of {METHODS}")
+    probe_tokens = PROBE_TOKENS[method] if probe_tokens is None else probe_tokens
     df = to_unit(load_losses(table), unit)
     if domains is not None:
         df = df[df["domain"].isin(list(domains))]
     doms = sorted(df["domain"].unique())
     if len(doms) < 2:
         raise ValueError(f"fit_cross_domain needs at least 2 domains in the table, got {doms}")
+    if method == "calibrated":
+        _check_distinct(fit_rows(df), DCPT, "the cross-domain fit")
+        return fit_calibrated(df, doms, probe_tokens, unit)
     coefs = dict(coefficients) if coefficients is not None else measure_coefficients(df, probe_tokens)
     missing = [d for d in doms if d not in coefs]
     if missing:
@@ -287,20 +304,24 @@ def fit_cross_domain(table, *, probe_tokens=32_768, unit: str = "nats", k_defini
                           {d: base_losses(df, d) for d in doms})
 
 
-def leave_one_domain_out(table, *, probe_tokens=32_768, unit: str = "nats", k_definition: str = "k1+k2",
-                         delta: float = 1e-3) -> pd.DataFrame:
+def leave_one_domain_out(table, *, method: str = "paper", probe_tokens=None, unit: str = "nats",
+                         k_definition: str = "k1+k2", delta: float = 1e-3) -> pd.DataFrame:
     """For every domain: fit on the others, predict its whole grid from its probe alone, and score it
     next to that domain's own in-domain D-CPT fit. Also the probe's share of the grid's compute."""
     from .fitting import fit as fit_one
 
+    probe_tokens = PROBE_TOKENS.get(method, 0) if probe_tokens is None else probe_tokens
     df = to_unit(load_losses(table), unit)
     doms = sorted(df["domain"].unique())
     out = []
     for held in doms:
-        cf = fit_cross_domain(df, probe_tokens=probe_tokens, unit="nats", k_definition=k_definition,
+        cf = fit_cross_domain(df, method=method, probe_tokens=probe_tokens, unit="nats", k_definition=k_definition,
                               domains=[d for d in doms if d != held], delta=delta)
-        coef = measure_coefficients(df[df["domain"] == held], probe_tokens)[held]
-        cf.add_domain(held, coef, base_losses(df, held))
+        if method == "calibrated":
+            cf.add_domain(held, probe_rows(df, held, probe_tokens))
+        else:
+            cf.add_domain(held, measure_coefficients(df[df["domain"] == held], probe_tokens)[held],
+                          base_losses(df, held))
         rows = fit_rows(df, held)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -310,7 +331,8 @@ def leave_one_domain_out(table, *, probe_tokens=32_768, unit: str = "nats", k_de
             args = (rows["model_size"], rows["tokens"], rows["domain_ratio"])
             cross = _metrics(np.asarray(cf.for_domain(held)[t].predict(*args, warn=False)), obs, delta)
             mine = _metrics(np.asarray(own[t].predict(*args, warn=False)), obs, delta)
-            out.append({"domain": held, "target": t, "k_definition": k_definition, "unit": unit,
+            out.append({"domain": held, "target": t, "method": method,
+                        "k_definition": k_definition if method == "paper" else "", "unit": unit,
                         "r2_cross": cross["r2"], "huber_cross": cross["huber"], "mape_cross": cross["mape"],
                         "r2_in_domain": mine["r2"], "huber_in_domain": mine["huber"],
                         "probe_compute_share": probe_compute_share(df, held, probe_tokens)})

@@ -546,16 +546,19 @@ def grid_flops(cfg: SweepConfig) -> float:
 
 
 def probe_config(cfg: SweepConfig, domain: str, probe_tokens: int | None = None) -> SweepConfig:
-    """The cheap measurement the cross-domain law needs for ``domain``: the base model of the
-    smallest size (k1) and its first ``probe_tokens`` at r_d = 1 (k2; default: the sweep's first
-    evaluation point). With a WSD schedule these are exactly the first evaluations of the full
-    sweep's r_d = 1 run, so probed and swept domains measure k2 the same way."""
+    """The cheap measurement a new domain needs for the cross-domain laws: the base model of the
+    smallest size and one run at r_d = 1 for ``probe_tokens`` (default: half the sweep's CPT budget),
+    evaluated at the sweep's evaluation points up to there. With a WSD schedule these are exactly
+    the first evaluations of the full sweep's r_d = 1 run, so probed and swept domains measure the
+    same numbers. The paper's law uses k1 (base loss) and k2 (drop at the first point); the
+    calibrated law uses the whole probe curve."""
     from .models import LADDER
 
-    P = int(probe_tokens or cfg.eval_at()[0])
+    P = int(probe_tokens or cfg.cpt_tokens // 2)
     smallest = min(cfg.sizes, key=list(LADDER).index) if not cfg.hf_path else cfg.sizes[0]
+    evals = [int(t) for t in cfg.eval_at() if t < P] + [P]
     return replace(cfg, name=f"{cfg.name}-probe-{domain}", sizes=[smallest], domains=[domain], ratios=[1.0],
-                   cpt_tokens=P, eval_tokens_list=[P // 2, P], out=str(cfg.out_dir() / "probes" / domain))
+                   cpt_tokens=P, eval_tokens_list=evals, out=str(cfg.out_dir() / "probes" / domain))
 
 
 def run_probe(cfg: SweepConfig, domain: str, probe_tokens: int | None = None, log=print) -> dict:
@@ -566,10 +569,11 @@ def run_probe(cfg: SweepConfig, domain: str, probe_tokens: int | None = None, lo
     pcfg = probe_config(cfg, domain, probe_tokens)
     validate(pcfg)
     path = run_sweep(pcfg, log=log)
-    coef = measure_coefficients(dl.load_losses(path), pcfg.cpt_tokens)[domain]
+    coef = measure_coefficients(dl.load_losses(path), pcfg.eval_at()[0])[domain]
     share = grid_flops(pcfg) / grid_flops(replace(cfg, domains=[domain]))
-    return {"domain": domain, "k1": coef.k1, "k2": coef.k2, "probe_tokens": pcfg.cpt_tokens,
-            "model_size": coef.model_size, "compute_share": share, "losses": str(path)}
+    return {"domain": domain, "k1": coef.k1, "k2": coef.k2, "k2_tokens": coef.probe_tokens,
+            "probe_tokens": pcfg.cpt_tokens, "model_size": coef.model_size, "compute_share": share,
+            "losses": str(path)}
 
 
 def run_sweep(cfg: SweepConfig, launcher: str = "local", log=print, executor=None) -> Path:

@@ -259,3 +259,8 @@ def test_probe_is_the_start_of_the_full_run(tmp_path):
     assert out["k1"] == pytest.approx(base, rel=1e-6)
     assert out["k2"] == pytest.approx((base - at_p) / base, rel=1e-5)
     assert 0 < out["compute_share"] < 0.1
+    # the whole probe curve (the calibrated law's input) is the full run's start: half its budget by default
+    run = probe[probe.tokens > 0].set_index("tokens")["domain_loss"]
+    assert run.index.max() == cfg.cpt_tokens // 2 and len(run) >= 3
+    ref = full[full.domain_ratio == 1.0].set_index("tokens")["domain_loss"]
+    np.testing.assert_allclose(run.to_numpy(), ref.loc[run.index].to_numpy(), rtol=1e-5)

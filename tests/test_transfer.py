@@ -1,0 +1,81 @@
+"""Probe-calibrated cross-domain law: synthetic recovery, a held-out domain from its probe alone, the API."""
+import numpy as np
+import pandas as pd
+import pytest
+
+import dcpt_law as dl
+from dcpt_law.laws import DCPT
+from dcpt_law.transfer import probe_rows
+from conftest import RATIOS
+
+SIZES = np.array([1e5, 4e5, 1.6e6])
+TOKENS = np.geomspace(1e6, 1e8, 6)
+# shared exponents per loss; each domain its own E, B, C (domain loss: also beta), general loss: its own C
+SHAPE = {"domain": {"A": 40.0, "alpha": 0.35, "eta": 0.3, "gamma": 0.5, "eps": 0.02},
+         "general": {"E": 1.6, "A": 30.0, "alpha": 0.3, "B": 60.0, "beta": 0.25, "eta": 0.4, "gamma": 0.3, "eps": 0.05}}
+OWN = {"a": (1.5, 200.0, 0.30, 0.20, 0.02), "b": (2.5, 90.0, 0.25, 0.50, 0.05), "c": (0.8, 900.0, 0.40, 0.08, 0.01),
+       "d": (3.0, 40.0, 0.20, 0.30, 0.03), "e": (2.0, 300.0, 0.33, 0.15, 0.04)}  # E, B, beta, C; C of the general
+
+
+def params(dom):
+    E, B, beta, C, Cg = OWN[dom]
+    return {"domain": {**SHAPE["domain"], "E": E, "B": B, "beta": beta, "C": C},
+            "general": {**SHAPE["general"], "C": Cg}}
+
+
+def synthetic(domains, noise=0.002, seed=0):
+    """Full grids plus each domain's base rows (tokens == 0; the domain loss there is the r_d = 0 law)."""
+    rng = np.random.default_rng(seed)
+    N, D, r = (a.ravel() for a in np.meshgrid(SIZES, TOKENS, RATIOS, indexing="ij"))
+    frames = []
+    for dom in domains:
+        p = params(dom)
+        row = {"domain": dom, "model_size": N, "tokens": D, "domain_ratio": r, "seed": 0,
+               "domain_loss": DCPT.predict(p["domain"], N, D, r) * (1 + noise * rng.standard_normal(N.size)),
+               "general_loss": DCPT.predict(p["general"], N, D, 1 - r) * (1 + noise * rng.standard_normal(N.size))}
+        base = {"domain": dom, "model_size": SIZES, "tokens": 0.0, "domain_ratio": 0.0, "seed": 0,
+                "domain_loss": DCPT.predict(p["domain"], SIZES, 1e6, 0.0), "general_loss": 4.0}
+        frames += [pd.DataFrame(base), pd.DataFrame(row)]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_held_out_domain_from_its_probe_alone(tmp_path):
+    """Fit on four domains; the fifth's whole grid follows from its smallest size's base row and r_d = 1 run."""
+    cf = dl.fit_cross_domain(synthetic(list("abcd")), method="calibrated", probe_tokens=TOKENS[3])
+    for t in ("domain", "general"):
+        assert cf.metrics[t]["r2"] > 0.99, t
+    assert cf.exponents["domain"]["alpha"] == pytest.approx(0.35, abs=0.05)
+    new = synthetic(["e"], noise=0.0)
+    probe = probe_rows(new, "e", TOKENS[3])
+    assert len(probe) == 1 + 4 and probe["model_size"].nunique() == 1  # base row + 4 logged losses
+    cf.add_domain("e", probe)
+    grid = new[new["tokens"] > 0]
+    for t in ("domain", "general"):
+        pred = cf.predict("e", grid["model_size"], grid["tokens"], grid["domain_ratio"], target=t)
+        assert np.max(np.abs(pred / grid[f"{t}_loss"] - 1)) < 0.03, t
+    # a calibrated fit is a fit for every usage, and survives save / load
+    res = dl.predict_ratio(4e5, 3e7, fit=cf, domain="e")
+    cf.save(tmp_path / "cal.json")
+    again = dl.load_fit(tmp_path / "cal.json")
+    assert type(again).__name__ == "CalibratedFit"
+    assert dl.predict_ratio(4e5, 3e7, fit=again, domain="e").ratio == pytest.approx(res.ratio)
+    with pytest.raises(ValueError, match="probe"):
+        cf.for_domain("unknown")
+
+
+def test_leave_one_domain_out_calibrated_follows_domains_of_different_shape():
+    """Domains that differ in shape: the paper's level-only form cannot follow them, the calibrated law can."""
+    df = synthetic(list("abcd"))
+    cal = dl.leave_one_domain_out(df, method="calibrated", probe_tokens=TOKENS[3])
+    assert set(cal["domain"]) == set("abcd") and (cal["method"] == "calibrated").all()
+    dom = cal[cal["target"] == "domain"]
+    assert dom["r2_cross"].min() > 0.97
+    assert (cal["probe_compute_share"] < 0.05).all()
+
+
+def test_probe_needs_a_base_row_and_a_run():
+    df = synthetic(["a"])
+    with pytest.raises(ValueError, match="tokens == 0"):
+        probe_rows(df[df["tokens"] > 0], "a", TOKENS[3])
+    with pytest.raises(ValueError, match="method"):
+        dl.fit_cross_domain(synthetic(["a", "b"]), method="magic")
