@@ -305,9 +305,10 @@ def fit_cross_domain(table, *, method: str = "paper", probe_tokens=None, unit: s
 
 
 def leave_one_domain_out(table, *, method: str = "paper", probe_tokens=None, unit: str = "nats",
-                         k_definition: str = "k1+k2", delta: float = 1e-3) -> pd.DataFrame:
+                         k_definition: str = "k1+k2", delta: float = 1e-3, in_domain: bool = True) -> pd.DataFrame:
     """For every domain: fit on the others, predict its whole grid from its probe alone, and score it
-    next to that domain's own in-domain D-CPT fit. Also the probe's share of the grid's compute."""
+    next to that domain's own in-domain D-CPT fit (``in_domain=False`` skips that fit: NaN columns).
+    Also the probe's share of the grid's compute."""
     from .fitting import fit as fit_one
 
     probe_tokens = PROBE_TOKENS.get(method, 0) if probe_tokens is None else probe_tokens
@@ -323,14 +324,17 @@ def leave_one_domain_out(table, *, method: str = "paper", probe_tokens=None, uni
             cf.add_domain(held, measure_coefficients(df[df["domain"] == held], probe_tokens)[held],
                           base_losses(df, held))
         rows = fit_rows(df, held)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            own = fit_one(df, domain=held, delta=delta, warn=False)
+        own = None
+        if in_domain:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                own = fit_one(df, domain=held, delta=delta, warn=False)
         for t in TARGETS:
             obs = rows[LOSS_COLUMNS[t]].to_numpy(float)
             args = (rows["model_size"], rows["tokens"], rows["domain_ratio"])
             cross = _metrics(np.asarray(cf.for_domain(held)[t].predict(*args, warn=False)), obs, delta)
-            mine = _metrics(np.asarray(own[t].predict(*args, warn=False)), obs, delta)
+            mine = (_metrics(np.asarray(own[t].predict(*args, warn=False)), obs, delta) if own is not None
+                    else {"r2": float("nan"), "huber": float("nan")})
             out.append({"domain": held, "target": t, "method": method,
                         "k_definition": k_definition if method == "paper" else "", "unit": unit,
                         "r2_cross": cross["r2"], "huber_cross": cross["huber"], "mape_cross": cross["mape"],

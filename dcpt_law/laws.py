@@ -27,7 +27,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 # Features a power-sum term can use. "r+eps" depends on the fitted eps.
-FEATURES = ("N", "D", "r", "r+eps", "K")
+FEATURES = ("N", "D", "r", "r+eps", "K", "oD")  # oD = (1 - r) * D, the CPT tokens of *other* data
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ class PowerSumLaw(Law):
         self._idx = idx
         feats = {f for t in self.terms for _, f, _ in t.powers}
         self.needs = tuple(f for f in ("N", "D", "r", "K")
-                           if f in feats or (f in ("r", "D") and any(x.startswith("rD+") for x in feats))
+                           if f in feats or (f in ("r", "D") and any(x.startswith("rD+") or x == "oD" for x in feats))
                            or (f == "r" and any(x.startswith("r+") for x in feats)))
         self._token_offsets = {_offset(f) for f in feats if f.startswith("rD+")}
 
@@ -176,7 +176,10 @@ class PowerSumLaw(Law):
             "rD": r * D,
             "r0": r <= 0,
             "logr": np.where(r > 0, logr, 0.0),
+            "o0": r >= 1,
         }
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ctx["logoD"] = np.where(r < 1, np.log(np.maximum(1.0 - r, 1e-300) * D), 0.0) - centre["D"]
         if K is not None:
             ctx["logK"] = np.log(np.asarray(K, float)) - centre["K"]
         return ctx
@@ -186,8 +189,8 @@ class PowerSumLaw(Law):
         out = np.array(theta, float, copy=True)
         for t in self.terms:
             for e, feat, sign in t.powers:
-                if feat in ("N", "D", "K") or feat.startswith("rD+"):
-                    c = ctx["centre"]["D" if feat.startswith("rD+") else feat]
+                if feat in ("N", "D", "K", "oD") or feat.startswith("rD+"):
+                    c = ctx["centre"]["D" if feat.startswith("rD+") or feat == "oD" else feat]
                     out[..., self._idx[t.coef]] += direction * (-sign) * theta[..., self._idx[e]] * c
         return out
 
@@ -241,10 +244,10 @@ class PowerSumLaw(Law):
                     phi = ctx["logD"][None, :]
                 elif feat == "K":
                     phi = ctx["logK"][None, :]
-                elif feat == "r":
-                    phi = ctx["logr"][None, :]
-                    # r = 0: r^a = 0 for a > 0 (term vanishes), 1 for a == 0
-                    zm = ctx["r0"][None, :] & (sign * a > 0)
+                elif feat in ("r", "oD"):
+                    phi = ctx["logr" if feat == "r" else "logoD"][None, :]
+                    # r = 0 (oD: r = 1): x^a = 0 for a > 0 (term vanishes), 1 for a == 0
+                    zm = ctx["r0" if feat == "r" else "o0"][None, :] & (sign * a > 0)
                     zero_mask = zm if zero_mask is None else (zero_mask | zm)
                 else:  # r + a fitted offset
                     eps_i, eps, r_eps, phi = shifted(feat)
@@ -383,7 +386,18 @@ TOTAL = _add(PowerSumLaw(
         "D0 before CPT (fitted) plus r*D during it, plus the mixture penalty. Suits the general loss of a base "
         "model that was still learning the general corpus.",
 ))
-RATIO_LAWS = ("dcpt", "additive", "effective", "total-data")  # laws that model r
+_F = Param("F", 1e-12, 1e15, (0.01,), log=True, doc="forgetting coefficient")
+_ZETA = Param("zeta", 0.0, 2.0, (0.1, 0.4), doc="forgetting exponent (growth with tokens of other data)")
+FORGETTING = _add(PowerSumLaw(
+    "forgetting", "L = E + A/N^alpha + B*r^eta/D^beta + C/(r+eps)^gamma + F*((1-r)*D)^zeta",
+    [Term("E"), Term("A", (("alpha", "N", -1),)), Term("B", (("eta", "r", 1), ("beta", "D", -1))),
+     Term("C", (("gamma", "r+eps", -1),)), Term("F", (("zeta", "oD", 1),))],
+    [_E, _A, _ALPHA, _B, _BETA, _ETA, _C, _GAMMA, _EPS, _F, _ZETA],
+    doc="D-CPT + forgetting (ours): the loss on a corpus also rises with the (1-r)*D tokens of *other* data "
+        "seen during CPT (the general loss when r_g is small, the domain loss at r_d = 0), which the D-CPT "
+        "form, constant in D at r = 0, cannot express.",
+))
+RATIO_LAWS = ("dcpt", "additive", "effective", "total-data")  # laws that model r (forgetting: 11 parameters, slower; opt in)
 
 
 def register_law(name: str, func: Callable | None = None, *, params: Sequence[Param] | None = None,
