@@ -205,7 +205,8 @@ def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03) -> l
     the D-CPT prediction (usage 1, tolerance 3%), from fits on the small sizes and L_g0 of the held-out
     base model, so the regret can be measured. Needs the held-out base rows (run heldout*.toml first)."""
     written = []
-    template = (ROOT / "small_runs" / "configs" / "heldout.toml").read_text()
+    template = "\n".join(ln for ln in (ROOT / "small_runs" / "configs" / "heldout.toml").read_text().splitlines()
+                         if not ln.startswith("#"))
     for dom in sorted(set(held["domain"]) & set(complete_domains(small))):
         base = held[(held["domain"] == dom) & (held["tokens"] == 0)]
         if base.empty:
