@@ -27,8 +27,12 @@ from dcpt_law.table import LOSS_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "small_runs" / "results"
-SMALL = ("pilot", "multidomain")
-HELDOUT = "heldout"
+TABLES = ("pilot", "multidomain", "xxs", "heldout", "heldout_extra", "seeds")
+SMALL_SIZES = ("xs", "s", "m")  # the grid of the splits and cross-domain sections ...
+GRID_TABLES = ("pilot", "multidomain")  # ... from these tables (complete 9-ratio grids)
+# held-out experiments: (sizes fitted, size held out). m is in the regime where a bigger model is
+# better at our token budget; xl (6x m, 0.4 base tokens per parameter) is not, and shows what happens then.
+EXPERIMENTS = ((("xxs", "xs", "s"), "m"), (("xs", "s", "m"), "xl"))
 TOLERANCE = 0.03
 # every law, and the pair that won the pilot's held-out splits (NOTES.md)
 CANDIDATES = [*RATIO_LAWS, {"domain": "dcpt", "general": "total-data"}]
@@ -47,7 +51,9 @@ def md(df: pd.DataFrame, index: bool = False) -> str:
 
 
 def load(names) -> pd.DataFrame:
-    frames = [pd.read_csv(RESULTS / n / "losses.csv") for n in names if (RESULTS / n / "losses.csv").exists()]
+    """The loss tables that exist among ``names``, concatenated; column ``table`` names each row's source."""
+    frames = [pd.read_csv(RESULTS / n / "losses.csv").assign(table=n) for n in names
+              if (RESULTS / n / "losses.csv").exists()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -61,10 +67,10 @@ def complete_domains(df: pd.DataFrame) -> list[str]:
     return out
 
 
-def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path) -> list[str]:
-    lines = ["## 1. Held-out model size", ""]
-    if held.empty:
-        return lines + ["Not run yet: `dcpt sweep small_runs/configs/heldout.toml` (and `heldout_5ratios.toml`).", ""]
+def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, title: str = "") -> list[str]:
+    lines = [f"## 1{title}", ""]
+    if held.empty or small.empty:
+        return lines + ["Not run yet (see the configs in small_runs/configs/).", ""]
     rows, recs, fig_lines, resid = [], [], [], []
     for dom in sorted(set(held["domain"]) & set(complete_domains(small))):
         train = small[small["domain"] == dom]
@@ -130,7 +136,7 @@ def heldout_figure(f, train: pd.DataFrame, held: pd.DataFrame, figs: Path, dom: 
     Nh = float(held["model_size"].max())
     mask = np.isclose(both.loc[both["tokens"] > 0, "model_size"], Nh)
     fig = plots.loss_vs_ratio(f, both, model_size=Nh, heldout=mask, domain=dom)
-    name = f"heldout_{dom}_{law.replace(':', '-').replace(',', '_')}"
+    name = f"heldout_{held['size_name'].iloc[0]}_{dom}_{law.replace(':', '-').replace(',', '_')}"
     plots.save(fig, figs / name)
     return f"![{dom}, {law}](figures/{name}.png)"
 
@@ -139,6 +145,7 @@ def seeds_section(small: pd.DataFrame) -> list[str]:
     """Seed noise: the seeds sweep (seeds 1, 2) next to seed 0 of the same (size, domain, ratio) runs."""
     lines = ["## 4. Seed noise floor", ""]
     seeds = load(["seeds"])
+    seeds = seeds[seeds["seed"] != 0] if len(seeds) else seeds
     if seeds.empty:
         return lines + ["Not run yet: `dcpt sweep small_runs/configs/seeds.toml`.", ""]
     key = ["domain", "model_size", "domain_ratio", "tokens"]
@@ -201,20 +208,21 @@ def cross_section(small: pd.DataFrame) -> list[str]:
 
 
 def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03) -> list[Path]:
-    """Write small_runs/configs/heldout_extra_<domain>.toml: the held-out size at the two ratios next to
-    the D-CPT prediction (usage 1, tolerance 3%), from fits on the small sizes and L_g0 of the held-out
-    base model, so the regret can be measured. Needs the held-out base rows (run heldout*.toml first)."""
+    """Write small_runs/configs/heldout_extra_<size>_<domain>.toml: the held-out size at the two ratios next
+    to the D-CPT prediction (usage 1, tolerance 3%), from fits on the small sizes and L_g0 of the held-out
+    base model, so the regret can be measured. Needs the held-out base rows."""
     written = []
-    template = "\n".join(ln for ln in (ROOT / "small_runs" / "configs" / "heldout.toml").read_text().splitlines()
+    template = "\n".join(ln for ln in (ROOT / "small_runs" / "configs" / "multidomain.toml").read_text().splitlines()
                          if not ln.startswith("#"))
     for dom in sorted(set(held["domain"]) & set(complete_domains(small))):
         base = held[(held["domain"] == dom) & (held["tokens"] == 0)]
         if base.empty:
             continue
+        size = str(base["size_name"].iloc[0])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             f = dl.fit(small[small["domain"] == dom], domain=dom, warn=False)
-            D = float(held.loc[held["tokens"] > 0, "tokens"].max())
+            D = float(small.loc[small["tokens"] > 0, "tokens"].max())
             rec = dl.predict_ratio(float(base["model_size"].iloc[0]), D, fit=f, tolerance=TOLERANCE,
                                    base_general_loss=float(base["general_loss"].iloc[0]), warn=False)
         trained = set(np.round(held.loc[held["domain"] == dom, "domain_ratio"], 6))
@@ -222,14 +230,23 @@ def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03) -> l
         extra = sorted({x for x in extra if round(x, 6) not in trained})
         if not extra:
             continue
-        text = template.replace('name = "heldout"', f'name = "heldout_extra_{dom}"')
-        text = "\n".join(f"domains = [\"{dom}\"]" if ln.startswith("domains =") else
-                         (f"ratios = {extra}" if ln.startswith("ratios =") else ln) for ln in text.splitlines())
-        path = ROOT / "small_runs" / "configs" / f"heldout_extra_{dom}.toml"
-        path.write_text(f"# generated by `python -m small_runs.validate --plan-extra`: predicted r_d = {rec.ratio:.4f}\n"
-                        + text + "\n")
+        name = f"heldout_extra_{size}_{dom}"
+        fields = {"name =": f'name = "{name}"\nout = "small_runs/results/heldout_extra"', "sizes =": f'sizes = ["{size}"]',
+                  "domains =": f'domains = ["{dom}"]', "ratios =": f"ratios = {extra}"}
+        text = "\n".join(next((v for k, v in fields.items() if ln.startswith(k)), ln) for ln in template.splitlines())
+        path = ROOT / "small_runs" / "configs" / f"{name}.toml"
+        path.write_text(f"# generated by `python -m small_runs.validate --plan-extra`: size {size}, fitted on "
+                        f"{', '.join(sorted(set(small['size_name'])))}; predicted r_d = {rec.ratio:.4f}\n" + text + "\n")
         written.append(path)
     return written
+
+
+def experiment(data: pd.DataFrame, fitted, held_out) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows of the fitted sizes, rows of the held-out size), seed 0 only."""
+    if data.empty:
+        return data, data
+    data = data[data["seed"] == 0] if "seed" in data.columns else data
+    return data[data["size_name"].isin(fitted)], data[data["size_name"] == held_out]
 
 
 def main(argv=None):
@@ -241,15 +258,19 @@ def main(argv=None):
     a = ap.parse_args(argv)
     out = Path(a.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    small, held = load(SMALL), load([HELDOUT])
-    small = small[~small["size_name"].isin(set(held.get("size_name", [])))] if len(held) else small
+    data = load(TABLES)
     if a.plan_extra:
-        for p in plan_extra(small, held):
-            print(f"wrote {p}: run it with `dcpt sweep {p.relative_to(ROOT)}`")
+        for fitted, held_out in EXPERIMENTS:
+            for p in plan_extra(*experiment(data, fitted, held_out)):
+                print(f"wrote {p}: run it with `dcpt sweep {p.relative_to(ROOT)}`")
         return
     lines = ["# Validation", "", "Generated by `python -m small_runs.validate` from the committed loss tables "
-             f"({', '.join(f'small_runs/results/{n}' for n in (*SMALL, HELDOUT))}); do not edit by hand.", ""]
-    lines += heldout_section(small, held, out / "figures")
+             f"({', '.join(f'small_runs/results/{n}' for n in TABLES)}); do not edit by hand.", ""]
+    for i, (fitted, held_out) in enumerate(EXPERIMENTS):
+        small, held = experiment(data, fitted, held_out)
+        lines += heldout_section(small, held, out / "figures", title=f"{'abcdef'[i]}. Held-out size {held_out}, "
+                                 f"fitted on {', '.join(fitted)}")
+    small = experiment(data[data["table"].isin(GRID_TABLES)], SMALL_SIZES, None)[0]
     lines += splits_section(small, a.quick)
     lines += cross_section(small)
     lines += seeds_section(small)

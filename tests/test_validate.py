@@ -34,12 +34,13 @@ def test_plan_extra_brackets_the_prediction(tmp_path, monkeypatch):
     df["size_name"] = df["model_size"].map(dict(zip(SIZES, ["a", "b", "c", "d"])))
     small, held = df[df["model_size"] < SIZES[-1]], df[df["model_size"] == SIZES[-1]]
     (tmp_path / "small_runs" / "configs").mkdir(parents=True)
-    (tmp_path / "small_runs" / "configs" / "heldout.toml").write_text(
-        (validate.ROOT / "small_runs" / "configs" / "heldout.toml").read_text())
+    (tmp_path / "small_runs" / "configs" / "multidomain.toml").write_text(
+        (validate.ROOT / "small_runs" / "configs" / "multidomain.toml").read_text())
     monkeypatch.setattr(validate, "ROOT", tmp_path)
     (path,) = validate.plan_extra(small, held)
     cfg = tomllib.loads(path.read_text())
     predicted = float(path.read_text().split("predicted r_d = ")[1].split()[0])
-    assert cfg["domains"] == ["code"] and len(cfg["ratios"]) == 2
+    assert cfg["domains"] == ["code"] and cfg["sizes"] == ["d"] and len(cfg["ratios"]) == 2
+    assert path.name == "heldout_extra_d_code.toml" and cfg["out"] == "small_runs/results/heldout_extra"
     lo, hi = cfg["ratios"]
     assert lo < predicted < hi and hi - lo < 0.07
