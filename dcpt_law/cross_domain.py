@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .provenance import git_commit
 from .fitting import TARGETS, Fit, FitSettings, LawFit, _atomic_write, _check_distinct, _jsonable, _metrics
 from .laws import DCPT, Law, Param, log_sum_terms
 from .search import lm_search, objective
@@ -212,7 +213,7 @@ class CrossDomainFit:
         return "\n".join(lines)
 
     def save(self, path) -> Path:
-        d = {"schema_version": 1, "kind": "cross_domain", "k_definition": self.law.k_definition, "params": self.params,
+        d = {"schema_version": 1, "git_commit": git_commit(), "kind": "cross_domain", "k_definition": self.law.k_definition, "params": self.params,
              "coefficients": {k: c.__dict__ for k, c in self.coefficients.items()}, "unit": self.unit,
              "probe_tokens": self.probe_tokens, "metrics": self.metrics, "ranges": self.ranges,
              "base": {k: {repr(float(n)): r.to_dict() for n, r in b.iterrows()} for k, b in self.base.items()}}

@@ -37,7 +37,9 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize, nnls
 
-from .fitting import TARGETS, Fit, FitSettings, LawFit, _atomic_write, _jsonable, _metrics
+from .provenance import git_commit
+from . import _warn
+from .fitting import TARGETS, Fit, FitSettings, FitWarning, LawFit, _atomic_write, _jsonable, _metrics
 from .laws import DCPT
 from .table import base_losses, law_inputs
 
@@ -160,6 +162,7 @@ class CalibratedFit:
     ranges: dict = field(default_factory=dict)
     base: dict = field(default_factory=dict)  # domain -> base losses (tokens == 0)
     unit: str = "nats"
+    diagnostics: list = field(default_factory=list)  # parameters at a bound: what the fit can't tell
     method = "calibrated"
 
     def _x(self, target: str) -> np.ndarray:
@@ -194,6 +197,7 @@ class CalibratedFit:
             coef[own] = best[2]
             coefs[t] = _natural(coef, self.exponents[t]["alpha"], best[1])
         self.coefficients[name] = coefs
+        self.diagnostics = [d for d in self.diagnostics if not d.startswith(f"{name} ")] + _at_bounds({}, {name: coefs})
         # L_g0 is the base model's general loss: the same for every domain, so known sizes carry over
         own = base_losses(probe, name)
         known = [b for b in self.base.values() if len(b)]
@@ -211,8 +215,10 @@ class CalibratedFit:
         fits = {}
         for t in TARGETS:
             p = {**self.exponents[t], **self.coefficients[name][t]}
-            fits[t] = LawFit(DCPT, t, {n: p[n] for n in DCPT.param_names}, domain=name, ranges=self.ranges,
-                             settings=FitSettings())
+            # a coefficient fitted to 0 (its term absent) sits at the D-CPT Law's lower bound instead
+            q = {prm.name: max(p[prm.name], prm.lower) for prm in DCPT.params}
+            fits[t] = LawFit(DCPT, t, q, domain=name, ranges=self.ranges, settings=FitSettings(),
+                             diagnostics=[d for d in self.diagnostics if d.startswith((f"{t} ", f"{name} {t}"))])
         return Fit(fits, domain=name, base=self.base.get(name), source={"cross_domain": "calibrated", "unit": self.unit})
 
     def predict(self, domain: str, model_size, tokens, domain_ratio, target: str = "domain"):
@@ -228,12 +234,13 @@ class CalibratedFit:
         for d, c in self.coefficients.items():
             lines.append(f"  {d}: " + "; ".join(f"{t} " + " ".join(f"{k}={v:.4g}" for k, v in c[t].items())
                                                  for t in TARGETS))
+        lines += [f"  warning: {d}" for d in self.diagnostics]
         return "\n".join(lines)
 
     def save(self, path) -> Path:
-        d = {"schema_version": 1, "kind": "cross_domain", "method": "calibrated", "exponents": self.exponents,
+        d = {"schema_version": 1, "git_commit": git_commit(), "kind": "cross_domain", "method": "calibrated", "exponents": self.exponents,
              "coefficients": self.coefficients, "probe_tokens": self.probe_tokens, "metrics": self.metrics,
-             "ranges": self.ranges, "unit": self.unit,
+             "ranges": self.ranges, "unit": self.unit, "diagnostics": self.diagnostics,
              "base": {k: {repr(float(n)): r.to_dict() for n, r in b.iterrows()} for k, b in self.base.items()}}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +255,8 @@ class CalibratedFit:
             frame.index = frame.index.astype(float)
             base[k] = frame
         return cls(d["exponents"], d["coefficients"], d["probe_tokens"], d.get("metrics", {}),
-                   {k: tuple(v) for k, v in d.get("ranges", {}).items()}, base, d.get("unit", "nats"))
+                   {k: tuple(v) for k, v in d.get("ranges", {}).items()}, base, d.get("unit", "nats"),
+                   d.get("diagnostics", []))
 
 
 def fit_calibrated(df: pd.DataFrame, doms: list[str], probe_tokens: float, unit: str = "nats") -> CalibratedFit:
@@ -274,4 +282,25 @@ def fit_calibrated(df: pd.DataFrame, doms: list[str], probe_tokens: float, unit:
             coefs[d][t] = _natural(cs[j], x[0], betas[j])
     all_rows = pd.concat(rows.values())
     ranges = {c: (float(all_rows[c].min()), float(all_rows[c].max())) for c in ("model_size", "tokens", "domain_ratio")}
-    return CalibratedFit(exps, coefs, float(probe_tokens), metrics, ranges, {d: base_losses(df, d) for d in doms}, unit)
+    diagnostics = _at_bounds(exps, coefs)
+    if diagnostics:
+        _warn.emit("calibrated cross-domain fit: " + "; ".join(diagnostics), FitWarning)
+    return CalibratedFit(exps, coefs, float(probe_tokens), metrics, ranges, {d: base_losses(df, d) for d in doms},
+                         unit, diagnostics)
+
+
+def _at_bounds(exps: dict, coefs: dict) -> list[str]:
+    """Exponents at their search bounds and coefficients fitted to 0 (their term is absent)."""
+    out = []
+    names = ("alpha", "beta", "eta", "gamma", "eps")
+    lo, hi = np.r_[_LO[:4], np.exp(_LO[4])], np.r_[_HI[:4], np.exp(_HI[4])]
+    for t, e in exps.items():
+        for n, a, b in zip(names, lo, hi):
+            if np.isclose(e[n], a, rtol=1e-3, atol=1e-9) or np.isclose(e[n], b, rtol=1e-3):
+                out.append(f"{t} loss: shared {n} = {e[n]:.4g} is at its search bound [{a:.3g}, {b:.3g}]")
+    for d, c in coefs.items():
+        for t, p in c.items():
+            zero = [k for k in "EABC" if p[k] <= 0]
+            if zero:
+                out.append(f"{d} {t} loss: {', '.join(zero)} fitted to 0 (non-negative bound): that term is absent")
+    return out

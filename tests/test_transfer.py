@@ -79,3 +79,19 @@ def test_probe_needs_a_base_row_and_a_run():
         probe_rows(df[df["tokens"] > 0], "a", TOKENS[3])
     with pytest.raises(ValueError, match="method"):
         dl.fit_cross_domain(synthetic(["a", "b"]), method="magic")
+
+
+def test_cli_calibrated_fit_and_predict(tmp_path, capsys):
+    import json
+
+    from dcpt_law import cli
+
+    synthetic(list("abc")).to_csv(tmp_path / "multi.csv", index=False)
+    out = tmp_path / "cal.json"
+    assert cli.main(["fit", str(tmp_path / "multi.csv"), "--cross-domain", "--method", "calibrated",
+                     "--probe-tokens", str(int(TOKENS[3])), "--out", str(out)]) == 0
+    assert "probe-calibrated" in capsys.readouterr().out
+    assert cli.main(["predict", str(out), "--domain", "b", "--model-size", "400K", "--tokens", "30M", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    want = dl.predict_ratio(4e5, 3e7, fit=dl.load_fit(out), domain="b", warn=False)
+    assert got["ratio"]["ratio"] == pytest.approx(want.ratio)
