@@ -75,6 +75,8 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
     for dom in sorted(set(held["domain"]) & set(complete_domains(small))):
         train = small[small["domain"] == dom]
         test = held[(held["domain"] == dom) & (held["tokens"] > 0)]
+        if test.empty:  # only its base row so far
+            continue
         Nh = float(test["model_size"].iloc[0])
         for candidate in CANDIDATES:
             with warnings.catch_warnings():
