@@ -170,6 +170,12 @@ def seeds_section(small: pd.DataFrame) -> list[str]:
                     md(pd.DataFrame(rows)), ""]
 
 
+def _mean_median(mean: pd.DataFrame, median: pd.DataFrame) -> pd.DataFrame:
+    """Cells "mean (median)" where they differ, one number where they agree (a single fold)."""
+    return mean.combine(median, lambda a, b: pd.Series(
+        [f"{x:.4g}" if np.isclose(x, y) else f"{x:.4g} ({y:.4g})" for x, y in zip(a, b)], index=a.index))
+
+
 def splits_section(small: pd.DataFrame, quick: bool) -> list[str]:
     lines = ["## 2. The paper's generalisation splits (small sizes)", ""]
     splits = ["all", "tokens", "model_size"] if quick else ["all", "model_size", "tokens", "ratio"]
@@ -177,8 +183,8 @@ def splits_section(small: pd.DataFrame, quick: bool) -> list[str]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ev = dl.evaluate(small[small["domain"] == dom], law=list(RATIO_LAWS), split=splits, domain=dom)
-        lines += [f"### {dom}: R^2 on held-out points", "",
-                  md(dl.summary(ev)["r2"], index=True), ""]
+        lines += [f"### {dom}: R^2 on held-out points (mean over folds; median in brackets)", "",
+                  md(_mean_median(dl.summary(ev, "mean")["r2"], dl.summary(ev, "median")["r2"]), index=True), ""]
     return lines
 
 
@@ -200,6 +206,9 @@ def cross_section(small: pd.DataFrame) -> list[str]:
                                 "calibrated (ours)")
     wide = table.pivot_table(index=["domain", "target"], columns="variant", values="r2_cross")
     wide["in-domain D-CPT"] = own["r2_in_domain"]
+    med = wide.groupby(level="target").median()
+    med.index = pd.MultiIndex.from_tuples([("median over domains", t) for t in med.index], names=wide.index.names)
+    wide = pd.concat([wide, med])
     share = table.groupby("method")["probe_compute_share"].max()
     return lines + [
         f"Fit on the other {len(doms) - 1} domains ({', '.join(doms)}), predict the held-out domain's whole grid "
