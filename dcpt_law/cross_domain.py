@@ -28,12 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .provenance import git_commit
-from .fitting import TARGETS, Fit, FitSettings, LawFit, _atomic_write, _check_distinct, _jsonable, _metrics
+from .fitting import TARGETS, Fit, FitSettings, LawFit, _check_distinct, _metrics
 from .laws import DCPT, Law, Param, log_sum_terms
 from .search import lm_search, objective
 from .table import LOSS_COLUMNS, base_losses, fit_rows, law_inputs, load_losses
-from .transfer import CalibratedFit, fit_calibrated, probe_rows
+from .transfer import CalibratedFit, fit_calibrated, probe_rows, read_base, write_cross_fit
 
 UNITS = ("nats", "bpb")
 K_DEFINITIONS = ("k1+k2", "k1", "k2")  # which measurements K uses
@@ -213,14 +212,10 @@ class CrossDomainFit:
         return "\n".join(lines)
 
     def save(self, path) -> Path:
-        d = {"schema_version": 1, "git_commit": git_commit(), "kind": "cross_domain", "k_definition": self.law.k_definition, "params": self.params,
-             "coefficients": {k: c.__dict__ for k, c in self.coefficients.items()}, "unit": self.unit,
-             "probe_tokens": self.probe_tokens, "metrics": self.metrics, "ranges": self.ranges,
-             "base": {k: {repr(float(n)): r.to_dict() for n, r in b.iterrows()} for k, b in self.base.items()}}
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, json.dumps(_jsonable(d), indent=1))
-        return path
+        return write_cross_fit(path, {"k_definition": self.law.k_definition, "params": self.params,
+                                      "coefficients": {k: c.__dict__ for k, c in self.coefficients.items()},
+                                      "unit": self.unit, "probe_tokens": self.probe_tokens, "metrics": self.metrics,
+                                      "ranges": self.ranges}, self.base)
 
     @classmethod
     def load(cls, path) -> "CrossDomainFit | CalibratedFit":
@@ -229,11 +224,7 @@ class CrossDomainFit:
             raise ValueError(f"{path} is not a cross-domain fit (use dcpt_law.load_fit)")
         if d.get("method") == "calibrated":
             return CalibratedFit.from_dict(d)
-        base = {}
-        for k, b in d.get("base", {}).items():
-            frame = pd.DataFrame.from_dict(b, orient="index")
-            frame.index = frame.index.astype(float)
-            base[k] = frame
+        base = read_base(d)
         return cls(CrossDomainLaw(d["k_definition"]), d["params"],
                    {k: DomainCoefficient(**c) for k, c in d["coefficients"].items()}, d["unit"], d["probe_tokens"],
                    d.get("metrics", {}), {k: tuple(v) for k, v in d.get("ranges", {}).items()}, base)

@@ -112,6 +112,26 @@ def _fit_shared(groups, target):
     return z[:5], z[5:], _solve(z[:5], groups, target, z[5:])[0], min(res.fun, best.fun)
 
 
+def write_cross_fit(path, fields: dict, base: dict) -> Path:
+    """Write a cross-domain fit as JSON (atomic), with its code version and base losses per domain."""
+    d = {"schema_version": 1, "kind": "cross_domain", "git_commit": git_commit(), **fields,
+         "base": {k: {repr(float(n)): r.to_dict() for n, r in b.iterrows()} for k, b in base.items()}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, json.dumps(_jsonable(d), indent=1))
+    return path
+
+
+def read_base(d: dict) -> dict[str, pd.DataFrame]:
+    """The base losses per domain of a cross-domain fit's JSON (see :func:`write_cross_fit`)."""
+    base = {}
+    for k, b in d.get("base", {}).items():
+        frame = pd.DataFrame.from_dict(b, orient="index")
+        frame.index = frame.index.astype(float)
+        base[k] = frame
+    return base
+
+
 def _natural(coef, alpha: float, beta: float) -> dict[str, float]:
     """Coefficients (E, A, B, C) of the scaled basis as the D-CPT Law's parameters (N, D in units of 1)."""
     return {"E": float(coef[0]), "A": float(coef[1] * _N0 ** alpha), "B": float(coef[2] * _D0 ** beta),
@@ -238,22 +258,14 @@ class CalibratedFit:
         return "\n".join(lines)
 
     def save(self, path) -> Path:
-        d = {"schema_version": 1, "git_commit": git_commit(), "kind": "cross_domain", "method": "calibrated", "exponents": self.exponents,
-             "coefficients": self.coefficients, "probe_tokens": self.probe_tokens, "metrics": self.metrics,
-             "ranges": self.ranges, "unit": self.unit, "diagnostics": self.diagnostics,
-             "base": {k: {repr(float(n)): r.to_dict() for n, r in b.iterrows()} for k, b in self.base.items()}}
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, json.dumps(_jsonable(d), indent=1))
-        return path
+        return write_cross_fit(path, {"method": "calibrated", "exponents": self.exponents,
+                                      "coefficients": self.coefficients, "probe_tokens": self.probe_tokens,
+                                      "metrics": self.metrics, "ranges": self.ranges, "unit": self.unit,
+                                      "diagnostics": self.diagnostics}, self.base)
 
     @classmethod
     def from_dict(cls, d: dict) -> "CalibratedFit":
-        base = {}
-        for k, b in d.get("base", {}).items():
-            frame = pd.DataFrame.from_dict(b, orient="index")
-            frame.index = frame.index.astype(float)
-            base[k] = frame
+        base = read_base(d)
         return cls(d["exponents"], d["coefficients"], d["probe_tokens"], d.get("metrics", {}),
                    {k: tuple(v) for k, v in d.get("ranges", {}).items()}, base, d.get("unit", "nats"),
                    d.get("diagnostics", []))
