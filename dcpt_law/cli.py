@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--out", help="write the fit as JSON (e.g. fits/NAME.json)")
     ft.add_argument("--cross-domain", action="store_true", help="one joint law over every domain of the table "
                     "(Cross-Domain D-CPT Law)")
-    ft.add_argument("--method", default="paper", choices=["paper", "calibrated"],
+    ft.add_argument("--method", default="calibrated", choices=["calibrated", "paper"],
                     help="cross-domain: the paper's law (shared shape + F/K^mu) or ours (shared exponents, "
                          "per-domain coefficients from the probe)")
     ft.add_argument("--probe-tokens", type=int, help="cross-domain: tokens of the r_d = 1 probe (default: 32768 "

@@ -253,14 +253,15 @@ METHODS = ("paper", "calibrated")
 PROBE_TOKENS = {"paper": 32_768, "calibrated": 262_144}  # default probe length per method
 
 
-def fit_cross_domain(table, *, method: str = "paper", probe_tokens=None, unit: str = "nats",
+def fit_cross_domain(table, *, method: str = "calibrated", probe_tokens=None, unit: str = "nats",
                      k_definition: str = "k1+k2", domains=None, delta: float = 1e-3, keep: int = 256,
                      coefficients: dict[str, DomainCoefficient] | None = None):
     """Joint fit over every domain of the table (or ``domains``), one law per loss.
 
-    method: ``"paper"``, the D-CPT cross-domain law (shared shape, a domain shifts the level by
-    F/K^mu; returns a :class:`CrossDomainFit`), or ``"calibrated"``, ours (shared exponents, each
-    domain's coefficients from its probe; returns a :class:`~dcpt_law.transfer.CalibratedFit`).
+    method: ``"calibrated"`` (default), ours: shared exponents, each domain's coefficients from its
+    probe; returns a :class:`~dcpt_law.transfer.CalibratedFit`. It won every held-out domain of our
+    leave-one-domain-out test (docs/validation.md). ``"paper"``: the Cross-Domain D-CPT Law (shared
+    shape, a domain shifts the level by F/K^mu); returns a :class:`CrossDomainFit`.
     probe_tokens: the probe's CPT tokens (r_d = 1, smallest size); default 32,768 (paper: defines
     k2) or 262,144 (calibrated: the probe's loss curve up to there). ``coefficients``: k1, k2 per
     domain measured elsewhere (paper only; default: measured from the table's own rows).
@@ -275,6 +276,9 @@ def fit_cross_domain(table, *, method: str = "paper", probe_tokens=None, unit: s
     if len(doms) < 2:
         raise ValueError(f"fit_cross_domain needs at least 2 domains in the table, got {doms}")
     if method == "calibrated":
+        if coefficients is not None:
+            raise ValueError("coefficients= (k1, k2 per domain) is for method='paper'; the calibrated law "
+                             "measures each domain from its rows")
         _check_distinct(fit_rows(df), DCPT, "the cross-domain fit")
         return fit_calibrated(df, doms, probe_tokens, unit)
     coefs = dict(coefficients) if coefficients is not None else measure_coefficients(df, probe_tokens)
@@ -296,7 +300,7 @@ def fit_cross_domain(table, *, method: str = "paper", probe_tokens=None, unit: s
                           {d: base_losses(df, d) for d in doms})
 
 
-def leave_one_domain_out(table, *, method: str = "paper", probe_tokens=None, unit: str = "nats",
+def leave_one_domain_out(table, *, method: str = "calibrated", probe_tokens=None, unit: str = "nats",
                          k_definition: str = "k1+k2", delta: float = 1e-3, in_domain: bool = True) -> pd.DataFrame:
     """For every domain: fit on the others, predict its whole grid from its probe alone, and score it
     next to that domain's own in-domain D-CPT fit (``in_domain=False`` skips that fit: NaN columns).

@@ -35,7 +35,7 @@ def synthetic(domains, noise=0.003, seed=0):
 
 def test_joint_fit_recovers_every_domain():
     doms = list("abcdef")
-    cf = dl.fit_cross_domain(synthetic(doms), coefficients=COEFS)
+    cf = dl.fit_cross_domain(synthetic(doms), method="paper", coefficients=COEFS)
     for t in ("domain", "general"):
         assert cf.metrics[t]["r2"] > 0.99
     clean = synthetic(doms, noise=0.0)
@@ -47,7 +47,7 @@ def test_joint_fit_recovers_every_domain():
 
 def test_held_out_domain_from_its_coefficient_alone():
     """Fit on five domains; the sixth's whole grid follows from its (k1, k2)."""
-    cf = dl.fit_cross_domain(synthetic(list("abcde")), coefficients=COEFS)
+    cf = dl.fit_cross_domain(synthetic(list("abcde")), method="paper", coefficients=COEFS)
     cf.add_domain("f", COEFS["f"])
     g = synthetic(["f"], noise=0.0)
     pred = cf.predict("f", g["model_size"], g["tokens"], g["domain_ratio"])
@@ -57,7 +57,7 @@ def test_held_out_domain_from_its_coefficient_alone():
 
 
 def test_predict_ratio_on_a_cross_domain_fit(tmp_path):
-    cf = dl.fit_cross_domain(synthetic(list("abcd")), coefficients=COEFS)
+    cf = dl.fit_cross_domain(synthetic(list("abcd")), method="paper", coefficients=COEFS)
     base = pd.DataFrame({"general_loss": [4.2], "domain_loss": [5.0]}, index=pd.Index([4e5], name="model_size"))
     cf.add_domain("new", COEFS["e"], base)
     res = dl.predict_ratio(4e5, 3e7, fit=cf, domain="new")
@@ -91,13 +91,13 @@ def test_domain_coefficient_and_probe_measurement():
 
 def test_bits_per_byte_unit_needs_the_columns():
     with pytest.raises(ValueError, match="bytes_per_token"):
-        dl.fit_cross_domain(synthetic(["a", "b"]), unit="bpb", coefficients=COEFS)
+        dl.fit_cross_domain(synthetic(["a", "b"]), unit="bpb", method="paper", coefficients=COEFS)
 
 
 def test_one_model_size_cannot_fit_the_size_exponent():
     df = synthetic(["a", "b"])
     with pytest.raises(ValueError, match="model_size"):
-        dl.fit_cross_domain(df[df["model_size"] == SIZES[0]], coefficients=COEFS)
+        dl.fit_cross_domain(df[df["model_size"] == SIZES[0]], method="paper", coefficients=COEFS)
 
 
 def test_cli_cross_domain_fit_and_predict(tmp_path, capsys):
@@ -108,7 +108,8 @@ def test_cli_cross_domain_fit_and_predict(tmp_path, capsys):
     base = df[df["tokens"] == TOKENS[0]].drop_duplicates(["domain", "model_size"]).assign(tokens=0, domain_ratio=0.0)
     pd.concat([base, df], ignore_index=True).to_csv(tmp_path / "multi.csv", index=False)
     out = tmp_path / "cross.json"
-    assert cli.main(["fit", str(tmp_path / "multi.csv"), "--cross-domain", "--probe-tokens", str(int(TOKENS[1])),
+    assert cli.main(["fit", str(tmp_path / "multi.csv"), "--cross-domain", "--method", "paper",
+                     "--probe-tokens", str(int(TOKENS[1])),
                      "--out", str(out)]) == 0
     assert "Cross-domain fit" in capsys.readouterr().out
     assert cli.main(["predict", str(out), "--domain", "b", "--model-size", "400K", "--tokens", "30M", "--json"]) == 0

@@ -95,3 +95,10 @@ def test_cli_calibrated_fit_and_predict(tmp_path, capsys):
     got = json.loads(capsys.readouterr().out)
     want = dl.predict_ratio(4e5, 3e7, fit=dl.load_fit(out), domain="b", warn=False)
     assert got["ratio"]["ratio"] == pytest.approx(want.ratio)
+
+
+def test_calibrated_is_the_default_and_rejects_paper_coefficients():
+    df = synthetic(["a", "b"])
+    assert type(dl.fit_cross_domain(df, probe_tokens=TOKENS[3])).__name__ == "CalibratedFit"
+    with pytest.raises(ValueError, match="method='paper'"):
+        dl.fit_cross_domain(df, coefficients={"a": dl.DomainCoefficient(2.0, 0.1)})
