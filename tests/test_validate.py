@@ -39,7 +39,7 @@ def test_plan_extra_brackets_the_prediction(tmp_path, monkeypatch):
     monkeypatch.setattr(validate, "ROOT", tmp_path)
     (path,) = validate.plan_extra(small, held)
     cfg = tomllib.loads(path.read_text())
-    predicted = float(path.read_text().split("predicted r_d = ")[1].split()[0])
+    predicted = float(path.read_text().split("predicts r_d = ")[1].split()[0])
     assert cfg["domains"] == ["code"] and cfg["sizes"] == ["d"] and len(cfg["ratios"]) == 2
     assert path.name == "heldout_extra_d_code.toml" and cfg["out"] == "small_runs/results/heldout_extra"
     lo, hi = cfg["ratios"]
