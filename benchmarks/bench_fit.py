@@ -25,7 +25,7 @@ from conftest import synthetic_table  # noqa: E402
 
 from dcpt_law.fitting import start_points  # noqa: E402
 from dcpt_law.laws import DCPT  # noqa: E402
-from dcpt_law.search import lm_search, objective  # noqa: E402
+from dcpt_law.search import lm_search  # noqa: E402
 from dcpt_law.table import fit_rows, law_inputs  # noqa: E402
 
 DELTA = 1e-3
