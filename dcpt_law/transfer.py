@@ -61,10 +61,15 @@ def _basis(x, N, D, r) -> np.ndarray:
     return np.stack([np.ones_like(N), (N / _N0) ** -alpha, data, (r + np.exp(log_eps)) ** -gamma], axis=1)
 
 
+def _columns(target: str) -> tuple[list[int], list[int]]:
+    """Indices of (E, A, B, C) shared across domains for this loss, and those each domain fits."""
+    shared = [i for i, n in enumerate("EABC") if n in SHARED[target]]
+    return shared, [i for i in range(4) if i not in shared]
+
+
 def _design(x, groups, target, betas=None):
     """Stacked, relative-residual design for all domains: shared columns first, then per-domain ones."""
-    shared = [i for i, n in enumerate("EABC") if n in SHARED[target]]
-    own = [i for i in range(4) if i not in shared]
+    shared, own = _columns(target)
     k = len(groups)
     rows = []
     for j, (N, D, r, y) in enumerate(groups):
@@ -194,14 +199,11 @@ class CalibratedFit:
         probe = probe[probe["domain"] == name] if "domain" in probe.columns else probe
         probe = probe_rows(probe.assign(domain=name), name, self.probe_tokens)
         ref = next(iter(self.coefficients.values()))  # any known domain: its shared coefficients
-        if probe.empty:
-            raise ValueError(f"add_domain({name!r}): the probe table has no rows")
         coefs = {}
         for t in TARGETS:
             x = self._x(t)
             (N, D, r, y), = _groups({name: probe}, t, probe=True)
-            shared = [i for i, n in enumerate("EABC") if n in SHARED[t]]
-            own = [i for i in range(4) if i not in shared]
+            shared, own = _columns(t)
             fixed = _scaled(ref[t], self.exponents[t]["alpha"])
             betas = np.linspace(0.02, 2.0, 100) if t == "domain" else [x[1]]
             best = None
