@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import _warn
-from .fitting import TARGETS, _check_distinct, _metrics, start_points
+from .fitting import TARGETS, _check_distinct, _metrics, law_context, start_points
 from .laws import RATIO_LAWS, get_law
 from .search import lm_search, objective
 from .table import fit_rows, law_inputs, load_losses, run_groups, single_domain
@@ -55,7 +55,7 @@ def folds(df: pd.DataFrame, split: str) -> list[tuple[str, np.ndarray]]:
 
 def _fit_folds(law, X, fold_masks: list[np.ndarray], delta: float, starts_per_fold: int):
     """Batched fit of one law on every fold's training points; returns natural params per fold."""
-    ctx = law.prepare(X["N"], X["D"], X["r"])
+    ctx = law_context(law, X)
     logy = np.log(X["loss"])
     grid = start_points(law, ctx, float(np.median(X["loss"])))
     theta0, weights, owner = [], [], []
@@ -106,7 +106,8 @@ def evaluate(table, law=RATIO_LAWS, split="all", target: str = "both", domain: s
                 params = _fit_folds(lw, X, [m for _, m in usable], delta, starts_per_fold)
                 for (fold, test), p in zip(usable, params):
                     score = test if test.any() else np.ones(len(df), bool)
-                    pred = lw.predict(dict(zip(lw.param_names, p)), X["N"][score], X["D"][score], X["r"][score])
+                    pred = lw.predict(dict(zip(lw.param_names, p)), X["N"][score], X["D"][score], X["r"][score],
+                                      G=X["G"][score] if "G" in lw.needs else None)
                     m = _metrics(pred, X["loss"][score], delta)
                     rows.append({"law": lw.name, "split": sp, "target": t, "fold": fold,
                                  "n_train": int((~test).sum()), "n_test": int(score.sum()),

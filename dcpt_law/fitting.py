@@ -51,7 +51,7 @@ class FitSettings:
 
 
 def _check_distinct(df: pd.DataFrame, law: Law, what: str, warn: bool = False) -> None:
-    need = {"N": "model_size", "D": "tokens", "r": "domain_ratio"}
+    need = {"N": "model_size", "D": "tokens", "r": "domain_ratio", "G": "base_general_loss"}
     for feat in law.needs:
         col = need.get(feat)
         if col is None:
@@ -66,6 +66,42 @@ def _check_distinct(df: pd.DataFrame, law: Law, what: str, warn: bool = False) -
             _warn.emit(
                 f"{what}: only 2 distinct values of {col!r}; its exponent and the constant E trade off, so "
                 f"predictions at other {col} values are weakly identified (use 3 or more)", FitWarning)
+
+
+def law_context(law: Law, X: dict, centre: dict | None = None) -> dict:
+    """``law.prepare`` on the arrays of :func:`law_inputs`, with G for the anchored laws (checked: every
+    row needs its base model's general loss)."""
+    kw = {} if centre is None else {"centre": centre}
+    if "G" not in law.needs:
+        return law.prepare(X["N"], X["D"], X["r"], **kw)
+    bad = ~(np.isfinite(X["G"]) & (X["G"] > 0))
+    if bad.any():
+        sizes = ", ".join(format_count(n) for n in np.unique(X["N"][bad]))
+        raise ValueError(f"law {law.name!r} predicts from the base model's general loss G, but the table has no base "
+                         f"row (tokens = 0) for model_size {sizes}: add the base models' evaluations (a sweep writes "
+                         "them) or a base_general_loss column")
+    return law.prepare(X["N"], X["D"], X["r"], G=X["G"], **kw)
+
+
+def lookup_base_general(known, N, given=None, what: str = "base_general_loss") -> np.ndarray:
+    """The base model's general loss at model sizes N: ``given`` (a positive loss, broadcast), else the
+    measured value of the nearest known size within 1% (``known``: {N: loss}); a clear error otherwise."""
+    N = np.asarray(N, float)
+    if given is not None:
+        v = np.asarray(given, float)
+        if np.any(~np.isfinite(v)) or np.any(v <= 0):
+            raise ValueError(f"{what}={given!r} must be a positive loss (nats per token)")
+        return np.broadcast_to(v, N.shape).astype(float)
+    sizes = np.array(sorted(known), float)
+    out = np.full(N.shape, np.nan)
+    for n in np.unique(N):
+        match = sizes[np.isclose(sizes, n, rtol=0.01)] if sizes.size else sizes  # "151K" finds 150,976
+        if not match.size:
+            listed = ", ".join(format_count(x) for x in sizes) or "none"
+            raise ValueError(f"no base-model general loss for model_size={format_count(n)} (known for: {listed}); pass "
+                             f"{what}=<your base model's general validation loss before CPT, nats per token>")
+        out[N == n] = known[float(match[0])]
+    return out
 
 
 def _metrics(pred: np.ndarray, obs: np.ndarray, delta: float) -> dict[str, float]:
@@ -93,7 +129,8 @@ class LawFit:
                  stderr: dict | None = None, correl: dict | None = None, metrics: dict | None = None,
                  ranges: dict | None = None, settings: FitSettings | None = None,
                  bootstrap: np.ndarray | None = None, objective: float = float("nan"),
-                 n_starts: int = 0, report_text: str = "", diagnostics: list[str] | None = None):
+                 n_starts: int = 0, report_text: str = "", diagnostics: list[str] | None = None,
+                 base_general: dict | None = None):
         self.law, self.target, self.domain = law, target, domain
         self.params = dict(params)
         self.stderr = stderr or {}
@@ -106,6 +143,8 @@ class LawFit:
         self.n_starts = n_starts
         self._report = report_text
         self.diagnostics = list(diagnostics or [])  # what the fit can't tell (bounds, vanishing terms, non-monotone)
+        # measured base-model general loss per fitted size: G of the anchored laws at known sizes
+        self.base_general = {float(k): float(v) for k, v in (base_general or {}).items()}
 
     # -- prediction ---------------------------------------------------------------------------
     def _ratio(self, domain_ratio):
@@ -131,21 +170,34 @@ class LawFit:
                         f"[{format_count(lo)}, {format_count(hi)}]; the prediction is an extrapolation",
                         ExtrapolationWarning)
 
-    def predict(self, model_size, tokens, domain_ratio, *, params=None, warn: bool = True) -> np.ndarray:
-        """Predicted loss (nats) at N = model_size, D = tokens, r_d = domain_ratio (broadcast)."""
+    @property
+    def anchored(self) -> bool:
+        """Whether the law predicts from the base model's general loss G (an anchored law)."""
+        return "G" in self.law.needs
+
+    def predict(self, model_size, tokens, domain_ratio, *, params=None, warn: bool = True,
+                base_general_loss=None) -> np.ndarray:
+        """Predicted loss (nats) at N = model_size, D = tokens, r_d = domain_ratio (broadcast).
+
+        base_general_loss: G, the base model's general loss (nats), for anchored laws at sizes the fit
+        has no base row for (ignored by the other laws)."""
         N = parse_counts(model_size, "model_size")
         D = parse_counts(tokens, "tokens")
         r = self._ratio(domain_ratio)
         self._check_inputs(N, D, warn)
-        return self.law.predict(self.params if params is None else params, N, D, r)
+        params = self.params if params is None else params
+        if not self.anchored:
+            return self.law.predict(params, N, D, r)
+        N, D, r = np.broadcast_arrays(N, D, r)
+        return self.law.predict(params, N, D, r, G=lookup_base_general(self.base_general, N, base_general_loss))
 
-    def predict_samples(self, model_size, tokens, domain_ratio) -> np.ndarray:
+    def predict_samples(self, model_size, tokens, domain_ratio, base_general_loss=None) -> np.ndarray:
         """Predictions under every bootstrap parameter sample, shape (B, ...)."""
         if self.bootstrap is None:
             raise ValueError("this fit has no bootstrap samples: refit with fit(..., bootstrap=200)")
         names = self.law.param_names
-        return np.stack([self.predict(model_size, tokens, domain_ratio, params=dict(zip(names, row)), warn=False)
-                         for row in self.bootstrap])
+        return np.stack([self.predict(model_size, tokens, domain_ratio, params=dict(zip(names, row)), warn=False,
+                                      base_general_loss=base_general_loss) for row in self.bootstrap])
 
     # -- reporting -------------------------------------------------------------------------------
     def report(self) -> str:
@@ -190,6 +242,7 @@ class LawFit:
             "n_starts": self.n_starts, "diagnostics": self.diagnostics,
             "bootstrap": None if self.bootstrap is None else self.bootstrap.tolist(),
             "bounds": {p.name: [p.lower, p.upper] for p in self.law.params},
+            "base_general": {repr(k): v for k, v in self.base_general.items()},
         }
 
     @classmethod
@@ -204,7 +257,8 @@ class LawFit:
                    settings=FitSettings(**d.get("settings", {})),
                    bootstrap=None if d.get("bootstrap") is None else np.asarray(d["bootstrap"], float),
                    objective=d.get("objective", float("nan")), n_starts=d.get("n_starts", 0),
-                   diagnostics=d.get("diagnostics"))
+                   diagnostics=d.get("diagnostics"),
+                   base_general={float(k): v for k, v in (d.get("base_general") or {}).items()})
 
 
 class Fit:
@@ -367,15 +421,14 @@ def start_points(law: Law, ctx: dict, loss_scale: float, grid_scale: int = 1, se
     return grid
 
 
-def _polish(law: Law, N, D, r, y, value0: np.ndarray, delta: float):
+def _polish(law: Law, X: dict, value0: np.ndarray, delta: float):
     """lmfit least_squares(loss='huber', f_scale=delta) from value0 in natural parametrisation.
 
     Its cost 0.5*f^2*rho((res/f)^2) equals the Huber loss exactly, so it is the same objective.
     Returns (values, stderr, correl, report) or None when it fails.
     """
-    ctx = law.prepare(N, D, r, centre={"N": 0.0, "D": 0.0, "K": 0.0}) if isinstance(law, PowerSumLaw) \
-        else law.prepare(N, D, r)
-    logy = np.log(y)
+    ctx = law_context(law, X, {"N": 0.0, "D": 0.0, "K": 0.0, "G": 0.0} if isinstance(law, PowerSumLaw) else None)
+    logy = np.log(X["loss"])
     params = lmfit.Parameters()
     for p, v in zip(law.params, value0):
         if p.log:
@@ -430,7 +483,7 @@ def _negligible_term_warnings(lf: LawFit, X: dict, tol: float = 1e-3) -> None:
     """A term that is below ``tol`` of the loss at every fitted point has unidentified parameters."""
     if not isinstance(lf.law, PowerSumLaw):
         return
-    shares = lf.law.term_shares(lf.params, X["N"], X["D"], X["r"])
+    shares = lf.law.term_shares(lf.params, X["N"], X["D"], X["r"], G=X["G"] if lf.anchored else None)
     for term in lf.law.terms:
         top = float(np.nanmax(shares[term.coef]))
         if term.powers and top < tol:
@@ -447,11 +500,12 @@ def monotonicity(lf: LawFit, n_grid: int = 25) -> dict[str, float]:
     """Largest relative increase of the fitted law along r (of the evaluated corpus) and along D
     over the fitted range. 0 means monotone decreasing, as a loss law should be."""
     rg = lf.ranges
-    Ns = np.geomspace(*rg["model_size"], 3)
+    # anchored laws: at the fitted sizes, whose base losses G are known
+    Ns = np.array(sorted(lf.base_general)) if lf.anchored else np.geomspace(*rg["model_size"], 3)
     Ds = np.geomspace(*rg["tokens"], n_grid)
     rd = np.linspace(*rg["domain_ratio"], n_grid)
     N, D, R = np.meshgrid(Ns, Ds, rd, indexing="ij")
-    L = lf.law.predict(lf.params, N, D, lf._ratio(R))
+    L = lf.predict(N, D, R, warn=False)
     # along r of the evaluated corpus: r_d for domain, r_g = 1 - r_d for general
     dr = np.diff(L, axis=2) * (1 if lf.target == "domain" else -1)
     dD = np.diff(L, axis=1)
@@ -476,7 +530,7 @@ def fit_law(df: pd.DataFrame, law="dcpt", target: str = "domain", *, domain: str
     settings = settings or FitSettings()
     _check_distinct(df, law, f"the {target} loss", warn)
     X = law_inputs(df, target)
-    ctx = law.prepare(X["N"], X["D"], X["r"])
+    ctx = law_context(law, X)
     logy = np.log(X["loss"])
     theta0 = starts if starts is not None else start_points(law, ctx, float(np.median(X["loss"])),
                                                             settings.grid_scale, settings.seed)
@@ -486,18 +540,19 @@ def fit_law(df: pd.DataFrame, law="dcpt", target: str = "domain", *, domain: str
     obj = float(res.objective[best])
     stderr, correl, text = {}, {}, ""
     if settings.polish:
-        pol = _polish(law, X["N"], X["D"], X["r"], X["loss"], values, settings.delta)
+        pol = _polish(law, X, values, settings.delta)
         if pol is not None:
             v2, stderr, correl, text = pol
             o2 = float(objective(law, law.raw(v2[None], ctx), ctx, logy, 1.0, settings.delta)[0])
             if o2 <= obj:
                 values, obj = v2, o2
     params = dict(zip(law.param_names, map(float, values)))
-    pred = law.predict(params, X["N"], X["D"], X["r"])
+    pred = law.predict(params, X["N"], X["D"], X["r"], G=X["G"] if "G" in law.needs else None)
     ranges = {c: (float(df[c].min()), float(df[c].max())) for c in ("model_size", "tokens", "domain_ratio")}
+    known = pd.Series(X["G"]).groupby(X["N"]).mean().dropna()
     lf = LawFit(law, target, params, domain=domain, stderr=stderr, correl=correl,
                 metrics=_metrics(pred, X["loss"], settings.delta), ranges=ranges, settings=settings,
-                objective=obj, n_starts=len(theta0), report_text=text)
+                objective=obj, n_starts=len(theta0), report_text=text, base_general=known.to_dict())
     lf._search = res  # kept for bootstrap warm starts (not serialised)
     if settings.bootstrap:
         lf.bootstrap = _bootstrap(lf, df, X, ctx, logy, res, settings)

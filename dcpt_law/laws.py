@@ -11,7 +11,14 @@ Built-in laws (:data:`LAWS`):
 ``additive``    L = E + A/N^alpha + B/D^beta + C/(r+eps)^gamma            (no D x r term, 8)
 ``effective``   L = E + A/N^alpha + B/(D*(r+eps))^beta                    (effective data, 6)
 ``total-data``  L = E + A/N^alpha + B/(D0 + r*D)^beta + C/(r+eps)^gamma   (ours: prior + CPT data, 9)
+``dcpt-anchored``        D-CPT with A*G^alpha for A/N^alpha                  (ours, 9)
+``total-data-anchored``  total-data with A*G^alpha for A/N^alpha             (ours, 9)
 ==============  ======================================================================
+
+The *anchored* laws (ours) take the model's size from its base model instead of its parameter count:
+G is the base model's general loss (nats per token, measured before CPT). A CPT user always has the
+base model, and G also captures how well it was trained (a large model pre-trained on too few tokens
+has the G of a smaller one, which no A/N^alpha can know).
 
 Every built-in law is a *power sum*: a sum of terms ``coef * prod(feature ** (sign*exponent))``.
 For these the fitter works on log L = logsumexp(log terms) with an analytic Jacobian, on
@@ -27,7 +34,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 # Features a power-sum term can use. "r+eps" depends on the fitted eps.
-FEATURES = ("N", "D", "r", "r+eps", "K", "oD")  # oD = (1 - r) * D, the CPT tokens of *other* data
+# oD = (1 - r) * D, the CPT tokens of *other* data; G = the base model's general loss (nats, before CPT)
+FEATURES = ("N", "D", "r", "r+eps", "K", "oD", "G")
 
 
 @dataclass(frozen=True)
@@ -86,10 +94,10 @@ class Law:
         hi = np.array([p.to_raw(p.upper) for p in self.params], float)
         return lo, hi
 
-    def prepare(self, N, D, r, K=None) -> dict:
+    def prepare(self, N, D, r, K=None, G=None) -> dict:
         """Precompute what log_predict needs for fixed data (features, centring)."""
         return {"N": np.asarray(N, float), "D": np.asarray(D, float), "r": np.asarray(r, float),
-                "K": None if K is None else np.asarray(K, float)}
+                "K": None if K is None else np.asarray(K, float), "G": None if G is None else np.asarray(G, float)}
 
     def start_grid(self, ctx: dict, loss_scale: float) -> np.ndarray:
         """Cartesian grid of starting points in raw space, shape (S, P)."""
@@ -112,13 +120,13 @@ class Law:
         values = np.asarray(values, float)
         return np.stack([p.to_raw(values[..., i]) for i, p in enumerate(self.params)], axis=-1)
 
-    def predict(self, params: Mapping[str, float], N, D, r, K=None) -> np.ndarray:
-        """L(N, D, r) in nats, natural parameters given by name; inputs broadcast."""
+    def predict(self, params: Mapping[str, float], N, D, r, K=None, G=None) -> np.ndarray:
+        """L(N, D, r) in nats, natural parameters given by name; inputs broadcast. K: the domain
+        coefficient (cross-domain laws); G: the base model's general loss (anchored laws)."""
         N, D, r = np.broadcast_arrays(np.asarray(N, float), np.asarray(D, float), np.asarray(r, float))
         shape = N.shape
-        if K is not None:
-            K = np.broadcast_to(np.asarray(K, float), shape).ravel()
-        ctx = self.prepare(N.ravel(), D.ravel(), r.ravel(), K)
+        K, G = (None if x is None else np.broadcast_to(np.asarray(x, float), shape).ravel() for x in (K, G))
+        ctx = self.prepare(N.ravel(), D.ravel(), r.ravel(), K, **({} if G is None else {"G": G}))
         values = np.array([params[n] for n in self.param_names], float)
         theta = self.raw(values[None, :], ctx)
         return np.exp(self.log_predict(theta, ctx)[0]).reshape(shape)
@@ -155,17 +163,18 @@ class PowerSumLaw(Law):
                                      "(offsets are fitted in log space, so they stay > 0)")
         self._idx = idx
         feats = {f for t in self.terms for _, f, _ in t.powers}
-        self.needs = tuple(f for f in ("N", "D", "r", "K")
+        self.needs = tuple(f for f in ("N", "D", "r", "K", "G")
                            if f in feats or (f in ("r", "D") and any(x.startswith("rD+") or x == "oD" for x in feats))
                            or (f == "r" and any(x.startswith("r+") for x in feats)))
         self._token_offsets = {_offset(f) for f in feats if f.startswith("rD+")}
 
     # Centring: coef_c * (x / x0)^(-a) == coef * x^(-a) with coef = coef_c * x0^a (sign -1).
-    def prepare(self, N, D, r, K=None, centre: dict | None = None) -> dict:
+    def prepare(self, N, D, r, K=None, G=None, centre: dict | None = None) -> dict:
         N, D, r = (np.asarray(a, float) for a in (N, D, r))
         if centre is None:
             centre = {"N": float(np.mean(np.log(N))), "D": float(np.mean(np.log(D))),
-                      "K": float(np.mean(np.log(K))) if K is not None else 0.0}
+                      "K": float(np.mean(np.log(K))) if K is not None else 0.0,
+                      "G": float(np.mean(np.log(G))) if G is not None else 0.0}
         with np.errstate(divide="ignore"):
             logr = np.log(r)
         ctx = {
@@ -182,6 +191,8 @@ class PowerSumLaw(Law):
             ctx["logoD"] = np.where(r < 1, np.log(np.maximum(1.0 - r, 1e-300) * D), 0.0) - centre["D"]
         if K is not None:
             ctx["logK"] = np.log(np.asarray(K, float)) - centre["K"]
+        if G is not None:
+            ctx["logG"] = np.log(np.asarray(G, float)) - centre.get("G", 0.0)
         return ctx
 
     def _shift(self, theta: np.ndarray, ctx: dict, direction: float) -> np.ndarray:
@@ -189,7 +200,7 @@ class PowerSumLaw(Law):
         out = np.array(theta, float, copy=True)
         for t in self.terms:
             for e, feat, sign in t.powers:
-                if feat in ("N", "D", "K", "oD") or feat.startswith("rD+"):
+                if feat in ("N", "D", "K", "G", "oD") or feat.startswith("rD+"):
                     c = ctx["centre"]["D" if feat.startswith("rD+") or feat == "oD" else feat]
                     out[..., self._idx[t.coef]] += direction * (-sign) * theta[..., self._idx[e]] * c
         return out
@@ -242,8 +253,11 @@ class PowerSumLaw(Law):
                     phi = ctx["logN"][None, :]
                 elif feat == "D":
                     phi = ctx["logD"][None, :]
-                elif feat == "K":
-                    phi = ctx["logK"][None, :]
+                elif feat in ("K", "G"):
+                    if f"log{feat}" not in ctx:
+                        raise ValueError(f"law {self.name!r} needs feature {feat} "
+                                         + ("(the base model's general loss, nats)" if feat == "G" else "(the domain coefficient)"))
+                    phi = ctx[f"log{feat}"][None, :]
                 elif feat in ("r", "oD"):
                     phi = ctx["logr" if feat == "r" else "logoD"][None, :]
                     # r = 0 (oD: r = 1): x^a = 0 for a > 0 (term vanishes), 1 for a == 0
@@ -260,11 +274,11 @@ class PowerSumLaw(Law):
             grads.append(g)
         return np.stack(logs), grads
 
-    def term_shares(self, params: Mapping[str, float], N, D, r) -> dict[str, np.ndarray]:
+    def term_shares(self, params: Mapping[str, float], N, D, r, G=None) -> dict[str, np.ndarray]:
         """Each term's share of L at the given points, keyed by the term's coefficient name."""
         N, D, r = (np.ravel(a) for a in np.broadcast_arrays(np.asarray(N, float), np.asarray(D, float),
                                                            np.asarray(r, float)))
-        ctx = self.prepare(N, D, r)
+        ctx = self.prepare(N, D, r, G=None if G is None else np.broadcast_to(np.asarray(G, float), N.shape))
         theta = self.raw(np.array([params[n] for n in self.param_names], float)[None, :], ctx)
         T = self.log_terms(theta, ctx)[0][:, 0, :]
         shares = np.exp(T - np.logaddexp.reduce(T, axis=0))
@@ -397,7 +411,27 @@ FORGETTING = _add(PowerSumLaw(
         "seen during CPT (the general loss when r_g is small, the domain loss at r_d = 0), which the D-CPT "
         "form, constant in D at r = 0, cannot express.",
 ))
-RATIO_LAWS = ("dcpt", "additive", "effective", "total-data")  # laws that model r (forgetting: 11 parameters, slower; opt in)
+_AG = Param("A", 1e-12, 1e15, (0.03, 0.3), log=True, doc="base-loss coefficient")
+_ALPHA_G = Param("alpha", 0.0, 30.0, (0.5, 1.0, 3.0), doc="exponent of the base model's general loss G")
+ANCHORED = _add(PowerSumLaw(
+    "dcpt-anchored", "L = E + A*G^alpha + B*r^eta/D^beta + C/(r+eps)^gamma",
+    [Term("E"), Term("A", (("alpha", "G", 1),)), Term("B", (("eta", "r", 1), ("beta", "D", -1))),
+     Term("C", (("gamma", "r+eps", -1),))],
+    [_E, _AG, _ALPHA_G, _B, _BETA, _ETA, _C, _GAMMA, _EPS],
+    doc="D-CPT anchored on the base model (ours): the size term A/N^alpha becomes A*G^alpha, G the base "
+        "model's general loss (nats, measured before CPT), so a larger model is predicted from its own base "
+        "model, under-trained or not, rather than from its parameter count.",
+))
+TOTAL_ANCHORED = _add(PowerSumLaw(
+    "total-data-anchored", "L = E + A*G^alpha + B/(D0 + r*D)^beta + C/(r+eps)^gamma",
+    [Term("E"), Term("A", (("alpha", "G", 1),)), Term("B", (("beta", "rD+D0", -1),)),
+     Term("C", (("gamma", "r+eps", -1),))],
+    [_E, _AG, _ALPHA_G, _B, _BETA, _D0, _C, _GAMMA, _EPS],
+    doc="total-data anchored on the base model (ours): A*G^alpha in place of A/N^alpha (see dcpt-anchored).",
+))
+# laws that model r (forgetting: 11 parameters, slower; opt in)
+RATIO_LAWS = ("dcpt", "additive", "effective", "total-data", "dcpt-anchored", "total-data-anchored")
+ANCHORED_LAWS = ("dcpt-anchored", "total-data-anchored")  # need the base model's general loss G
 
 
 def register_law(name: str, func: Callable | None = None, *, params: Sequence[Param] | None = None,

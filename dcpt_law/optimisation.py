@@ -16,7 +16,7 @@ import numpy as np
 from scipy.optimize import brentq, minimize_scalar
 
 from . import _warn
-from .fitting import Fit, load_fit
+from .fitting import Fit, load_fit, lookup_base_general
 from .units import format_count, parse_count
 
 _CURRENT: Fit | None = None
@@ -111,20 +111,9 @@ class RatioResult:
 
 
 def _base_general_loss(fit: Fit, N: float, given) -> float:
-    if given is not None:
-        v = float(given)
-        if not np.isfinite(v) or v <= 0:
-            raise ValueError(f"base_general_loss={given!r} must be a positive loss (nats per token)")
-        return v
-    base = fit.base_losses
-    if len(base):
-        match = base.index[np.isclose(base.index.to_numpy(float), N, rtol=0.01)]  # "151K" finds 150,976
-        if len(match):
-            return float(base.loc[match[0], "general_loss"])
-    known = ", ".join(format_count(n) for n in base.index) if len(base) else "none"
-    raise ValueError(
-        f"no base-model general loss L_g0 for model_size={format_count(N)} (the fit's table has tokens=0 rows for: "
-        f"{known}); pass base_general_loss=<your base model's general validation loss before CPT>")
+    """L_g0 (= G of the anchored laws): ``given``, else the fit table's tokens = 0 row for size N."""
+    known = {float(n): float(v) for n, v in fit.base_losses["general_loss"].items()}
+    return float(lookup_base_general(known, N, given))
 
 
 def _solve_ratio(dom, gen, L_g0, T):
@@ -158,14 +147,14 @@ def _solve_ratio(dom, gen, L_g0, T):
     return r, True, abs(slack(r)) <= 1e-7 * bound
 
 
-def _check_monotone_at(fd, fg, N: float, D: float, r_rec: float, tol: float = 1e-3, near: float = 0.05) -> None:
+def _check_monotone_at(fd, fg, N: float, D: float, r_rec: float, G: float, tol: float = 1e-3, near: float = 0.05) -> None:
     """Warn when, within ``near`` of the recommended r_d at this (N, D), the fitted domain loss rises
     with r_d or the general loss falls with it (e.g. the D-CPT law's jump at r = 0 of its corpus)."""
     from .fitting import FitWarning
 
     r = np.linspace(0.0, 1.0, 401)
     for lf, sign, what in ((fd, 1.0, "domain loss rises"), (fg, -1.0, "general loss falls")):
-        L = lf.predict(N, D, r, warn=False)
+        L = lf.predict(N, D, r, warn=False, base_general_loss=G)
         step = sign * np.diff(L) / L[1:]
         bad = (step > tol) & (np.abs(r[1:] - r_rec) <= near + 1e-12)
         if bad.any():
@@ -182,7 +171,8 @@ def predict_ratio(model_size, tokens, *, fit=None, tolerance: float = 0.03, base
     loss rises at most ``tolerance`` (relative) above the base model's L_g0.
 
     model_size: N (parameters, "7B" accepted); tokens: D (CPT tokens, "100B" accepted).
-    L_g0: ``base_general_loss``, else the fit table's tokens == 0 row for that size.
+    L_g0: ``base_general_loss``, else the fit table's tokens == 0 row for that size (it is also the G
+    of the anchored laws).
     domain: which domain, for a cross-domain fit (:func:`dcpt_law.fit_cross_domain`).
     """
     f = _resolve(fit, domain)
@@ -191,18 +181,18 @@ def predict_ratio(model_size, tokens, *, fit=None, tolerance: float = 0.03, base
         raise ValueError(f"tolerance={tolerance!r} must be >= 0 (e.g. 0.03 for a 3% rise of general loss)")
     L_g0 = _base_general_loss(f, N, base_general_loss)
     fd, fg = f["domain"], f["general"]
-    fd.predict(N, D, 0.5, warn=warn)  # input checks + extrapolation warning, once
+    fd.predict(N, D, 0.5, warn=warn, base_general_loss=L_g0)  # input checks + extrapolation warning, once
 
     def solve(pd_, pg_):
-        dom = lambda r: fd.predict(N, D, r, params=pd_, warn=False)  # noqa: E731
-        gen = lambda r: fg.predict(N, D, r, params=pg_, warn=False)  # noqa: E731
+        dom = lambda r: fd.predict(N, D, r, params=pd_, warn=False, base_general_loss=L_g0)  # noqa: E731
+        gen = lambda r: fg.predict(N, D, r, params=pg_, warn=False, base_general_loss=L_g0)  # noqa: E731
         return _solve_ratio(dom, gen, L_g0, tolerance)
 
     r, feasible, active = solve(None, None)
     if warn:
-        _check_monotone_at(fd, fg, N, D, r)
-    Ld = float(fd.predict(N, D, r, warn=False))
-    Lg = float(fg.predict(N, D, r, warn=False))
+        _check_monotone_at(fd, fg, N, D, r, L_g0)
+    Ld = float(fd.predict(N, D, r, warn=False, base_general_loss=L_g0))
+    Lg = float(fg.predict(N, D, r, warn=False, base_general_loss=L_g0))
     result = RatioResult(r, Ld, Lg, L_g0, tolerance, active, feasible, N, D)
     if not feasible and warn:
         _warn.emit(f"no domain ratio keeps the general loss within {tolerance:.1%} of L_g0={L_g0:.4f} at "
@@ -218,7 +208,7 @@ def predict_ratio(model_size, tokens, *, fit=None, tolerance: float = 0.03, base
                 infeasible += 1
                 continue
             rs.append(rb)
-            lds.append(float(fd.predict(N, D, rb, params=pd_, warn=False)))
+            lds.append(float(fd.predict(N, D, rb, params=pd_, warn=False, base_general_loss=L_g0)))
         result.interval, result.domain_loss_interval = _interval(rs), _interval(lds)
         result.infeasible_share = infeasible / len(fd.bootstrap)
     return result
@@ -245,11 +235,13 @@ class LimitedDomainResult:
 
 
 def optimal_ratio_limited_domain(model_size, domain_tokens, *, fit=None, min_ratio: float = 1e-3,
-                                 warn: bool = True, domain: str | None = None) -> LimitedDomainResult:
+                                 warn: bool = True, domain: str | None = None,
+                                 base_general_loss=None) -> LimitedDomainResult:
     """Usage 2: min over r_d in [min_ratio, 1] of L_d(N, domain_tokens / r_d, r_d).
 
     All domain data is used once; the rest of the D = domain_tokens / r_d tokens is general data.
-    ``min_ratio`` caps the total budget at domain_tokens / min_ratio.
+    ``min_ratio`` caps the total budget at domain_tokens / min_ratio. ``base_general_loss``: G of an
+    anchored domain-loss law at a size the fit has no base row for.
     """
     f = _resolve(fit, domain)
     N, Dd = parse_count(model_size, "model_size"), parse_count(domain_tokens, "domain_tokens")
@@ -258,14 +250,15 @@ def optimal_ratio_limited_domain(model_size, domain_tokens, *, fit=None, min_rat
     if not 0 < min_ratio < 1:
         raise ValueError(f"min_ratio={min_ratio!r} must be in (0, 1)")
     fd = f["domain"]
-    fd.predict(N, Dd, 1.0, warn=warn)
+    G = _base_general_loss(f, N, base_general_loss) if fd.anchored else None
+    fd.predict(N, Dd, 1.0, warn=warn, base_general_loss=G)
 
     def best(params):
-        obj = lambda r: fd.predict(N, Dd / r, r, params=params, warn=False)  # noqa: E731
+        obj = lambda r: fd.predict(N, Dd / r, r, params=params, warn=False, base_general_loss=G)  # noqa: E731
         return _minimise_1d(obj, min_ratio, 1.0)
 
     r = best(None)
-    res = LimitedDomainResult(r, Dd / r, float(fd.predict(N, Dd / r, r, warn=False)), N, Dd)
+    res = LimitedDomainResult(r, Dd / r, float(fd.predict(N, Dd / r, r, warn=False, base_general_loss=G)), N, Dd)
     if fd.bootstrap is not None:
         res.interval = _interval([best(dict(zip(fd.law.param_names, b))) for b in fd.bootstrap])
     return res
@@ -301,6 +294,10 @@ def allocate_compute(flops, domain_ratio: float, *, fit=None, n_range=(1e3, 1e13
     if not 0 <= domain_ratio <= 1:
         raise ValueError(f"domain_ratio={domain_ratio!r} must be in [0, 1]")
     fd = f["domain"]
+    if fd.anchored:
+        raise ValueError(f"allocate_compute varies the model size N, but the domain-loss law {fd.law.name!r} predicts "
+                         "from the base model's general loss G of one given model: fit an N-based law for usage 3 "
+                         "(e.g. dl.fit(table, law='dcpt'))")
     lo, hi = np.log(n_range[0]), np.log(min(n_range[1], C / 6.0))
     if hi <= lo:
         raise ValueError(f"flops={C:.3g} is too small for model sizes >= {n_range[0]:.3g}")

@@ -50,6 +50,14 @@ def _inputs(fit, table, domain=None) -> tuple[Fit, pd.DataFrame]:
     return f, fit_rows(df_all, dom).reset_index(drop=True)
 
 
+def _base_G(df: pd.DataFrame, mask=None):
+    """G (the base model's general loss) of the rows ``mask`` for the anchored laws: an array, or None
+    where the table does not know it (the fit's own base losses are used then)."""
+    g = df["base_general_loss"].to_numpy(float) if "base_general_loss" in df.columns else np.array([np.nan])
+    g = g if mask is None else g[np.asarray(mask)]
+    return None if np.isnan(g).any() else g
+
+
 def _pick(values, k: int) -> np.ndarray:
     """Up to k values spread evenly (log-wise) over the sorted distinct values."""
     v = np.unique(np.asarray(values, float))
@@ -81,7 +89,9 @@ def loss_vs_ratio(fit, table, *, model_size=None, tokens=None, heldout=None, dom
             for D, c in zip(Ds, _colours(len(Ds))):
                 sel = mask & np.isclose(df["tokens"], D)
                 y = df[LOSS_COLUMNS[t]]
-                ax.plot(grid, f[t].predict(N, D, grid, warn=False), "--", color=c, lw=1.4)
+                G = _base_G(df, mask)
+                ax.plot(grid, f[t].predict(N, D, grid, warn=False, base_general_loss=None if G is None else G[0]),
+                        "--", color=c, lw=1.4)
                 ax.plot(df.loc[sel & ~held, "domain_ratio"], y[sel & ~held], "o", color=c, ms=5,
                         label=f"D = {format_count(D)}")
                 if (sel & held).any():
@@ -107,7 +117,9 @@ def loss_vs_tokens(fit, table, *, model_size=None, domain=None, n_ratios: int = 
         for ax, t in zip(axes[0], f.targets):
             for r, c in zip(rs, _colours(len(rs))):
                 sel = mask & np.isclose(df["domain_ratio"], r)
-                ax.plot(Dgrid, f[t].predict(N, Dgrid, r, warn=False), "--", color=c, lw=1.4)
+                G = _base_G(df, mask)
+                ax.plot(Dgrid, f[t].predict(N, Dgrid, r, warn=False, base_general_loss=None if G is None else G[0]),
+                        "--", color=c, lw=1.4)
                 ax.plot(df.loc[sel, "tokens"], df.loc[sel, LOSS_COLUMNS[t]], "o", color=c, ms=4,
                         label=f"$r_d$ = {r:.2f}")
             ax.set_xscale("log")
@@ -128,7 +140,8 @@ def parity(fit, table, *, domain=None):
         fig, axes = plt.subplots(1, len(f.targets), figsize=(4.6 * len(f.targets), 4.2), squeeze=False)
         for ax, t in zip(axes[0], f.targets):
             obs = df[LOSS_COLUMNS[t]].to_numpy()
-            pred = np.asarray(f[t].predict(df["model_size"], df["tokens"], df["domain_ratio"], warn=False))
+            pred = np.asarray(f[t].predict(df["model_size"], df["tokens"], df["domain_ratio"], warn=False,
+                                           base_general_loss=_base_G(df)))
             r2 = metrics(pred, obs)["r2"]
             for N, c in zip(sizes, _colours(len(sizes))):
                 sel = np.isclose(df["model_size"], N)
@@ -151,9 +164,11 @@ def ratio_vs_size(fit, tokens, *, sizes=None, tolerance: float = 0.03, base_gene
 
     f = load_fit(fit) if isinstance(fit, (str, Path)) else fit
     D = parse_count(tokens, "tokens")
-    if sizes is None:
-        sizes = (np.geomspace(*f["domain"].ranges["model_size"], 20) if base_general_loss is not None
+    if sizes is None:  # an anchored law's G is one model's: only sizes with a measured base model
+        sizes = (np.geomspace(*f["domain"].ranges["model_size"], 20)
+                 if base_general_loss is not None and not f["domain"].anchored
                  else np.asarray(sorted(f.base_losses.index), float))
+        base_general_loss = None if f["domain"].anchored else base_general_loss
     if len(sizes) == 0:
         raise ValueError("ratio_vs_size: no model sizes with a base general loss; pass sizes=... and "
                          "base_general_loss=...")
@@ -193,7 +208,8 @@ def tradeoff(fit, model_size, tokens, *, tolerance: float = 0.03, base_general_l
         warnings.simplefilter("ignore")
         rec = predict_ratio(N, D, fit=f, tolerance=tolerance, base_general_loss=base_general_loss)
         r = np.linspace(0, 1, 201)
-        Ld, Lg = f["domain"].predict(N, D, r, warn=False), f["general"].predict(N, D, r, warn=False)
+        G = rec.base_general_loss
+        Ld, Lg = (f[t].predict(N, D, r, warn=False, base_general_loss=G) for t in ("domain", "general"))
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(5.4, 4.2))
         sc = ax.scatter(Ld, Lg, c=r, cmap="cividis", s=10, zorder=2)

@@ -9,8 +9,9 @@ One row per evaluation. Required columns::
     general_loss  nats   mean validation loss per token on the general corpus (finite, > 0)
     domain_loss   nats   mean validation loss per token on the domain corpus (finite, > 0)
 
-Optional: ``seed``, ``run_id``; any other column is kept untouched.
-Rows with ``tokens == 0`` are not fitted: they give the base losses L_g0 (and k1).
+Optional: ``seed``, ``run_id``, ``base_general_loss`` (G: the general loss of the base model a CPT row
+started from; filled from the base rows when absent); any other column is kept untouched.
+Rows with ``tokens == 0`` are not fitted: they give the base losses L_g0 (and k1) and G.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from .units import parse_counts
 
 REQUIRED = ("domain", "model_size", "tokens", "domain_ratio", "general_loss", "domain_loss")
 LOSS_COLUMNS = {"domain": "domain_loss", "general": "general_loss"}
+BASE_GENERAL = "base_general_loss"  # G of the anchored laws (nats), per CPT row
 
 
 def _rows(mask, index, limit: int = 5) -> str:
@@ -108,8 +110,23 @@ def load_losses(source) -> pd.DataFrame:
     return df
 
 
+def with_base_general(df: pd.DataFrame) -> pd.DataFrame:
+    """Column ``base_general_loss``: per row, the general loss of its base model, i.e. of the tokens == 0
+    row with the same model_size (and seed, when the table has seeds; any domain: the base model is shared).
+    Values the table already gives are kept; rows without a base row get NaN (the anchored laws say so)."""
+    key = ["model_size"] + (["seed"] if "seed" in df.columns else [])
+    base = df[df["tokens"] == 0].groupby(key)["general_loss"].mean().rename("_G")
+    looked_up = df[key].join(base, on=key)["_G"]
+    out = df.copy()
+    given = pd.to_numeric(out[BASE_GENERAL], errors="coerce") if BASE_GENERAL in out.columns else looked_up * np.nan
+    out[BASE_GENERAL] = given.where(given.notna(), looked_up).astype(float)
+    return out
+
+
 def fit_rows(df: pd.DataFrame, domain: str | None = None) -> pd.DataFrame:
-    """Rows that a law is fitted to: one domain's CPT evaluations (tokens > 0)."""
+    """Rows that a law is fitted to: one domain's CPT evaluations (tokens > 0), with their base
+    model's general loss (:func:`with_base_general`)."""
+    df = with_base_general(df)
     if domain is not None:
         if domain not in set(df["domain"]):
             raise ValueError(f"domain={domain!r} is not in the table (domains: {sorted(set(df['domain']))})")
@@ -130,7 +147,8 @@ def single_domain(df: pd.DataFrame, domain: str | None) -> str:
 
 
 def law_inputs(df: pd.DataFrame, target: str) -> dict[str, np.ndarray]:
-    """Arrays N, D, r (the ratio of the corpus being evaluated) and the observed loss."""
+    """Arrays N, D, r (the ratio of the corpus being evaluated), G (the base model's general loss; NaN
+    where unknown) and the observed loss."""
     if target not in LOSS_COLUMNS:
         raise ValueError(f"target={target!r}: use 'domain' or 'general' (or 'both' in fit())")
     r_d = df["domain_ratio"].to_numpy(float)
@@ -138,6 +156,7 @@ def law_inputs(df: pd.DataFrame, target: str) -> dict[str, np.ndarray]:
         "N": df["model_size"].to_numpy(float),
         "D": df["tokens"].to_numpy(float),
         "r": r_d if target == "domain" else 1.0 - r_d,
+        "G": df[BASE_GENERAL].to_numpy(float) if BASE_GENERAL in df.columns else np.full(len(df), np.nan),
         "loss": df[LOSS_COLUMNS[target]].to_numpy(float),
     }
 

@@ -17,6 +17,7 @@ import torch
 LADDER: dict[str, tuple[int, int, int, int]] = {
     "xxs": (32, 2, 2, 96),      # ~0.03M
     "xs": (48, 2, 2, 128),      # ~0.06M
+    "s2": (64, 2, 4, 176),      # ~0.10M: s with 2 layers, the largest fitted size of the >= 4x held-out test
     "s": (64, 3, 4, 176),       # ~0.15M
     "m": (96, 4, 4, 256),       # ~0.44M
     "l": (128, 6, 4, 352),      # ~1.2M

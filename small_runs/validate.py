@@ -27,12 +27,14 @@ from dcpt_law.table import LOSS_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "small_runs" / "results"
-TABLES = ("pilot", "multidomain", "xxs", "heldout", "heldout_extra", "seeds")
+TABLES = ("pilot", "multidomain", "xxs", "s2", "heldout", "heldout_extra", "seeds")
 SMALL_SIZES = ("xs", "s", "m")  # the grid of the splits and cross-domain sections ...
 GRID_TABLES = ("pilot", "multidomain")  # ... from these tables (complete 9-ratio grids)
-# held-out experiments: (sizes fitted, size held out). m is in the regime where a bigger model is
-# better at our token budget; xl (6x m, 0.4 base tokens per parameter) is not, and shows what happens then.
-EXPERIMENTS = ((("xxs", "xs", "s"), "m"), (("xs", "s", "m"), "xl"))
+# held-out experiments: label -> (sizes fitted, size held out). m (443K non-embedding parameters) is 4.4x s2,
+# the largest size of the first fit, and 2.9x s; both fits stay in the regime where a bigger model is better
+# at our 1M-token base budget. xl (6x m, 0.4 base tokens per parameter) is not, and shows what happens then.
+# The label names the configs of the extra runs next to each experiment's prediction (heldout_extra_<label>_*).
+EXPERIMENTS = {"m4x": (("xxs", "xs", "s2"), "m"), "m": (("xxs", "xs", "s"), "m"), "xl": (("xs", "s", "m"), "xl")}
 TOLERANCE = 0.03
 # every law, and the pair that won the pilot's held-out splits (NOTES.md)
 CANDIDATES = [*RATIO_LAWS, {"domain": "dcpt", "general": "total-data"}]
@@ -69,7 +71,8 @@ def complete_domains(df: pd.DataFrame) -> list[str]:
     return out
 
 
-def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, title: str = "") -> list[str]:
+def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, title: str = "",
+                    label: str = "") -> list[str]:
     lines = [f"## 1{title}", ""]
     if held.empty or small.empty:
         return lines + ["Not run yet (see the configs in small_runs/configs/).", ""]
@@ -86,7 +89,7 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                 f = dl.fit(train, law=candidate, domain=dom, warn=False)
             law = f.law
             if candidate in FIGURE_LAWS and figs is not None:
-                fig_lines.append(heldout_figure(f, train, held[held["domain"] == dom], figs, dom, law))
+                fig_lines.append(heldout_figure(f, train, held[held["domain"] == dom], figs, dom, law, label))
             for t in ("domain", "general"):
                 pred = np.asarray(f[t].predict(test["model_size"], test["tokens"], test["domain_ratio"], warn=False))
                 obs = test[LOSS_COLUMNS[t]].to_numpy(float)
@@ -136,7 +139,7 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
     return lines
 
 
-def heldout_figure(f, train: pd.DataFrame, held: pd.DataFrame, figs: Path, dom: str, law: str) -> str:
+def heldout_figure(f, train: pd.DataFrame, held: pd.DataFrame, figs: Path, dom: str, law: str, label: str = "") -> str:
     """Loss vs ratio at the held-out size: the small-size fit (dashed) against the held-out runs (stars)."""
     from dcpt_law import plots
 
@@ -144,7 +147,7 @@ def heldout_figure(f, train: pd.DataFrame, held: pd.DataFrame, figs: Path, dom: 
     Nh = float(held["model_size"].max())
     mask = np.isclose(both.loc[both["tokens"] > 0, "model_size"], Nh)
     fig = plots.loss_vs_ratio(f, both, model_size=Nh, heldout=mask, domain=dom)
-    name = f"heldout_{held['size_name'].iloc[0]}_{dom}_{law.replace(':', '-').replace(',', '_')}"
+    name = f"heldout_{label or held['size_name'].iloc[0]}_{dom}_{law.replace(':', '-').replace(',', '_')}"
     plots.save(fig, figs / name)
     return f"![{dom}, {law}](figures/{name}.png)"
 
@@ -240,8 +243,9 @@ def verdict(wide: pd.DataFrame) -> list[str]:
         "both losses at <= 2% of the compute; the table shows where it is met and where not.", ""]
 
 
-def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, law=None) -> list[Path]:
-    """Write small_runs/configs/heldout_extra_<size>_<domain>.toml: the held-out size at the two ratios next
+def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, law=None, label: str = "") -> list[Path]:
+    """Write small_runs/configs/heldout_extra_<label>_<domain>.toml (label defaults to the held-out size's
+    name; one label per experiment of :data:`EXPERIMENTS`): the held-out size at the two ratios next
     to the prediction of ``law`` (default :data:`RECOMMENDED`; usage 1, tolerance 3%), from fits on the
     small sizes and L_g0 of the held-out base model, so the regret can be measured. Needs the held-out
     base rows."""
@@ -265,7 +269,7 @@ def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, law=
         extra = sorted({x for x in extra if round(x, 6) not in trained})
         if not extra:
             continue
-        name = f"heldout_extra_{size}_{dom}"
+        name = f"heldout_extra_{label or size}_{dom}"
         fields = {"name =": f'name = "{name}"\nout = "small_runs/results/heldout_extra"', "sizes =": f'sizes = ["{size}"]',
                   "domains =": f'domains = ["{dom}"]', "ratios =": f"ratios = {extra}"}
         text = "\n".join(next((v for k, v in fields.items() if ln.startswith(k)), ln) for ln in template.splitlines())
@@ -295,16 +299,16 @@ def main(argv=None):
     (out / "figures").mkdir(parents=True, exist_ok=True)
     data = load(TABLES)
     if a.plan_extra:
-        for fitted, held_out in EXPERIMENTS:
-            for p in plan_extra(*experiment(data, fitted, held_out)):
+        for label, (fitted, held_out) in EXPERIMENTS.items():
+            for p in plan_extra(*experiment(data, fitted, held_out), label=label):
                 print(f"wrote {p}: run it with `dcpt sweep {p.relative_to(ROOT)}`")
         return
     lines = ["# Validation", "", "Generated by `python -m small_runs.validate` from the committed loss tables "
              f"({', '.join(f'small_runs/results/{n}' for n in TABLES)}); do not edit by hand.", ""]
-    for i, (fitted, held_out) in enumerate(EXPERIMENTS):
+    for i, (label, (fitted, held_out)) in enumerate(EXPERIMENTS.items()):
         small, held = experiment(data, fitted, held_out)
         lines += heldout_section(small, held, out / "figures", title=f"{'abcdef'[i]}. Held-out size {held_out}, "
-                                 f"fitted on {', '.join(fitted)}")
+                                 f"fitted on {', '.join(fitted)}", label=label)
     small = experiment(data[data["table"].isin(GRID_TABLES)], SMALL_SIZES, None)[0]
     lines += splits_section(small, a.quick)
     lines += cross_section(small)
