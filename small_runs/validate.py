@@ -23,7 +23,7 @@ import pandas as pd
 import dcpt_law as dl
 from dcpt_law.fitting import _metrics
 from dcpt_law.laws import RATIO_LAWS
-from dcpt_law.table import LOSS_COLUMNS
+from dcpt_law.table import LOSS_COLUMNS, with_base_general
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "small_runs" / "results"
@@ -36,9 +36,14 @@ GRID_TABLES = ("pilot", "multidomain")  # ... from these tables (complete 9-rati
 # The label names the configs of the extra runs next to each experiment's prediction (heldout_extra_<label>_*).
 EXPERIMENTS = {"m4x": (("xxs", "xs", "s2"), "m"), "m": (("xxs", "xs", "s"), "m"), "xl": (("xs", "s", "m"), "xl")}
 TOLERANCE = 0.03
-# every law, and the pair that won the pilot's held-out splits (NOTES.md)
-CANDIDATES = [*RATIO_LAWS, {"domain": "dcpt", "general": "total-data"}]
-RECOMMENDED = {"domain": "dcpt", "general": "total-data"}  # the pair the extra runs are placed around
+# every law, and pairs (domain-loss law, general-loss law): the one that won the pilot's held-out splits
+# (NOTES.md), and the anchored ones (the size term from the base model's general loss, ours)
+PAIRS = [{"domain": "dcpt", "general": "total-data"}, {"domain": "dcpt", "general": "total-data-anchored"},
+         {"domain": "dcpt-anchored", "general": "total-data-anchored"}]
+CANDIDATES = [*RATIO_LAWS, *PAIRS]
+RECOMMENDED = {"domain": "dcpt", "general": "total-data"}
+# the extra runs of a held-out size sit 0.03 either side of these pairs' predictions
+EXTRA_LAWS = [RECOMMENDED, {"domain": "dcpt", "general": "total-data-anchored"}]
 FIGURE_LAWS = ("dcpt", RECOMMENDED)  # held-out figures for these candidates
 
 
@@ -71,6 +76,16 @@ def complete_domains(df: pd.DataFrame) -> list[str]:
     return out
 
 
+def fit_candidates(train: pd.DataFrame, dom: str) -> list[tuple[object, dl.Fit]]:
+    """(candidate, Fit) for every candidate: each law fitted once per loss, pairs put together from those."""
+    names = sorted({n for c in CANDIDATES for n in (c.values() if isinstance(c, dict) else [c])})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = {n: dl.fit(train, law=n, domain=dom, warn=False) for n in names}
+    return [(c, dl.Fit({t: single[c[t]][t] for t in ("domain", "general")}, domain=dom,
+                       base=single[c["domain"]].base_losses) if isinstance(c, dict) else single[c]) for c in CANDIDATES]
+
+
 def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, title: str = "",
                     label: str = "") -> list[str]:
     lines = [f"## 1{title}", ""]
@@ -79,19 +94,18 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
     rows, recs, fig_lines, resid = [], [], [], []
     for dom in sorted(set(held["domain"]) & set(complete_domains(small))):
         train = small[small["domain"] == dom]
-        test = held[(held["domain"] == dom) & (held["tokens"] > 0)]
+        test = with_base_general(held[held["domain"] == dom])  # G of the anchored laws: the held-out base model's
+        test = test[test["tokens"] > 0]
         if test.empty:  # only its base row so far
             continue
         Nh = float(test["model_size"].iloc[0])
-        for candidate in CANDIDATES:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                f = dl.fit(train, law=candidate, domain=dom, warn=False)
+        for candidate, f in fit_candidates(train, dom):
             law = f.law
             if candidate in FIGURE_LAWS and figs is not None:
                 fig_lines.append(heldout_figure(f, train, held[held["domain"] == dom], figs, dom, law, label))
-            for t in ("domain", "general"):
-                pred = np.asarray(f[t].predict(test["model_size"], test["tokens"], test["domain_ratio"], warn=False))
+            for t in ("domain", "general") if not isinstance(candidate, dict) else ():  # pairs: rows of their laws
+                pred = np.asarray(f[t].predict(test["model_size"], test["tokens"], test["domain_ratio"], warn=False,
+                                               base_general_loss=test["base_general_loss"].to_numpy(float)))
                 obs = test[LOSS_COLUMNS[t]].to_numpy(float)
                 m = _metrics(pred, obs, 1e-3)
                 by_ratio = pd.Series(100 * (pred / obs - 1)).groupby(test["domain_ratio"].to_numpy()).mean()
@@ -243,13 +257,13 @@ def verdict(wide: pd.DataFrame) -> list[str]:
         "both losses at <= 2% of the compute; the table shows where it is met and where not.", ""]
 
 
-def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, law=None, label: str = "") -> list[Path]:
+def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, laws=None, label: str = "") -> list[Path]:
     """Write small_runs/configs/heldout_extra_<label>_<domain>.toml (label defaults to the held-out size's
     name; one label per experiment of :data:`EXPERIMENTS`): the held-out size at the two ratios next
-    to the prediction of ``law`` (default :data:`RECOMMENDED`; usage 1, tolerance 3%), from fits on the
-    small sizes and L_g0 of the held-out base model, so the regret can be measured. Needs the held-out
-    base rows."""
-    law = RECOMMENDED if law is None else law
+    to the prediction of each of ``laws`` (default :data:`EXTRA_LAWS`; usage 1, tolerance 3%), from fits on
+    the small sizes and L_g0 of the held-out base model, so the regret can be measured. Ratios within
+    step/2 of a trained or already planned one are left out. Needs the held-out base rows."""
+    laws = EXTRA_LAWS if laws is None else laws
     written = []
     template = "\n".join(ln for ln in (ROOT / "small_runs" / "configs" / "multidomain.toml").read_text().splitlines()
                          if not ln.startswith("#"))
@@ -258,15 +272,21 @@ def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, law=
         if base.empty:
             continue
         size = str(base["size_name"].iloc[0])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            f = dl.fit(small[small["domain"] == dom], law=law, domain=dom, warn=False)
-            D = float(small.loc[small["tokens"] > 0, "tokens"].max())
-            rec = dl.predict_ratio(float(base["model_size"].iloc[0]), D, fit=f, tolerance=TOLERANCE,
-                                   base_general_loss=float(base["general_loss"].iloc[0]), warn=False)
-        trained = set(np.round(held.loc[held["domain"] == dom, "domain_ratio"], 6))
-        extra = [round(float(np.clip(rec.ratio + d, 0.0, 1.0)), 4) for d in (-step, step)]
-        extra = sorted({x for x in extra if round(x, 6) not in trained})
+        taken = list(held.loc[(held["domain"] == dom) & (held["tokens"] > 0), "domain_ratio"].unique())
+        extra, said = [], []
+        for law in laws:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                f = dl.fit(small[small["domain"] == dom], law=law, domain=dom, warn=False)
+                D = float(small.loc[small["tokens"] > 0, "tokens"].max())
+                rec = dl.predict_ratio(float(base["model_size"].iloc[0]), D, fit=f, tolerance=TOLERANCE,
+                                       base_general_loss=float(base["general_loss"].iloc[0]), warn=False)
+            said.append(f"{f.law} predicts r_d = {rec.ratio:.4f}")
+            for x in (round(float(np.clip(rec.ratio + d, 0.0, 1.0)), 4) for d in (-step, step)):
+                if all(abs(x - t) > step / 2 for t in taken):
+                    extra.append(x)
+                    taken.append(x)
+        extra = sorted(extra)
         if not extra:
             continue
         name = f"heldout_extra_{label or size}_{dom}"
@@ -275,7 +295,7 @@ def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, law=
         text = "\n".join(next((v for k, v in fields.items() if ln.startswith(k)), ln) for ln in template.splitlines())
         path = ROOT / "small_runs" / "configs" / f"{name}.toml"
         path.write_text(f"# generated by `python -m small_runs.validate --plan-extra`: size {size}, fitted on "
-                        f"{', '.join(sorted(set(small['size_name'])))}; {f.law} predicts r_d = {rec.ratio:.4f}\n" + text + "\n")
+                        f"{', '.join(sorted(set(small['size_name'])))}; {'; '.join(said)}\n" + text + "\n")
         written.append(path)
     return written
 
