@@ -101,7 +101,8 @@ def cmd_predict(a):
     r = dl.predict_ratio(a.model_size, a.tokens, fit=f, tolerance=a.tolerance, base_general_loss=a.base_general_loss)
     out["ratio"] = r.to_dict()
     if a.domain_tokens:
-        out["limited_domain"] = dl.optimal_ratio_limited_domain(a.model_size, a.domain_tokens, fit=f).__dict__
+        out["limited_domain"] = dl.optimal_ratio_limited_domain(a.model_size, a.domain_tokens, fit=f,
+                                                                base_general_loss=a.base_general_loss).__dict__
     if a.flops:
         out["compute"] = dl.allocate_compute(a.flops, r.ratio, fit=f).__dict__
     if a.json:
@@ -229,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--model-size", required=True, help="N, e.g. 7B")
     pd_.add_argument("--tokens", required=True, help="CPT tokens D, e.g. 100B")
     pd_.add_argument("--tolerance", type=float, default=0.03, help="max relative rise of general loss (0.03 = 3%%)")
-    pd_.add_argument("--base-general-loss", type=float, help="L_g0 of the base model (default: from the fit's table)")
+    pd_.add_argument("--base-general-loss", type=float, help="L_g0 of the base model, nats per token before CPT (default: from the fit's "
+                     "table); also the G that the anchored laws predict from")
     pd_.add_argument("--domain-tokens", help="usage 2: domain tokens available, e.g. 5B")
     pd_.add_argument("--flops", help="usage 3: compute budget C = 6ND, e.g. 1e21")
     pd_.add_argument("--domain", help="which domain of a cross-domain fit")

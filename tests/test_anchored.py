@@ -90,3 +90,10 @@ def test_evaluate_scores_anchored_laws_on_a_held_out_size():
                      target="domain")
     last = ev[ev["fold"] == "N=3200000"].set_index("law")["r2"]  # the under-trained largest size, held out
     assert last["dcpt-anchored"] > 0.95 and last["dcpt"] < last["dcpt-anchored"]
+
+
+def test_evaluate_skips_an_anchored_law_without_base_rows_and_says_so():
+    table = anchored_table()
+    with pytest.warns(UserWarning, match="'dcpt-anchored' skipped.*no base row"):
+        ev = dl.evaluate(table[table["tokens"] > 0], law=["dcpt", "dcpt-anchored"], split="all", target="domain")
+    assert set(ev["law"]) == {"dcpt"}
