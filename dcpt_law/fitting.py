@@ -636,7 +636,10 @@ def fit(table, law="dcpt", target: str = "both", domain: str | None = None, *, b
 
     law: a registered name, or one per loss: ``{"domain": "dcpt", "general": "total-data"}``, or
     ``"recommended"`` for :data:`RECOMMENDED_LAW` (that pair; the default of ``dcpt fit``).
-    The default here stays the paper's D-CPT Law for both losses.
+    The default here stays the paper's D-CPT Law for both losses. The anchored laws
+    (``"dcpt-anchored"``, ``"total-data-anchored"``) take the size from the base model's general loss G:
+    the table needs a tokens = 0 row per model size (and seed), and predictions at a new size need
+    ``base_general_loss=`` (the same L_g0 that usage 1 needs).
     target: ``"domain"``, ``"general"`` or ``"both"``. domain: which domain of the table (needed
     when it holds several). bootstrap: number of run-level resamples (stratified by mixture ratio)
     kept for 90% intervals.
