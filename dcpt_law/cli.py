@@ -164,8 +164,8 @@ def cmd_quickstart(a):
     sweeps.validate(cfg)
     print(f"[2/4] sweep {cfg.name!r}: {len(cfg.sizes)} sizes x {len(cfg.ratios)} ratios x {len(cfg.domains)} domain(s)")
     losses = sweeps.run_sweep(cfg)
-    print(f"[3/4] fit the recommended laws: D-CPT (domain loss), total-data (general loss); "
-          f"{a.bootstrap} run-level bootstrap resamples")
+    print(f"[3/4] fit the recommended laws ({dl.RECOMMENDED_LAW['domain']} for the domain loss, "
+          f"{dl.RECOMMENDED_LAW['general']} for the general loss); {a.bootstrap} run-level bootstrap resamples")
     f = dl.fit(losses, law="recommended", bootstrap=a.bootstrap)
     f.save(out / "fit.json")
     print(f.report())
@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft = sub.add_parser("fit", help="fit a law to a loss table and print the report")
     ft.add_argument("losses")
     ft.add_argument("--law", default="recommended", help="a law name, one per loss (domain:dcpt,general:total-data), "
-                    "or 'recommended' (default: that pair, chosen on held-out data)")
+                    "or 'recommended' (default: domain:dcpt-anchored,general:total-data-anchored, chosen on "
+                    "held-out data; usage 3 (--flops) needs an N-based law such as dcpt)")
     ft.add_argument("--target", default="both", choices=["both", "domain", "general"])
     ft.add_argument("--domain", help="which domain of the table (needed if several)")
     ft.add_argument("--bootstrap", type=int, default=0, help="run-level resamples for 90%% intervals (e.g. 200)")

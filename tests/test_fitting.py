@@ -250,7 +250,7 @@ def test_total_data_law_recovers_its_parameters_and_mixes_with_dcpt(table):
         1 + 0.003 * rng.standard_normal(len(df)))
     f = dl.fit(df, law={"domain": "dcpt", "general": "total-data"}, warn=False)
     assert f.law == "domain:dcpt,general:total-data"
-    assert dl.fit(table, law="recommended", target="general", warn=False).law == "total-data"
+    assert dl.fit(table, law="recommended", target="general", warn=False).law == dl.RECOMMENDED_LAW["general"]
     assert f["general"].metrics["r2"] > 0.99 and f["domain"].law.name == "dcpt"
     N, D, r = _grid()
     np.testing.assert_allclose(f.predict(N, D, r, target="general"), TOTAL.predict(truth, N, D, 1 - r), rtol=0.01)
