@@ -99,8 +99,13 @@ def test_cli_fit_predict_roundtrip(tmp_path, small, capsys):
     csv = tmp_path / "losses.csv"
     small.to_csv(csv, index=False)
     out = tmp_path / "fit.json"
-    assert cli.main(["fit", str(csv), "--out", str(out)]) == 0
+    assert cli.main(["fit", str(csv), "--out", str(out)]) == 0  # the recommended (anchored) pair
     assert "R2" in capsys.readouterr().out and out.exists()
+    # usage 3 varies N, which an anchored law cannot: a one-line error that names the way out
+    assert cli.main(["predict", str(out), "--model-size", "400K", "--tokens", "30M", "--flops", "1e15"]) == 2
+    assert "N-based law" in capsys.readouterr().err
+    assert cli.main(["fit", str(csv), "--law", "dcpt", "--out", str(out)]) == 0
+    capsys.readouterr()
     assert cli.main(["predict", str(out), "--model-size", "400K", "--tokens", "30M", "--json",
                      "--domain-tokens", "5M", "--flops", "1e15"]) == 0
     got = json.loads(capsys.readouterr().out)
