@@ -144,11 +144,15 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                          "L_g rise % at predicted": 100 * (at["general_loss"] / L_g0 - 1)})
     if not rows:
         return lines + ["No domain has both a complete small-size grid and held-out runs yet.", ""]
-    lines += ["Fit on the small sizes, predict every logged point of the held-out size.", "",
+    base = pd.concat([small, held])
+    G = base[base["tokens"] == 0].groupby("size_name")[["model_size", "general_loss"]].mean().sort_values("model_size")
+    lines += ["Fit on the small sizes, predict every logged point of the held-out size. The anchored laws take the "
+              "size from G, the base model's general loss: " + ", ".join(
+                  f"{name} ({dl.format_count(r.model_size)}) {r.general_loss:.3f}" for name, r in G.iterrows()) + ".", "",
               md(pd.DataFrame(rows)), ""]
     lines += ["Where the errors sit: mean signed error (%, predicted / observed - 1) at the held-out size, per "
               "trained ratio r_d (over its token counts). The general loss at r_d near 1 is the forgetting regime.",
-              "", md(pd.DataFrame(resid)), ""]
+              "", md(_by_ratio_columns(pd.DataFrame(resid))), ""]
     lines += ["Loss against r_d at the held-out size: dashed the law fitted on the small sizes, stars the "
               "held-out runs (never fitted).", ""] + fig_lines + [""]
     if recs:
@@ -170,6 +174,12 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                "max L_g rise %": ("L_g rise % at predicted", "max")})
         short += ["Usage 1 over domains (the constraint allows a 3% rise):", "", md(u, index=True), ""]
     return lines[:2] + short + lines[2:]
+
+
+def _by_ratio_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """The residual table with its ratio columns in increasing r_d (extra runs add ratios per domain)."""
+    ratios = sorted((c for c in df.columns if c not in ("domain", "law", "target")), key=float)
+    return df[["domain", "law", "target", *ratios]]
 
 
 def heldout_figure(f, train: pd.DataFrame, held: pd.DataFrame, figs: Path, dom: str, law: str, label: str = "") -> str:
