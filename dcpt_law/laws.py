@@ -431,7 +431,6 @@ TOTAL_ANCHORED = _add(PowerSumLaw(
 ))
 # laws that model r (forgetting: 11 parameters, slower; opt in)
 RATIO_LAWS = ("dcpt", "additive", "effective", "total-data", "dcpt-anchored", "total-data-anchored")
-ANCHORED_LAWS = ("dcpt-anchored", "total-data-anchored")  # need the base model's general loss G
 
 
 def register_law(name: str, func: Callable | None = None, *, params: Sequence[Param] | None = None,

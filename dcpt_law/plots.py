@@ -83,15 +83,15 @@ def loss_vs_ratio(fit, table, *, model_size=None, tokens=None, heldout=None, dom
     Ds = _pick(df.loc[mask, "tokens"], n_tokens) if tokens is None else np.atleast_1d(
         [_nearest(df.loc[mask, "tokens"], parse_count(t, "tokens")) for t in np.atleast_1d(tokens)])
     grid = np.linspace(0, 1, 201)
+    G = _base_G(df, mask)  # one model size: one base model
+    G = None if G is None else G[0]
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(f.targets), figsize=(5.2 * len(f.targets), 4.0), squeeze=False)
         for ax, t in zip(axes[0], f.targets):
             for D, c in zip(Ds, _colours(len(Ds))):
                 sel = mask & np.isclose(df["tokens"], D)
                 y = df[LOSS_COLUMNS[t]]
-                G = _base_G(df, mask)
-                ax.plot(grid, f[t].predict(N, D, grid, warn=False, base_general_loss=None if G is None else G[0]),
-                        "--", color=c, lw=1.4)
+                ax.plot(grid, f[t].predict(N, D, grid, warn=False, base_general_loss=G), "--", color=c, lw=1.4)
                 ax.plot(df.loc[sel & ~held, "domain_ratio"], y[sel & ~held], "o", color=c, ms=5,
                         label=f"D = {format_count(D)}")
                 if (sel & held).any():
@@ -112,14 +112,14 @@ def loss_vs_tokens(fit, table, *, model_size=None, domain=None, n_ratios: int = 
     if len(rs) > n_ratios:
         rs = rs[np.unique(np.round(np.linspace(0, len(rs) - 1, n_ratios)).astype(int))]
     Dgrid = np.geomspace(df.loc[mask, "tokens"].min(), df.loc[mask, "tokens"].max(), 100)
+    G = _base_G(df, mask)
+    G = None if G is None else G[0]
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(f.targets), figsize=(5.2 * len(f.targets), 4.0), squeeze=False)
         for ax, t in zip(axes[0], f.targets):
             for r, c in zip(rs, _colours(len(rs))):
                 sel = mask & np.isclose(df["domain_ratio"], r)
-                G = _base_G(df, mask)
-                ax.plot(Dgrid, f[t].predict(N, Dgrid, r, warn=False, base_general_loss=None if G is None else G[0]),
-                        "--", color=c, lw=1.4)
+                ax.plot(Dgrid, f[t].predict(N, Dgrid, r, warn=False, base_general_loss=G), "--", color=c, lw=1.4)
                 ax.plot(df.loc[sel, "tokens"], df.loc[sel, LOSS_COLUMNS[t]], "o", color=c, ms=4,
                         label=f"$r_d$ = {r:.2f}")
             ax.set_xscale("log")

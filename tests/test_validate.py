@@ -38,7 +38,7 @@ def test_plan_extra_brackets_the_prediction(tmp_path, monkeypatch):
         (validate.ROOT / "small_runs" / "configs" / "multidomain.toml").read_text())
     monkeypatch.setattr(validate, "ROOT", tmp_path)
     # the same pair twice: its second pair of ratios repeats the first, so it is not planned again
-    (path,) = validate.plan_extra(small, held, laws=[validate.RECOMMENDED] * 2, label="d4x")
+    (path,) = validate.plan_extra(small, held, laws=[validate.PAIRS[0]] * 2, label="d4x")
     cfg = tomllib.loads(path.read_text())
     predicted = float(path.read_text().split("predicts r_d = ")[1].split()[0].rstrip(";"))
     assert cfg["domains"] == ["code"] and cfg["sizes"] == ["d"] and len(cfg["ratios"]) == 2
