@@ -18,6 +18,7 @@ LADDER: dict[str, tuple[int, int, int, int]] = {
     "xxs": (32, 2, 2, 96),      # ~0.03M
     "xs": (48, 2, 2, 128),      # ~0.06M
     "s2": (64, 2, 4, 176),      # ~0.10M: s with 2 layers, the largest fitted size of the >= 4x held-out test
+    "s3": (56, 3, 4, 136),      # ~0.11M: 3 layers like s; the largest fitted size of the clean >= 4x held-out test
     "s": (64, 3, 4, 176),       # ~0.15M
     "m": (96, 4, 4, 256),       # ~0.44M
     "l": (128, 6, 4, 352),      # ~1.2M
