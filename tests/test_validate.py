@@ -15,6 +15,8 @@ def test_heldout_section_recovers_a_known_law(monkeypatch):
     table = [line for line in text.splitlines() if line.startswith("| code | dcpt |")]
     r2 = {row.split("|")[3].strip(): float(row.split("|")[6]) for row in table[:2]}
     assert r2["domain"] > 0.98 and r2["general"] > 0.98, text
+    at_dmax = [float(row.split("|")[9]) for row in table[:2]]  # MAPE at the largest token count
+    assert all(0 <= m < 1 for m in at_dmax), text
     rec = [line for line in text.splitlines() if line.startswith("| code | dcpt | 0.")]
     assert rec, text
     regret = float(rec[0].split("|")[6])
