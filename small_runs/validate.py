@@ -30,7 +30,7 @@ from dcpt_law.table import LOSS_COLUMNS, with_base_general
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "small_runs" / "results"
-TABLES = ("pilot", "multidomain", "xxs", "s3", "s2", "heldout", "heldout_extra", "seeds")
+TABLES = ("pilot", "multidomain", "xxs", "s3", "s2", "heldout", "heldout_extra", "seeds", "seeds_ladder")
 SMALL_SIZES = ("xs", "s", "m")  # the grid of the splits and cross-domain sections ...
 GRID_TABLES = ("pilot", "multidomain")  # ... from these tables (complete 9-ratio grids)
 # held-out experiments: label -> (sizes fitted, size held out). m (443K non-embedding parameters) is 4.16x s3,
@@ -38,9 +38,11 @@ GRID_TABLES = ("pilot", "multidomain")  # ... from these tables (complete 9-rati
 # (m4x: s2's base model is worse than the smaller xs's) and 2.9x s; these fits stay in the regime where a bigger
 # model is better at our 1M-token base budget. xl (6x m, 0.4 base tokens per parameter) is not, and shows what
 # happens then. The label names the configs of the extra runs next to each experiment's prediction
-# (heldout_extra_<label>_*).
-EXPERIMENTS = {"m4c": (("xxs", "xs", "s3"), "m"), "m4x": (("xxs", "xs", "s2"), "m"), "m": (("xxs", "xs", "s"), "m"),
-               "xl": (("xs", "s", "m"), "xl")}
+# (heldout_extra_<label>_*). The third element: fit on every seed of the fitted sizes (m4c3: code, seeds 0-2 of xs
+# and s3), not seed 0 alone; only domains with repeated seeds are then shown. The held-out size is always seed 0.
+EXPERIMENTS = {"m4c": (("xxs", "xs", "s3"), "m", False), "m4c3": (("xxs", "xs", "s3"), "m", True),
+               "m4x": (("xxs", "xs", "s2"), "m", False), "m": (("xxs", "xs", "s"), "m", False),
+               "xl": (("xs", "s", "m"), "xl", False)}
 TOLERANCE = 0.03
 # every law, and pairs (domain-loss law, general-loss law): the one that won the pilot's held-out splits
 # (NOTES.md), and the anchored ones (the size term from the base model's general loss, ours)
@@ -204,16 +206,15 @@ def heldout_figure(f, train: pd.DataFrame, held: pd.DataFrame, figs: Path, dom: 
     return f"![{dom}, {law}](figures/{name}.png)"
 
 
-def seeds_section(small: pd.DataFrame) -> list[str]:
-    """Seed noise: the seeds sweep (seeds 1, 2) next to seed 0 of the same (size, domain, ratio) runs."""
+def seeds_section(data: pd.DataFrame) -> list[str]:
+    """Seed noise: the seeds sweeps (seeds 1, 2) next to seed 0 of the same (size, domain, ratio) runs."""
     lines = ["## 4. Seed noise floor", ""]
-    seeds = load(["seeds"])
-    seeds = seeds[seeds["seed"] != 0] if len(seeds) else seeds
+    seeds = data[data["table"].isin(["seeds", "seeds_ladder"]) & (data["seed"] != 0)]
     if seeds.empty:
         return lines + ["Not run yet: `dcpt sweep small_runs/configs/seeds.toml`.", ""]
-    key = ["domain", "model_size", "domain_ratio", "tokens"]
+    key = ["domain", "size_name", "domain_ratio", "tokens"]
     cells = seeds[seeds["tokens"] > 0][key].drop_duplicates()
-    zero = small[small["seed"] == 0].merge(cells, on=key)
+    zero = data[data["seed"] == 0].merge(cells, on=key).drop_duplicates(key)
     runs = pd.concat([zero, seeds[seeds["tokens"] > 0]], ignore_index=True)
     rows = []
     for t in ("domain", "general"):
@@ -222,10 +223,11 @@ def seeds_section(small: pd.DataFrame) -> list[str]:
         spread = (g.std(ddof=1) / g.mean() * 100).rename("cv").reset_index()
         spread["n"] = g.size().to_numpy()
         spread = spread[spread["n"] >= 2]
-        last = spread[spread["tokens"] == spread["tokens"].max()]
-        rows.append({"target": t, "cells": len(spread), "seeds per cell": int(spread["n"].max()),
-                     "mean CV % (all token counts)": spread["cv"].mean(), "max CV %": spread["cv"].max(),
-                     "mean CV % (last token count)": last["cv"].mean()})
+        for size, sp in spread.groupby("size_name"):
+            last = sp[sp["tokens"] == sp["tokens"].max()]
+            rows.append({"target": t, "size": size, "ratios": len(sp["domain_ratio"].unique()), "cells": len(sp),
+                         "seeds per cell": int(sp["n"].max()), "mean CV % (all token counts)": sp["cv"].mean(),
+                         "max CV %": sp["cv"].max(), "mean CV % (last token count)": last["cv"].mean()})
     return lines + ["Relative standard deviation (CV) of the loss across seeds (each seed: its own base model "
                     "and data order), per (ratio, token count) cell. Errors below this are noise, not law.", "",
                     md(pd.DataFrame(rows)), ""]
@@ -336,12 +338,20 @@ def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, laws
     return written
 
 
-def experiment(data: pd.DataFrame, fitted, held_out) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rows of the fitted sizes, rows of the held-out size), seed 0 only."""
+def experiment(data: pd.DataFrame, fitted, held_out, all_seeds: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows of the fitted sizes, rows of the held-out size), seed 0 only; with ``all_seeds`` the fitted rows
+    of every seed, for the domains that have more than one seed there."""
     if data.empty:
         return data, data
-    data = data[data["seed"] == 0] if "seed" in data.columns else data
-    return data[data["size_name"].isin(fitted)], data[data["size_name"] == held_out]
+    if "seed" not in data.columns:
+        data = data.assign(seed=0)
+    small, held = data[data["size_name"].isin(fitted)], data[(data["size_name"] == held_out) & (data["seed"] == 0)]
+    if not all_seeds:
+        return small[small["seed"] == 0], held
+    cpt = small[small["tokens"] > 0]
+    repeated = cpt.groupby("domain")["seed"].nunique().loc[lambda n: n > 1].index
+    small = small[small["domain"].isin(repeated)]
+    return small, held[held["domain"].isin(repeated)]
 
 
 def main(argv=None):
@@ -359,21 +369,21 @@ def main(argv=None):
         for label in a.plan_extra or EXPERIMENTS:
             if label not in EXPERIMENTS:
                 raise SystemExit(f"--plan-extra {label}: the experiments are {', '.join(EXPERIMENTS)}")
-            fitted, held_out = EXPERIMENTS[label]
-            for p in plan_extra(*experiment(data, fitted, held_out), label=label):
+            for p in plan_extra(*experiment(data, *EXPERIMENTS[label]), label=label):
                 print(f"wrote {p}: run it with `dcpt sweep {p.relative_to(ROOT)}`")
         return
     lines = ["# Validation", "", "Generated by `python -m small_runs.validate` from the committed loss tables "
              f"({', '.join(f'small_runs/results/{n}' for n in TABLES)}); do not edit by hand.", ""]
     jobs = []  # (function, args), in the order of the document; each returns its lines
-    for i, (label, (fitted, held_out)) in enumerate(EXPERIMENTS.items()):
-        small, held = experiment(data, fitted, held_out)
+    for i, (label, (fitted, held_out, all_seeds)) in enumerate(EXPERIMENTS.items()):
+        small, held = experiment(data, fitted, held_out, all_seeds)
+        seeds = " (every seed)" if all_seeds else ""
         jobs.append((heldout_section, (small, held, out / "figures", f"{'abcdef'[i]}. Held-out size {held_out}, "
-                                       f"fitted on {', '.join(fitted)}", label)))
+                                       f"fitted on {', '.join(fitted)}{seeds}", label)))
     small = experiment(data[data["table"].isin(GRID_TABLES)], SMALL_SIZES, None)[0]
     jobs.append((md_lines, ("## 2. The paper's generalisation splits (small sizes)", "")))
     jobs += [(splits_domain, (small, dom, a.quick)) for dom in complete_domains(small)]
-    jobs += [(cross_section, (small,)), (seeds_section, (small,))]
+    jobs += [(cross_section, (small,)), (seeds_section, (data,))]
     if a.jobs > 1:
         with ProcessPoolExecutor(a.jobs) as pool:
             parts = [fut.result() for fut in [pool.submit(fn, *args) for fn, args in jobs]]

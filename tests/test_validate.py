@@ -47,3 +47,13 @@ def test_plan_extra_brackets_the_prediction(tmp_path, monkeypatch):
     assert path.name == "heldout_extra_d4x_code.toml" and cfg["out"] == "small_runs/results/heldout_extra"
     lo, hi = cfg["ratios"]
     assert lo < predicted < hi and hi - lo < 0.07
+
+
+def test_experiment_keeps_seed_0_or_every_seed_of_repeated_domains():
+    rows = [(dom, size, seed) for dom in ("code", "law") for size in ("a", "b", "c") for seed in (0, 1)
+            if seed == 0 or (dom == "code" and size != "c")]
+    df = pd.DataFrame(rows, columns=["domain", "size_name", "seed"]).assign(tokens=10)
+    small, held = validate.experiment(df, ("a", "b"), "c")
+    assert set(small["seed"]) == {0} and len(small) == 4 and len(held) == 2
+    small, held = validate.experiment(df, ("a", "b"), "c", all_seeds=True)
+    assert set(small["domain"]) == {"code"} and len(small) == 4 and held["domain"].tolist() == ["code"]
