@@ -496,6 +496,47 @@ def _negligible_term_warnings(lf: LawFit, X: dict, tol: float = 1e-3) -> None:
                 FitWarning)
 
 
+def ladder_steps(X: dict, by_base_loss: bool = False) -> pd.DataFrame:
+    """How clearly each step up the size ladder lowers the observed loss.
+
+    Cells are (D, r > 0) points that two adjacent sizes share, losses averaged over seeds; r = 0 is left
+    out (a corpus never seen is no test of size). Sizes are ordered by N, or with ``by_base_loss`` by their
+    base model's general loss G, best last (the anchored laws' size). Columns: smaller, larger (N),
+    better_share (share of cells where the larger is lower), median_gain_pct (median of 1 - L_larger/L_smaller).
+    """
+    d = pd.DataFrame({k: X[k] for k in ("N", "D", "r", "loss", "G")})
+    d = d[d["r"] > 0]
+    order = (d.groupby("N")["G"].mean().sort_values(ascending=False).index if by_base_loss
+             else np.sort(d["N"].unique()))
+    cells = d.groupby(["N", "D", "r"])["loss"].mean().unstack("N")
+    rows = []
+    for a, b in zip(order[:-1], order[1:]):
+        both = cells[[a, b]].dropna()
+        gain = 1 - both[b] / both[a]
+        if len(gain):
+            rows.append({"smaller": a, "larger": b, "better_share": float((gain > 0).mean()),
+                         "median_gain_pct": 100 * float(gain.median())})
+    return pd.DataFrame(rows, columns=["smaller", "larger", "better_share", "median_gain_pct"])
+
+
+def _ladder_warning(lf: LawFit, X: dict, min_share: float = 0.9) -> None:
+    """A size that is not clearly better than the one below it leaves the size term fitted on noise."""
+    anchored = lf.anchored
+    if not anchored and "N" not in lf.law.needs:
+        return
+    for step in ladder_steps(X, by_base_loss=anchored).itertuples():
+        if step.better_share < min_share:
+            a, b = format_count(step.smaller), format_count(step.larger)
+            order = "by base-model general loss G" if anchored else "by size"
+            _warn.emit(
+                f"{lf.domain}/{lf.target} loss: the {b} model has a lower loss than the {a} model at only "
+                f"{step.better_share:.0%} of the (tokens, ratio > 0) points both have (median gain "
+                f"{step.median_gain_pct:+.2f}%), so the ladder is not ordered {order} there and the size term is "
+                "fitted on noise; run more seeds of those sizes (fit them all), space the sizes further apart, "
+                + ("or check that the base models were trained alike" if anchored else "or use an anchored law"),
+                FitWarning)
+
+
 def monotonicity(lf: LawFit, n_grid: int = 25) -> dict[str, float]:
     """Largest relative increase of the fitted law along r (of the evaluated corpus) and along D
     over the fitted range. 0 means monotone decreasing, as a loss law should be."""
@@ -561,6 +602,7 @@ def fit_law(df: pd.DataFrame, law="dcpt", target: str = "domain", *, domain: str
         warnings.simplefilter("always")
         _bound_warnings(lf)
         _negligible_term_warnings(lf, X)
+        _ladder_warning(lf, X)
         if "r" in law.needs and "D" in law.needs:
             _monotone_warning(lf)
     lf.diagnostics = [str(w.message) for w in caught]

@@ -285,3 +285,24 @@ def test_forgetting_law_formula_jacobian_and_recovery():
     r2 = {name: dl.fit(df, law=name, target="domain", warn=False)["domain"].metrics["r2"]
           for name in ("dcpt", "forgetting")}
     assert r2["forgetting"] > 0.999 and r2["forgetting"] > r2["dcpt"] + 0.02, r2
+
+
+def test_ladder_steps_and_the_warning_for_a_size_no_better_than_the_one_below(table):
+    """A clean ladder passes; when the largest size is no better than the one below it (it trained like a
+    smaller model), the fit says its size term rests on noise."""
+    from dcpt_law.fitting import ladder_steps
+    from dcpt_law.table import law_inputs
+
+    rows = table[table["tokens"] > 0]
+    steps = ladder_steps(law_inputs(rows, "domain"))
+    assert len(steps) == len(SIZES) - 1 and (steps["better_share"] == 1).all() and (steps["median_gain_pct"] > 0).all()
+    clean = dl.fit(rows, target="domain", warn=False)["domain"]
+    assert not any("not ordered" in d for d in clean.diagnostics)
+    # the largest size gets the losses of the size below it, times 1.001: never better
+    top, below = rows["model_size"] == SIZES[-1], rows["model_size"] == SIZES[-2]
+    flat = rows.copy()
+    flat.loc[top, "domain_loss"] = rows.loc[below, "domain_loss"].to_numpy() * 1.001
+    steps = ladder_steps(law_inputs(flat, "domain"))
+    assert steps["better_share"].iloc[-1] == 0 and steps["median_gain_pct"].iloc[-1] == pytest.approx(-0.1, abs=1e-6)
+    with pytest.warns(dl.FitWarning, match=r"6.4M model has a lower loss than the 1.6M model at only 0%.*not ordered by size"):
+        dl.fit(flat, target="domain")
