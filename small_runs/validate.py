@@ -90,14 +90,16 @@ def complete_domains(df: pd.DataFrame) -> list[str]:
     return out
 
 
-def fit_candidates(train: pd.DataFrame, dom: str) -> list[tuple[object, dl.Fit]]:
-    """(candidate, Fit) for every candidate: each law fitted once per loss, pairs put together from those."""
-    names = sorted({n for c in CANDIDATES for n in (c.values() if isinstance(c, dict) else [c])})
+def fit_candidates(train: pd.DataFrame, dom: str, candidates=None) -> list[tuple[object, dl.Fit]]:
+    """(candidate, Fit) for every candidate (default :data:`CANDIDATES`): each law fitted once, pairs put
+    together from those."""
+    candidates = CANDIDATES if candidates is None else candidates
+    names = sorted({n for c in candidates for n in (c.values() if isinstance(c, dict) else [c])})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         single = {n: dl.fit(train, law=n, domain=dom, warn=False) for n in names}
     return [(c, dl.Fit({t: single[c[t]][t] for t in ("domain", "general")}, domain=dom,
-                       base=single[c["domain"]].base_losses) if isinstance(c, dict) else single[c]) for c in CANDIDATES]
+                       base=single[c["domain"]].base_losses) if isinstance(c, dict) else single[c]) for c in candidates]
 
 
 def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, title: str = "",
@@ -312,10 +314,9 @@ def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, laws
         size = str(base["size_name"].iloc[0])
         taken = list(held.loc[(held["domain"] == dom) & (held["tokens"] > 0), "domain_ratio"].unique())
         extra, said = [], []
-        for law in laws:
+        for _, f in fit_candidates(small[small["domain"] == dom], dom, laws):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                f = dl.fit(small[small["domain"] == dom], law=law, domain=dom, warn=False)
                 D = float(small.loc[small["tokens"] > 0, "tokens"].max())
                 rec = dl.predict_ratio(float(base["model_size"].iloc[0]), D, fit=f, tolerance=TOLERANCE,
                                        base_general_loss=float(base["general_loss"].iloc[0]), warn=False)
