@@ -115,6 +115,7 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
         if test.empty:  # only its base row so far
             continue
         Nh = float(test["model_size"].iloc[0])
+        at_dmax = (test["tokens"] == test["tokens"].max()).to_numpy()  # where usage 1 asks the law
         for candidate, f in fit_candidates(train, dom):
             law = f.law
             if candidate in FIGURE_LAWS and figs is not None:
@@ -124,14 +125,13 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                                                base_general_loss=test["base_general_loss"].to_numpy(float)))
                 obs = test[LOSS_COLUMNS[t]].to_numpy(float)
                 m = _metrics(pred, obs, 1e-3)
-                last = (test["tokens"] == test["tokens"].max()).to_numpy()  # where usage 1 is asked
                 by_ratio = pd.Series(100 * (pred / obs - 1)).groupby(test["domain_ratio"].to_numpy()).mean()
                 resid.append({"domain": dom, "law": law, "target": t,
                               **{f"{r:.2f}": v for r, v in by_ratio.items()}})
                 rows.append({"domain": dom, "law": law, "target": t, "N fitted": ", ".join(
                     dl.format_count(n) for n in sorted(train["model_size"].unique())), "N held out": dl.format_count(Nh),
                     "R2": m["r2"], "MAPE %": m["mape"], "Huber": m["huber"],
-                    "MAPE % at D max": _metrics(pred[last], obs[last], 1e-3)["mape"]})
+                    "MAPE % at D max": _metrics(pred[at_dmax], obs[at_dmax], 1e-3)["mape"]})
             base = held[(held["domain"] == dom) & (held["tokens"] == 0)]
             if base.empty:
                 continue
