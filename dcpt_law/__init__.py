@@ -24,9 +24,9 @@ from .optimisation import (ComputeResult, LimitedDomainResult, RatioResult, allo
 
 __all__ += ["predict_ratio", "optimal_ratio_limited_domain", "allocate_compute", "use_fit", "RatioResult",
             "LimitedDomainResult", "ComputeResult"]
-from .evaluation import SPLITS, evaluate, folds, summary  # noqa: E402
+from .evaluation import SPLITS, evaluate, folds, ratio_regret, summary  # noqa: E402
 
-__all__ += ["evaluate", "folds", "summary", "SPLITS"]
+__all__ += ["evaluate", "folds", "summary", "ratio_regret", "SPLITS"]
 from .cross_domain import (CrossDomainFit, CrossDomainLaw, DomainCoefficient, domain_coefficient,  # noqa: E402
                            fit_cross_domain, leave_one_domain_out)
 

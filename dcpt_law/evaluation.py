@@ -135,3 +135,45 @@ def summary(table: pd.DataFrame, stat: str = "mean") -> pd.DataFrame:
         raise ValueError(f"stat={stat!r}: use 'mean' or 'median'")
     m = table[table["fold"] == stat]
     return m.pivot_table(index=["split", "target"], columns="law", values=["r2", "huber"], sort=False)
+
+
+def ratio_regret(observed: pd.DataFrame, ratio: float, base_general_loss: float, tolerance: float = 0.03,
+                 smooth: bool = False) -> dict:
+    """How much a recommended domain ratio lost, measured on runs at one (N, D) trained at several ratios.
+
+    ``observed``: one row per trained ratio, columns ``domain_ratio``, ``domain_loss``, ``general_loss``
+    (nats, at the same N and D). The observed losses at ``ratio`` are interpolated linearly between the two
+    trained ratios around it. ``regret`` = that L_d / the best L_d among trained ratios that meet the
+    constraint L_g <= (1 + tolerance) * L_g0 - 1 (a share, not %); negative regret comes with a broken
+    constraint (see ``general_rise``).
+
+    ``smooth``: first replace the observed curves by their isotonic fits (L_d non-increasing and L_g
+    non-decreasing in r_d: more of a corpus never hurts its own loss at fixed D). One run per ratio carries
+    seed noise of ~1%; the raw minimum over 9 noisy runs is biased low by a lucky run, so a recommendation
+    inside a flat optimum reads as a regret of the noise size. The isotonic curves pool such runs.
+    """
+    missing = [c for c in ("domain_ratio", "domain_loss", "general_loss") if c not in observed.columns]
+    if missing:
+        raise ValueError(f"ratio_regret: observed needs columns {missing} (one row per trained ratio at one N, D)")
+    obs = observed.groupby("domain_ratio")[["domain_loss", "general_loss"]].mean().sort_index()
+    if len(obs) < 2 or obs.isna().any().any():
+        raise ValueError("ratio_regret: need >= 2 trained ratios with finite domain_loss and general_loss")
+    r = obs.index.to_numpy(float)
+    if not r[0] <= ratio <= r[-1]:
+        raise ValueError(f"ratio_regret: ratio={ratio:.4g} is outside the trained ratios {r[0]:.4g}-{r[-1]:.4g}: "
+                         "train the ratios around it first")
+    Ld, Lg = obs["domain_loss"].to_numpy(float), obs["general_loss"].to_numpy(float)
+    if smooth:
+        from scipy.optimize import isotonic_regression
+
+        Ld = isotonic_regression(Ld, increasing=False).x
+        Lg = isotonic_regression(Lg, increasing=True).x
+    ok = Lg <= (1 + tolerance) * base_general_loss
+    if not ok.any():
+        raise ValueError(f"ratio_regret: no trained ratio meets L_g <= (1 + {tolerance}) * L_g0 = "
+                         f"{(1 + tolerance) * base_general_loss:.4g}: train smaller ratios")
+    at_d, at_g = float(np.interp(ratio, r, Ld)), float(np.interp(ratio, r, Lg))
+    best = int(np.flatnonzero(ok)[np.argmin(Ld[ok])])
+    return {"ratio": float(ratio), "best_ratio": float(r[best]), "regret": at_d / Ld[best] - 1,
+            "general_rise": at_g / base_general_loss - 1, "domain_loss": at_d, "general_loss": at_g,
+            "bracket": (float(r[r <= ratio].max()), float(r[r >= ratio].min()))}

@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 import dcpt_law as dl
@@ -56,3 +57,40 @@ def test_two_sizes_warn_that_the_exponent_is_weakly_identified():
     t = synthetic_table(0, sizes=np.array([1e5, 1e6]))
     with pytest.warns(dl.FitWarning, match="only 2 distinct values of 'model_size'"):
         dl.fit(t, target="domain", warn=True)
+
+
+def _curve(domain_loss, general_loss):
+    r = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    return pd.DataFrame({"domain_ratio": r, "domain_loss": domain_loss, "general_loss": general_loss})
+
+
+def test_ratio_regret_interpolates_and_respects_the_constraint():
+    obs = _curve([3.0, 2.5, 2.2, 2.0, 1.9, 1.85], [4.0, 4.02, 4.06, 4.10, 4.2, 4.5])
+    # L_g0 = 4.0, 3% -> L_g <= 4.12: ratios up to 0.6 meet it; the best of those is L_d = 2.0 at 0.6
+    out = dl.ratio_regret(obs, 0.5, 4.0, 0.03)
+    assert out["best_ratio"] == 0.6 and out["bracket"] == (0.4, 0.6)
+    assert out["domain_loss"] == pytest.approx(2.1) and out["regret"] == pytest.approx(2.1 / 2.0 - 1)
+    assert out["general_rise"] == pytest.approx(4.08 / 4.0 - 1)
+    # a ratio past the constraint: negative regret, and the rise says why
+    late = dl.ratio_regret(obs, 0.8, 4.0, 0.03)
+    assert late["regret"] < 0 and late["general_rise"] > 0.03
+
+
+def test_ratio_regret_isotonic_pools_a_lucky_run():
+    # a flat optimum from r_d = 0.6 on; one lucky run at 0.8 sits 2% below its neighbours
+    obs = _curve([3.0, 2.5, 2.2, 2.0, 1.96, 2.0], [4.0, 4.01, 4.02, 4.03, 4.04, 4.05])
+    raw = dl.ratio_regret(obs, 0.6, 4.0, 0.03)
+    iso = dl.ratio_regret(obs, 0.6, 4.0, 0.03, smooth=True)
+    assert raw["regret"] == pytest.approx(2.0 / 1.96 - 1)  # the raw minimum credits the lucky run
+    assert 0 < iso["regret"] < raw["regret"] / 2  # pooled: 0.8 and 1.0 average to 1.98
+    assert iso["regret"] == pytest.approx(2.0 / 1.98 - 1)
+
+
+def test_ratio_regret_names_bad_input():
+    obs = _curve([3.0, 2.5, 2.2, 2.0, 1.9, 1.85], [4.0, 4.02, 4.06, 4.10, 4.2, 4.5])
+    with pytest.raises(ValueError, match="general_loss"):
+        dl.ratio_regret(obs.drop(columns="general_loss"), 0.5, 4.0)
+    with pytest.raises(ValueError, match="meets"):
+        dl.ratio_regret(obs, 0.5, 3.0)
+    with pytest.raises(ValueError, match="outside"):
+        dl.ratio_regret(obs[obs["domain_ratio"] <= 0.6], 0.9, 4.0)

@@ -21,6 +21,7 @@ def test_heldout_section_recovers_a_known_law(monkeypatch):
     assert rec, text
     regret = float(rec[0].split("|")[6])
     assert abs(regret) < 0.5, text
+    assert abs(float(rec[0].split("|")[7])) < 0.5, text  # regret on the isotonic curves
     assert "| code | domain:dcpt,general:total-data | 0." in text  # the pair's recommendation is scored too
 
 
