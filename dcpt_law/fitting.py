@@ -485,16 +485,20 @@ def _negligible_term_warnings(lf: LawFit, X: dict, tol: float = 1e-3) -> None:
     if not isinstance(lf.law, PowerSumLaw):
         return
     shares = lf.law.term_shares(lf.params, X["N"], X["D"], X["r"], G=X["G"] if lf.anchored else None)
+    live = {t.coef for t in lf.law.terms if float(np.nanmax(shares[t.coef])) >= tol}
+    shared = {e for t in lf.law.terms if t.coef in live for e, _, _ in t.powers}  # identified by a live term
     for term in lf.law.terms:
         top = float(np.nanmax(shares[term.coef]))
         if term.powers and top < tol:
-            names = ", ".join([term.coef] + [e for e, _, _ in term.powers])
-            feats = sorted({f.replace("+eps", "") for _, f, _ in term.powers})
+            own = [(e, f) for e, f, _ in term.powers if e not in shared]
+            names = ", ".join([term.coef] + [e for e, _ in own])
+            feats = sorted({f.replace("+eps", "") for _, f in own})
+            why = (f"the data show no dependence on {' x '.join(feats)}" if feats else
+                   "its exponents are fitted by the other terms, but the term itself adds nothing")
             _warn.emit(
                 f"{lf.domain}/{lf.target}-loss law {lf.law.name!r}: the {term.coef}-term is at most {top:.2%} of the loss "
-                f"over the fitted points, so its parameters ({names}) are not identified: the data show no "
-                f"dependence on {' x '.join(feats)} (check the runs, or use a law without that term)",
-                FitWarning)
+                f"over the fitted points, so its parameters ({names}) are not identified: {why} (check the runs, "
+                "or use a law without that term)", FitWarning)
 
 
 def ladder_steps(X: dict, by_base_loss: bool = False) -> pd.DataFrame:

@@ -62,3 +62,24 @@ def test_scaled_law_extrapolates_where_an_additive_base_term_cannot():
 
 def test_scaled_laws_are_evaluated_by_default():
     assert {"dcpt-scaled", "total-data-scaled"} <= set(dl.laws.RATIO_LAWS)
+
+
+def test_a_vanishing_level_term_does_not_call_the_shared_exponent_unidentified():
+    """E -> 0 in dcpt-scaled: E is unidentified, but kappa is still fitted through the data term (the pilot's
+    case); the warning must name E alone."""
+    import copy
+    import warnings
+
+    from dcpt_law.fitting import _negligible_term_warnings
+    from dcpt_law.table import law_inputs, with_base_general
+
+    train = scaled_table((2.5e4, 5e4, 1e5), (5.7, 5.37, 5.45))
+    lf = dl.fit(train, law="dcpt-scaled", target="domain", warn=False)["domain"]
+    lf0 = copy.copy(lf)
+    lf0.params = dict(lf.params, E=1e-9)  # the E-term vanishes; kappa still scales the live data term
+    X = law_inputs(with_base_general(train)[lambda d: d["tokens"] > 0], "domain")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _negligible_term_warnings(lf0, X)
+    said = [str(w.message) for w in caught if "not identified" in str(w.message)]
+    assert len(said) == 1 and "parameters (E)" in said[0] and "kappa" not in said[0], said
