@@ -46,3 +46,13 @@ def fitted(table):
     import dcpt_law as dl
 
     return dl.fit(table, warn=False)
+
+
+def assert_jacobian_matches(law, params: dict, N, D, r, G=None, atol: float = 1e-4):
+    """The analytic Jacobian of ``law.log_predict`` against forward differences in raw space at ``params``."""
+    ctx = law.prepare(N, D, r, **({} if G is None else {"G": G}))
+    theta = law.raw(np.array([[params[n] for n in law.param_names]]), ctx)
+    f0, J = law.log_predict(theta, ctx, jac=True)
+    num = np.stack([(law.log_predict(theta + 1e-6 * np.eye(law.n_params)[i], ctx) - f0) / 1e-6
+                    for i in range(law.n_params)], 1)
+    np.testing.assert_allclose(J, num, atol=atol)

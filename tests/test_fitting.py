@@ -6,7 +6,7 @@ import pytest
 
 import dcpt_law as dl
 from dcpt_law.laws import DCPT
-from conftest import RATIOS, SIZES, TOKENS, TRUE_DOMAIN, TRUE_GENERAL, synthetic_table
+from conftest import RATIOS, SIZES, TOKENS, TRUE_DOMAIN, TRUE_GENERAL, assert_jacobian_matches, synthetic_table
 
 
 def _grid():
@@ -271,12 +271,7 @@ def test_forgetting_law_formula_jacobian_and_recovery():
     direct = (1 + 100 / N ** .3 + np.where(r > 0, 50 * r ** .2 / D ** .3, 0) + .5 / (r + .01) ** .4
               + np.where(r < 1, .001 * ((1 - r) * D) ** .5, 0))
     np.testing.assert_allclose(law.predict(truth, N, D, r), direct, rtol=1e-12)
-    ctx = law.prepare(N, D, r)
-    theta = law.raw(np.array([list(truth.values())]), ctx)
-    f0, J = law.log_predict(theta, ctx, jac=True)
-    num = np.stack([(law.log_predict(theta + 1e-6 * np.eye(law.n_params)[i], ctx) - f0) / 1e-6
-                    for i in range(law.n_params)], 1)
-    np.testing.assert_allclose(J, num, atol=1e-4)
+    assert_jacobian_matches(law, truth, N, D, r)
     # a grid whose r = 0 loss rises with D
     Ng, Dg, rg = (a.ravel() for a in np.meshgrid([1e5, 3e5, 1e6], np.geomspace(3e4, 1e6, 6), [0, .1, .3, .6, 1.0],
                                                  indexing="ij"))

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 import dcpt_law as dl
+from conftest import assert_jacobian_matches
 from dcpt_law.laws import GATED, GATED_ANCHORED
 
 TRUE = dict(E=1.0, A=300.0, alpha=0.5, B=80.0, beta=0.35, eta=0.05, C=0.5, gamma=0.6, eps=0.01)
@@ -18,12 +19,7 @@ def test_gated_formula_and_jacobian(law):
     size = 0.01 * G ** 2.0 if law is GATED_ANCHORED else 300 / N ** .5
     direct = 1 + np.where(r > 0, r ** .05 * (size + 80 / D ** .35), 0) + .5 / (r + .01) ** .6
     np.testing.assert_allclose(law.predict(params, N, D, r, G=G), direct, rtol=1e-12)
-    ctx = law.prepare(N, D, r, G=G)
-    theta = law.raw(np.array([[params[n] for n in law.param_names]]), ctx)
-    f0, J = law.log_predict(theta, ctx, jac=True)
-    num = np.stack([(law.log_predict(theta + 1e-6 * np.eye(law.n_params)[i], ctx) - f0) / 1e-6
-                    for i in range(law.n_params)], 1)
-    np.testing.assert_allclose(J, num, atol=1e-4)
+    assert_jacobian_matches(law, params, N, D, r, G=G)
 
 
 def gated_table(sizes, noise=0.002, seed=0) -> pd.DataFrame:

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 import dcpt_law as dl
+from conftest import assert_jacobian_matches
 from dcpt_law.laws import SCALED, TOTAL_SCALED
 
 TRUE = dict(E=0.8, kappa=1.0, B=8.0, beta=0.3, eta=0.05, C=0.3, gamma=0.6, eps=0.01)
@@ -22,12 +23,7 @@ def test_scaled_formula_and_jacobian(law):
         learned = 8 / (2e4 + r * D) ** .3
     direct = G ** 1.0 * (0.8 + learned) + .3 / (r + .01) ** .6
     np.testing.assert_allclose(law.predict(params, N, D, r, G=G), direct, rtol=1e-12)
-    ctx = law.prepare(N, D, r, G=G)
-    theta = law.raw(np.array([[params[n] for n in law.param_names]]), ctx)
-    f0, J = law.log_predict(theta, ctx, jac=True)
-    num = np.stack([(law.log_predict(theta + 1e-6 * np.eye(law.n_params)[i], ctx) - f0) / 1e-6
-                    for i in range(law.n_params)], 1)
-    np.testing.assert_allclose(J, num, atol=1e-4)
+    assert_jacobian_matches(law, params, N, D, r, G=G)
 
 
 def scaled_table(sizes, G, noise=0.002, seed=0) -> pd.DataFrame:
