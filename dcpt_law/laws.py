@@ -382,7 +382,8 @@ def _add(law: Law) -> Law:
 
 
 # the D-CPT Law's data x ratio and ratio terms, B*r^eta/D^beta + C/(r+eps)^gamma, shared by its variants
-_DCPT_BC = (Term("B", (("eta", "r", 1), ("beta", "D", -1))), Term("C", (("gamma", "r+eps", -1),)))
+_RATIO_TERM = Term("C", (("gamma", "r+eps", -1),))  # C/(r+eps)^gamma: the penalty of a small share r
+_DCPT_BC = (Term("B", (("eta", "r", 1), ("beta", "D", -1))), _RATIO_TERM)
 DCPT = _add(PowerSumLaw(
     "dcpt", "L = E + A/N^alpha + B*r^eta/D^beta + C/(r+eps)^gamma",
     [Term("E"), Term("A", (("alpha", "N", -1),)), *_DCPT_BC],
@@ -399,7 +400,7 @@ CHINCHILLA = _add(PowerSumLaw(
 ADDITIVE = _add(PowerSumLaw(
     "additive", "L = E + A/N^alpha + B/D^beta + C/(r+eps)^gamma",
     [Term("E"), Term("A", (("alpha", "N", -1),)), Term("B", (("beta", "D", -1),)),
-     Term("C", (("gamma", "r+eps", -1),))],
+     _RATIO_TERM],
     [_E, _A, _ALPHA, _B, _BETA, _C, _GAMMA, _EPS],
     doc="Additive baseline: the ratio enters as its own term, with no D x r interaction.",
 ))
@@ -414,7 +415,7 @@ _D0 = Param("D0", 1e-3, 1e15, (0.1, 1.0, 10.0), log=True,
 TOTAL = _add(PowerSumLaw(
     "total-data", "L = E + A/N^alpha + B/(D0 + r*D)^beta + C/(r+eps)^gamma",
     [Term("E"), Term("A", (("alpha", "N", -1),)), Term("B", (("beta", "rD+D0", -1),)),
-     Term("C", (("gamma", "r+eps", -1),))],
+     _RATIO_TERM],
     [_E, _A, _ALPHA, _B, _BETA, _D0, _C, _GAMMA, _EPS],
     doc="Total-data form (ours): the loss falls with all tokens of the evaluated corpus the model has seen, "
         "D0 before CPT (fitted) plus r*D during it, plus the mixture penalty. Suits the general loss of a base "
@@ -443,7 +444,7 @@ ANCHORED = _add(PowerSumLaw(
 TOTAL_ANCHORED = _add(PowerSumLaw(
     "total-data-anchored", "L = E + A*G^alpha + B/(D0 + r*D)^beta + C/(r+eps)^gamma",
     [Term("E"), Term("A", (("alpha", "G", 1),)), Term("B", (("beta", "rD+D0", -1),)),
-     Term("C", (("gamma", "r+eps", -1),))],
+     _RATIO_TERM],
     [_E, _AG, _ALPHA_G, _B, _BETA, _D0, _C, _GAMMA, _EPS],
     doc="total-data anchored on the base model (ours): A*G^alpha in place of A/N^alpha (see dcpt-anchored).",
 ))
@@ -465,7 +466,7 @@ _KAPPA = Param("kappa", 0.0, 10.0, (0.5, 1.0, 2.0), doc="exponent of the base mo
 _BY_G = ("kappa", "G", 1)
 SCALED = _add(PowerSumLaw(
     "dcpt-scaled", "L = G^kappa*(E + B*r^eta/D^beta) + C/(r+eps)^gamma",
-    [Term("E", (_BY_G,)), Term("B", (_BY_G, ("eta", "r", 1), ("beta", "D", -1))), _DCPT_BC[1]],
+    [Term("E", (_BY_G,)), Term("B", (_BY_G, ("eta", "r", 1), ("beta", "D", -1))), _RATIO_TERM],
     [_E, _KAPPA, _B, _BETA, _ETA, _C, _GAMMA, _EPS],
     doc="D-CPT scaled by the base model (ours): G^kappa multiplies the level E and the data term, so the whole "
         "learning curve moves with the base model's general loss G (nats, before CPT), while the penalty of "
@@ -473,7 +474,7 @@ SCALED = _add(PowerSumLaw(
 ))
 TOTAL_SCALED = _add(PowerSumLaw(
     "total-data-scaled", "L = G^kappa*(E + B/(D0 + r*D)^beta) + C/(r+eps)^gamma",
-    [Term("E", (_BY_G,)), Term("B", (_BY_G, ("beta", "rD+D0", -1))), _DCPT_BC[1]],
+    [Term("E", (_BY_G,)), Term("B", (_BY_G, ("beta", "rD+D0", -1))), _RATIO_TERM],
     [_E, _KAPPA, _B, _BETA, _D0, _C, _GAMMA, _EPS],
     doc="total-data scaled by the base model (ours): G^kappa*(E + B/(D0 + r*D)^beta) + C/(r+eps)^gamma "
         "(see dcpt-scaled); the general loss of the recommended pair.",
