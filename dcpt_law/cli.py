@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft = sub.add_parser("fit", help="fit a law to a loss table and print the report")
     ft.add_argument("losses")
     ft.add_argument("--law", default="recommended", help="a law name, one per loss (domain:dcpt,general:total-data), "
-                    "or 'recommended' (default: domain:dcpt-scaled,general:total-data-scaled, chosen on "
+                    "or 'recommended' (default: domain:dcpt-scaled,general:total-data-scaled-gated, chosen on "
                     "held-out data; usage 3 (--flops) needs an N-based law such as dcpt)")
     ft.add_argument("--target", default="both", choices=["both", "domain", "general"])
     ft.add_argument("--domain", help="which domain of the table (needed if several)")

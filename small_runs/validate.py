@@ -46,10 +46,14 @@ EXPERIMENTS = {"m4c": (("xxs", "xs", "s3"), "m", False), "m4c3": (("xxs", "xs", 
                "m4x": (("xxs", "xs", "s2"), "m", False), "m": (("xxs", "xs", "s"), "m", False),
                "xl": (("xs", "s", "m"), "xl", False)}
 TOLERANCE = 0.03
-# every law, and pairs (domain-loss law, general-loss law): the one that won the pilot's held-out splits
-# (NOTES.md), the anchored ones (the size term from the base model's general loss, ours) and the scaled one (the
-# base model's general loss multiplies what is learned, ours: dl.RECOMMENDED_LAW)
-PAIRS = [dict(dl.RECOMMENDED_LAW), {"domain": "dcpt", "general": "total-data"}, {"domain": "dcpt", "general": "total-data-anchored"},
+# every law, and pairs (domain-loss law, general-loss law): the recommended one first (dl.RECOMMENDED_LAW), the
+# scaled ones (the base model's general loss multiplies what is learned, ours; the gated general law forgets the
+# base model at r_g = 0), the one that won the pilot's held-out splits (NOTES.md) and the anchored ones (the size
+# term from the base model's general loss, ours)
+SCALED_PAIRS = [{"domain": "dcpt-scaled", "general": "total-data-scaled-gated"},
+                {"domain": "dcpt-scaled", "general": "total-data-scaled"}]
+PAIRS = [dict(dl.RECOMMENDED_LAW), *(p for p in SCALED_PAIRS if p != dl.RECOMMENDED_LAW),
+         {"domain": "dcpt", "general": "total-data"}, {"domain": "dcpt", "general": "total-data-anchored"},
          {"domain": "dcpt-anchored", "general": "total-data-anchored"},
          {"domain": "dcpt-gated", "general": "total-data-anchored"},
          {"domain": "dcpt-gated-anchored", "general": "total-data-anchored"}]

@@ -5,23 +5,26 @@ import pytest
 
 import dcpt_law as dl
 from conftest import assert_jacobian_matches
-from dcpt_law.laws import SCALED, TOTAL_SCALED
+from dcpt_law.laws import SCALED, TOTAL_SCALED, TOTAL_SCALED_GATED
 
 TRUE = dict(E=0.8, kappa=1.0, B=8.0, beta=0.3, eta=0.05, C=0.3, gamma=0.6, eps=0.01)
 
 
-@pytest.mark.parametrize("law", [SCALED, TOTAL_SCALED])
+@pytest.mark.parametrize("law", [SCALED, TOTAL_SCALED, TOTAL_SCALED_GATED])
 def test_scaled_formula_and_jacobian(law):
     rng = np.random.default_rng(0)
     N, D, G = rng.uniform(1e4, 1e6, 30), rng.uniform(1e4, 1e6, 30), rng.uniform(4.0, 6.0, 30)
     r = rng.choice([0.0, 0.1, 0.5, 1.0], 30)
+    level = 0.8
     if law is SCALED:
         params = TRUE
         learned = np.where(r > 0, 8 * r ** .05 / D ** .3, 0)
     else:
         params = {k: v for k, v in TRUE.items() if k != "eta"} | {"D0": 2e4}
         learned = 8 / (2e4 + r * D) ** .3
-    direct = G ** 1.0 * (0.8 + learned) + .3 / (r + .01) ** .6
+        if law is TOTAL_SCALED_GATED:  # the level the base model brings, gated by exposure: gone at r = 0
+            params, level = params | {"eta": 0.05}, np.where(r > 0, 0.8 * r ** .05, 0)
+    direct = G ** 1.0 * (level + learned) + .3 / (r + .01) ** .6
     np.testing.assert_allclose(law.predict(params, N, D, r, G=G), direct, rtol=1e-12)
     assert_jacobian_matches(law, params, N, D, r, G=G)
 
@@ -57,7 +60,40 @@ def test_scaled_law_extrapolates_where_an_additive_base_term_cannot():
 
 
 def test_scaled_laws_are_evaluated_by_default():
-    assert {"dcpt-scaled", "total-data-scaled"} <= set(dl.laws.RATIO_LAWS)
+    assert {"dcpt-scaled", "total-data-scaled", "total-data-scaled-gated"} <= set(dl.laws.RATIO_LAWS)
+
+
+GATED_TRUE = dict(E=0.9, kappa=1.0, B=30.0, beta=0.3, D0=1e6, C=0.5, gamma=0.3, eps=1e-4, eta=0.02)
+
+
+def general_table(sizes, G, noise=0.002, seed=0) -> pd.DataFrame:
+    """General losses from total-data-scaled-gated (r_g = 1 - r_d): domain-only CPT (r_d = 1) forgets the
+    base model, and its loss is the same at every size, as on our runs."""
+    rows = []
+    rng = np.random.default_rng(seed)
+    for n, g in zip(sizes, G):
+        D, rd = (a.ravel() for a in np.meshgrid(np.geomspace(3e4, 5e5, 6), [0, .2, .5, .8, .9, 1.0], indexing="ij"))
+        L = TOTAL_SCALED_GATED.predict(GATED_TRUE, n, D, 1 - rd, G=g) * (1 + noise * rng.standard_normal(D.size))
+        rows.append(pd.DataFrame({"domain": "x", "model_size": n, "tokens": D, "domain_ratio": rd,
+                                  "general_loss": L, "domain_loss": 3.0}))
+        rows.append(pd.DataFrame({"domain": "x", "model_size": [n], "tokens": [0.0], "domain_ratio": [0.0],
+                                  "general_loss": [g], "domain_loss": [9.0]}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_gated_general_law_predicts_forgetting_that_ignores_size():
+    """Domain-only CPT (r_g = 0) ends at one general loss whatever the size: the gated law carries that level to
+    a 4x larger model, while total-data-scaled, whose level moves with G, under-predicts it there."""
+    train = general_table((2.5e4, 5e4, 1e5), (5.7, 5.37, 5.45))
+    held = general_table((4e5,), (4.97,), noise=0.0)
+    held = held[(held["tokens"] > 0) & (held["domain_ratio"] == 1.0)]
+    errs = {}
+    for name in ("total-data-scaled", "total-data-scaled-gated"):
+        lf = dl.fit(train, law=name, target="general", warn=False)["general"]
+        pred = lf.predict(held["model_size"], held["tokens"], held["domain_ratio"], warn=False,
+                          base_general_loss=np.full(len(held), 4.97))
+        errs[name] = dl.metrics(pred, held["general_loss"])["mape"]
+    assert errs["total-data-scaled-gated"] < min(1.0, errs["total-data-scaled"] / 4), errs
 
 
 def test_a_vanishing_level_term_does_not_call_the_shared_exponent_unidentified():
