@@ -29,18 +29,38 @@ def test_scaled_formula_and_jacobian(law):
     assert_jacobian_matches(law, params, N, D, r, G=G)
 
 
-def scaled_table(sizes, G, noise=0.002, seed=0) -> pd.DataFrame:
-    """Domain losses from dcpt-scaled, each size with its base model's general loss G (tokens = 0 rows)."""
+def ladder_table(law, params, target, sizes, G, ratios, noise=0.002, seed=0) -> pd.DataFrame:
+    """Losses of ``target`` from ``law`` at ``params``, each size with its base model's general loss G (tokens = 0
+    rows); the law sees r = r_d for the domain loss and r_g = 1 - r_d for the general loss. The other loss
+    column is filler."""
     rows = []
     rng = np.random.default_rng(seed)
     for n, g in zip(sizes, G):
-        D, r = (a.ravel() for a in np.meshgrid(np.geomspace(3e4, 5e5, 6), [0, .1, .2, .5, .8, 1.0], indexing="ij"))
-        L = SCALED.predict(TRUE, n, D, r, G=g) * (1 + noise * rng.standard_normal(D.size))
-        rows.append(pd.DataFrame({"domain": "x", "model_size": n, "tokens": D, "domain_ratio": r,
-                                  "general_loss": g * 0.9, "domain_loss": L}))
+        D, rd = (a.ravel() for a in np.meshgrid(np.geomspace(3e4, 5e5, 6), ratios, indexing="ij"))
+        L = law.predict(params, n, D, rd if target == "domain" else 1 - rd, G=g)
+        L = L * (1 + noise * rng.standard_normal(D.size))
+        other = {"general_loss": g * 0.9} if target == "domain" else {"domain_loss": 3.0}
+        rows.append(pd.DataFrame({"domain": "x", "model_size": n, "tokens": D, "domain_ratio": rd,
+                                  f"{target}_loss": L, **other}))
         rows.append(pd.DataFrame({"domain": "x", "model_size": [n], "tokens": [0.0], "domain_ratio": [0.0],
                                   "general_loss": [g], "domain_loss": [9.0]}))
     return pd.concat(rows, ignore_index=True)
+
+
+def scaled_table(sizes, G, noise=0.002, seed=0) -> pd.DataFrame:
+    """Domain losses from dcpt-scaled."""
+    return ladder_table(SCALED, TRUE, "domain", sizes, G, [0, .1, .2, .5, .8, 1.0], noise, seed)
+
+
+def heldout_mape(train, held, laws, target, G) -> dict[str, float]:
+    """MAPE (%) of each law fitted on ``train`` at the rows of ``held``, given its base model's general loss G."""
+    errs = {}
+    for name in laws:
+        lf = dl.fit(train, law=name, target=target, warn=False)[target]
+        pred = lf.predict(held["model_size"], held["tokens"], held["domain_ratio"], warn=False,
+                          base_general_loss=np.full(len(held), G))
+        errs[name] = dl.metrics(pred, held[f"{target}_loss"])["mape"]
+    return errs
 
 
 def test_scaled_law_extrapolates_where_an_additive_base_term_cannot():
@@ -50,12 +70,7 @@ def test_scaled_law_extrapolates_where_an_additive_base_term_cannot():
     train = scaled_table((2.5e4, 5e4, 1e5), (5.7, 5.37, 5.45))
     held = scaled_table((4e5,), (4.97,), noise=0.0)
     held = held[held["tokens"] > 0]
-    errs = {}
-    for name in ("dcpt-anchored", "dcpt-scaled"):
-        lf = dl.fit(train, law=name, target="domain", warn=False)["domain"]
-        pred = lf.predict(held["model_size"], held["tokens"], held["domain_ratio"], warn=False,
-                          base_general_loss=np.full(len(held), 4.97))
-        errs[name] = dl.metrics(pred, held["domain_loss"])["mape"]
+    errs = heldout_mape(train, held, ("dcpt-anchored", "dcpt-scaled"), "domain", 4.97)
     assert errs["dcpt-scaled"] < 0.5 and errs["dcpt-scaled"] < errs["dcpt-anchored"] / 2, errs
 
 
@@ -67,18 +82,9 @@ GATED_TRUE = dict(E=0.9, kappa=1.0, B=30.0, beta=0.3, D0=1e6, C=0.5, gamma=0.3, 
 
 
 def general_table(sizes, G, noise=0.002, seed=0) -> pd.DataFrame:
-    """General losses from total-data-scaled-gated (r_g = 1 - r_d): domain-only CPT (r_d = 1) forgets the
-    base model, and its loss is the same at every size, as on our runs."""
-    rows = []
-    rng = np.random.default_rng(seed)
-    for n, g in zip(sizes, G):
-        D, rd = (a.ravel() for a in np.meshgrid(np.geomspace(3e4, 5e5, 6), [0, .2, .5, .8, .9, 1.0], indexing="ij"))
-        L = TOTAL_SCALED_GATED.predict(GATED_TRUE, n, D, 1 - rd, G=g) * (1 + noise * rng.standard_normal(D.size))
-        rows.append(pd.DataFrame({"domain": "x", "model_size": n, "tokens": D, "domain_ratio": rd,
-                                  "general_loss": L, "domain_loss": 3.0}))
-        rows.append(pd.DataFrame({"domain": "x", "model_size": [n], "tokens": [0.0], "domain_ratio": [0.0],
-                                  "general_loss": [g], "domain_loss": [9.0]}))
-    return pd.concat(rows, ignore_index=True)
+    """General losses from total-data-scaled-gated: domain-only CPT (r_d = 1) forgets the base model, and its
+    loss is the same at every size, as on our runs."""
+    return ladder_table(TOTAL_SCALED_GATED, GATED_TRUE, "general", sizes, G, [0, .2, .5, .8, .9, 1.0], noise, seed)
 
 
 def test_gated_general_law_predicts_forgetting_that_ignores_size():
@@ -87,12 +93,7 @@ def test_gated_general_law_predicts_forgetting_that_ignores_size():
     train = general_table((2.5e4, 5e4, 1e5), (5.7, 5.37, 5.45))
     held = general_table((4e5,), (4.97,), noise=0.0)
     held = held[(held["tokens"] > 0) & (held["domain_ratio"] == 1.0)]
-    errs = {}
-    for name in ("total-data-scaled", "total-data-scaled-gated"):
-        lf = dl.fit(train, law=name, target="general", warn=False)["general"]
-        pred = lf.predict(held["model_size"], held["tokens"], held["domain_ratio"], warn=False,
-                          base_general_loss=np.full(len(held), 4.97))
-        errs[name] = dl.metrics(pred, held["general_loss"])["mape"]
+    errs = heldout_mape(train, held, ("total-data-scaled", "total-data-scaled-gated"), "general", 4.97)
     assert errs["total-data-scaled-gated"] < min(1.0, errs["total-data-scaled"] / 4), errs
 
 
