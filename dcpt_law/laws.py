@@ -486,7 +486,7 @@ TOTAL_SCALED = _add(PowerSumLaw(
     [Term("E", (_BY_G,)), Term("B", (_BY_G, ("beta", "rD+D0", -1))), _RATIO_TERM],
     [_E, _KAPPA, _B, _BETA, _D0, _C, _GAMMA, _EPS],
     doc="total-data scaled by the base model (ours): G^kappa*(E + B/(D0 + r*D)^beta) + C/(r+eps)^gamma "
-        "(see dcpt-scaled); the general loss of the recommended pair.",
+        "(see dcpt-scaled); total-data-scaled-gated, the general loss of the recommended pair, gates its E-term.",
 ))
 TOTAL_SCALED_GATED = _add(PowerSumLaw(
     "total-data-scaled-gated", "L = G^kappa*(r^eta*E + B/(D0 + r*D)^beta) + C/(r+eps)^gamma",
