@@ -40,7 +40,7 @@ Fits give eta near 0 (r^eta about 1 for every r_g > 0): the r_g = 0 level become
 ``total-data-scaled-forgetting`` (ours, opt in: 14 parameters) adds forgetting that replay recovers,
 F*G^-lam*((1-r)*D)^zeta/(Dr + r*D)^rho. Measured on our runs (law domain, general loss / G at r_d = 0.9): it
 rises to 1.03-1.11 by 107K-160K CPT tokens and falls back to 1.00-1.02 by 524K, as the replayed general tokens
-accumulate; the peak grows with size (+4% at 10K, +11% at 443K parameters), i.e. as G falls. No power of D in
+accumulate; the peak grows with size (+4% at 27K, +11% at 443K parameters), i.e. as G falls. No power of D in
 the gated law follows a rise and a fall, and its shape in D is the same at every size.
 
 The *gated* laws (ours) switch the size term on with the corpus: r^eta multiplies what the model learns
@@ -513,14 +513,13 @@ _ETA_1 = Param("eta", 0.0, 4.0, (0.05,), doc="exposure gate of the base model's 
 TOTAL_SCALED_FORGETTING = _add(PowerSumLaw(
     "total-data-scaled-forgetting",
     "L = G^kappa*(r^eta*E + B/(D0 + r*D)^beta) + C/(r+eps)^gamma + F*G^-lam*((1-r)*D)^zeta/(Dr + r*D)^rho",
-    [Term("E", (_BY_G, ("eta", "r", 1))), Term("B", (_BY_G, ("beta", "rD+D0", -1))), _RATIO_TERM,
-     Term("F", (("lam", "G", -1), ("zeta", "oD", 1), ("rho", "rD+Dr", -1)))],
-    [_E, _KAPPA, _B, _BETA, _D0, _C, _GAMMA, _EPS, _ETA_1, _F_REPLAY, _LAM, _ZETA_REPLAY, _RHO, _DR],
+    [*TOTAL_SCALED_GATED.terms, Term("F", (("lam", "G", -1), ("zeta", "oD", 1), ("rho", "rD+Dr", -1)))],
+    [*(_ETA_1 if p is _ETA else p for p in TOTAL_SCALED_GATED.params), _F_REPLAY, _LAM, _ZETA_REPLAY, _RHO, _DR],
     doc="total-data-scaled-gated plus forgetting that replay recovers (ours): the loss on a corpus rises with the "
         "(1-r)*D tokens of other data and falls back as the r*D replayed tokens pass Dr, more for a better base "
         "model (G^-lam). Vanishes at r = 1; grows without recovery at r = 0.",
 ))
-# laws that model r (forgetting: 11 parameters, slower; opt in)
+# laws that model r (forgetting: 11 parameters, total-data-scaled-forgetting: 14; slower, opt in)
 RATIO_LAWS = ("dcpt", "additive", "effective", "total-data", "dcpt-anchored", "total-data-anchored", "dcpt-gated",
               "dcpt-gated-anchored", "dcpt-scaled", "total-data-scaled", "total-data-scaled-gated")
 

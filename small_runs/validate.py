@@ -40,7 +40,7 @@ GRID_TABLES = ("pilot", "multidomain")  # ... from these tables (complete 9-rati
 # (m4x: s2's base model is worse than the smaller xs's) and 2.9x s; these fits stay in the regime where a bigger
 # model is better at our 1M-token base budget. xl (6x m, 0.4 base tokens per parameter) is not, and shows what
 # happens then. The label names the configs of the extra runs next to each experiment's prediction
-# (heldout_extra_<label>_*). The third element: fit on every seed of the fitted sizes (m4c3: code, law and music,
+# (heldout_extra_<label>_*). The third element: fit on every seed of the fitted sizes (m4c3: all four domains,
 # seeds 0-2 of xs and s3), not seed 0 alone; only domains with repeated seeds are then shown. The held-out size is always seed 0.
 EXPERIMENTS = {"m4c": (("xxs", "xs", "s3"), "m", False), "m4c3": (("xxs", "xs", "s3"), "m", True),
                "m4x": (("xxs", "xs", "s2"), "m", False), "m": (("xxs", "xs", "s"), "m", False),

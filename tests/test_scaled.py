@@ -114,7 +114,7 @@ def test_forgetting_formula_and_jacobian():
 def test_forgetting_law_predicts_the_hump_that_replay_recovers():
     """General losses with a forgetting hump: at r_g = 0.1-0.2 the loss first rises with the other data and then
     falls back as replayed general tokens accumulate, more for a better base model (as on our runs, where the
-    peak rise at r_d = 0.9 grows from 4% at 10K to 11% at 443K parameters). Fitted on 3 sizes, the forgetting law
+    peak rise at r_d = 0.9 grows from 4% at 27K to 11% at 443K parameters). Fitted on 3 sizes, the forgetting law
     predicts the hump of a 4x larger model; the gated law, with no such term, misses it several times more."""
     ratios = [0, .2, .5, .8, .9, 1.0]
     train = ladder_table(TOTAL_SCALED_FORGETTING, FORGETTING_TRUE, "general", (2.5e4, 5e4, 1e5), (5.7, 5.37, 5.2),
