@@ -2,14 +2,17 @@
 
     python -m small_runs.validate [--out docs] [--quick] [--jobs N] [--plan-extra [LABEL ...]]
 
+0. Headline: issue 6's goals against the recommended pair, one row per experiment, and the seed noise of
+   the held-out size where its runs were repeated.
 1. Held-out size (issue 6), one subsection per experiment of EXPERIMENTS: per domain, fit every law
    on the small sizes, predict the held-out size (anchored laws from its base model's general
    loss, as a user would with the base model in hand), score R^2 / MAPE / Huber,
    and compare the recommended ratio (usage 1) with the best trained ratio that meets the
    constraint: regret = L_d(observed, interpolated at the prediction) / best feasible L_d - 1, on the
-   raw runs and on their isotonic fits in r_d (dcpt_law.ratio_regret).
+   raw runs, on their isotonic fits in r_d (dcpt_law.ratio_regret) and on seed means where repeated.
 2. The paper's four generalisation splits on the small sizes, per domain and law.
 3. Cross-domain law (issue 5): leave one domain out, for each K definition and unit.
+4. Seed noise floor: seeds 1-2 beside seed 0 of the same runs.
 
 Sections whose data are not committed yet say so and are skipped. Only dcpt_law is needed (no torch).
 """
@@ -115,11 +118,12 @@ def fit_candidates(train: pd.DataFrame, dom: str, candidates=None) -> list[tuple
 
 
 def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, title: str = "",
-                    label: str = "", held_seeds: pd.DataFrame | None = None) -> list[str]:
+                    label: str = "", held_seeds: pd.DataFrame | None = None, tables: dict | None = None) -> list[str]:
     """Section 1 for one experiment: accuracy of every candidate at the held-out size, and usage 1 there.
 
     ``held``: seed 0 of the held-out size (accuracy and regret). ``held_seeds``: every seed of it; where a domain
     has repeats, the regret is also read off the seed means of the trained ratios (and their base models' L_g0).
+    ``tables``: a dict that receives the accuracy rows ("accuracy") and usage-1 rows ("usage") as DataFrames.
     """
     lines = [f"## 1{title}", ""]
     if held.empty or small.empty:
@@ -167,6 +171,8 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                          "regret % (seed means)": means, "L_g rise % at predicted": 100 * raw["general_rise"]})
     if not rows:
         return lines + ["No domain has both a complete small-size grid and held-out runs yet.", ""]
+    if tables is not None:
+        tables.update(accuracy=pd.DataFrame(rows), usage=pd.DataFrame(recs))
     base = pd.concat([small, held])
     G = base[base["tokens"] == 0].groupby("size_name")[["model_size", "general_loss"]].mean().sort_values("model_size")
     lines += ["Fit on the small sizes, predict every logged point of the held-out size. MAPE at D max: only the "
@@ -200,15 +206,80 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
              md(acc, index=True), ""]
     if recs:
         u = pd.DataFrame(recs).groupby("law", sort=False).agg(
-            **{"median |regret| %": ("regret %", lambda x: float(np.median(np.abs(x)))),
-               "max |regret| %": ("regret %", lambda x: float(np.max(np.abs(x)))),
-               "median |regret| % (isotonic)": ("regret % (isotonic)", lambda x: float(np.median(np.abs(x)))),
-               "max |regret| % (isotonic)": ("regret % (isotonic)", lambda x: float(np.max(np.abs(x)))),
-               "median |regret| % (seed means)": ("regret % (seed means)", lambda x: float(np.nanmedian(np.abs(x)))
+            **{"median abs regret %": ("regret %", lambda x: float(np.median(np.abs(x)))),
+               "max abs regret %": ("regret %", lambda x: float(np.max(np.abs(x)))),
+               "median abs regret % (isotonic)": ("regret % (isotonic)", lambda x: float(np.median(np.abs(x)))),
+               "max abs regret % (isotonic)": ("regret % (isotonic)", lambda x: float(np.max(np.abs(x)))),
+               "median abs regret % (seed means)": ("regret % (seed means)", lambda x: float(np.nanmedian(np.abs(x)))
                                                   if x.notna().any() else np.nan),
                "max L_g rise %": ("L_g rise % at predicted", "max")})
         short += ["Usage 1 over domains (the constraint allows a 3% rise):", "", md(_drop_empty(u), index=True), ""]
     return lines[:2] + short + lines[2:]
+
+
+def heldout_job(*args) -> tuple[list[str], dict]:
+    """:func:`heldout_section` for a process pool: its lines and its tables (for the headline)."""
+    tables: dict = {}
+    return heldout_section(*args, tables=tables), tables
+
+
+def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[str]:
+    """The issue-6 goals against the recommended pair's medians over domains, one row per experiment, with the
+    seed noise of the held-out size next to them. ``results``: label -> (title, tables of heldout_section)."""
+    pair = dl.RECOMMENDED_LAW
+    name = ",".join(f"{t}:{pair[t]}" for t in ("domain", "general"))
+    rows = []
+    for label, (title, t) in results.items():
+        if not t:
+            continue
+        acc, use = t["accuracy"], t["usage"]
+        med = {tg: acc[(acc["law"] == pair[tg]) & (acc["target"] == tg)][["R2", "MAPE %"]].median()
+               for tg in ("domain", "general")}
+        u = use[use["law"] == name] if not use.empty else use
+        absmed = lambda c: float(np.nanmedian(np.abs(u[c]))) if len(u) and u[c].notna().any() else np.nan  # noqa: E731
+        rows.append({"experiment": f"{label}: {title}", "domains": acc["domain"].nunique(),
+                     "R2 domain": med["domain"]["R2"], "R2 general": med["general"]["R2"],
+                     "MAPE % domain": med["domain"]["MAPE %"], "MAPE % general": med["general"]["MAPE %"],
+                     "median abs regret %": absmed("regret %"), "(isotonic)": absmed("regret % (isotonic)"),
+                     "(seed means)": absmed("regret % (seed means)"),
+                     "max L_g rise %": float(u["L_g rise % at predicted"].max()) if len(u) else np.nan})
+    if not rows:
+        return []
+    goal = {"experiment": "goal (issue 6)", "domains": ">= 3", "R2 domain": ">= 0.98", "R2 general": ">= 0.98",
+            "MAPE % domain": "<= 1", "MAPE % general": "<= 1", "median abs regret %": "<= 0.3", "(isotonic)": "<= 0.3",
+            "(seed means)": "<= 0.3", "max L_g rise %": "<= 3"}
+    lines = ["## Headline: the recommended laws against the goals", "",
+             f"The recommended pair ({name}), fitted on the three small sizes of each experiment and scored at the "
+             "held-out size (medians over domains; the sections below give every law, domain and ratio). Regret of "
+             "usage 1 on single runs, on their isotonic fits and on seed means (see 1).", "",
+             md(pd.concat([pd.DataFrame([goal]), body := _drop_empty(pd.DataFrame(rows))])[body.columns]), ""]
+    noise = held_out_seed_noise(data)
+    if not noise.empty:
+        lines += ["Seed noise at the held-out size, where runs were repeated (seeds 0-2; each its own base model and "
+                  "data order): coefficient of variation of the loss at the largest token count, per domain over "
+                  "its repeated ratios. Single-run errors and regrets below these are noise.", "",
+                  md(noise), ""]
+    return lines
+
+
+def held_out_seed_noise(data: pd.DataFrame) -> pd.DataFrame:
+    """Mean / max CV (%) over seeds of the losses at D max, per (size, domain), where the held-out runs were repeated."""
+    rep = data[data["table"] == "seeds_heldout"] if "table" in data.columns else data.iloc[:0]
+    if rep.empty:
+        return pd.DataFrame()
+    key = ["domain", "size_name", "domain_ratio", "tokens"]
+    cells = rep[rep["tokens"] == rep["tokens"].max()][key].drop_duplicates()
+    runs = data.merge(cells, on=key).drop_duplicates([*key, "seed"])
+    g = runs.groupby(key)
+    cv = pd.DataFrame({f"cv {t}": g[LOSS_COLUMNS[t]].std(ddof=1) / g[LOSS_COLUMNS[t]].mean() * 100
+                       for t in ("domain", "general")})
+    cv["seeds"] = g["seed"].nunique()
+    cv = cv[cv["seeds"] >= 2].reset_index()
+    out = cv.groupby(["size_name", "domain"]).agg(
+        **{"ratios": ("domain_ratio", "nunique"), "seeds": ("seeds", "max"),
+           "mean CV % domain": ("cv domain", "mean"), "max CV % domain": ("cv domain", "max"),
+           "mean CV % general": ("cv general", "mean"), "max CV % general": ("cv general", "max")})
+    return out.reset_index()
 
 
 def seed_mean_regret(held_seeds: pd.DataFrame | None, dom: str, D: float, ratio: float) -> float:
@@ -416,13 +487,14 @@ def main(argv=None):
         old.unlink()
     lines = ["# Validation", "", "Generated by `python -m small_runs.validate` from the committed loss tables "
              f"({', '.join(f'small_runs/results/{n}' for n in TABLES)}); do not edit by hand.", ""]
-    jobs = []  # (function, args), in the order of the document; each returns its lines
+    jobs, titles = [], {}  # (function, args), in the order of the document; each returns its lines
     for i, (label, (fitted, held_out, all_seeds)) in enumerate(EXPERIMENTS.items()):
         small, held = experiment(data, fitted, held_out, all_seeds)
-        seeds = " (every seed)" if all_seeds else ""
+        titles[label] = f"{', '.join(fitted)} -> {held_out}{' (every seed)' if all_seeds else ''}"
         every_seed = data[(data["size_name"] == held_out) & data["domain"].isin(held["domain"].unique())]
-        jobs.append((heldout_section, (small, held, out / "figures", f"{'abcdef'[i]}. Held-out size {held_out}, "
-                                       f"fitted on {', '.join(fitted)}{seeds}", label, every_seed)))
+        jobs.append((heldout_job, (small, held, out / "figures", f"{'abcdef'[i]}. Held-out size {held_out}, "
+                                   f"fitted on {titles[label].split(' -> ')[0]}{' (every seed)' if all_seeds else ''}",
+                                   label, every_seed)))
     small = experiment(data[data["table"].isin(GRID_TABLES)], SMALL_SIZES, None)[0]
     jobs.append((md_lines, ("## 2. The paper's generalisation splits (small sizes)", "")))
     jobs += [(splits_domain, (small, dom, a.quick)) for dom in complete_domains(small)]
@@ -432,6 +504,9 @@ def main(argv=None):
             parts = [fut.result() for fut in [pool.submit(fn, *args) for fn, args in jobs]]
     else:
         parts = [fn(*args) for fn, args in jobs]
+    held_out = dict(zip(EXPERIMENTS, parts[:len(EXPERIMENTS)]))  # (lines, tables) of each heldout_job
+    parts[:len(EXPERIMENTS)] = [lines_ for lines_, _ in held_out.values()]
+    lines += headline({k: (titles[k], t) for k, (_, t) in held_out.items()}, data)
     lines += [ln for part in parts for ln in part]
     path = out / "validation.md"
     path.write_text("\n".join(lines))

@@ -1,4 +1,5 @@
 """small_runs.validate: the held-out-size section on data from a known law (no torch needed)."""
+import numpy as np
 import pandas as pd
 
 from conftest import SIZES, synthetic_table
@@ -62,8 +63,6 @@ def test_experiment_keeps_seed_0_or_every_seed_of_repeated_domains():
 
 def test_regret_on_seed_means_pools_the_repeats(monkeypatch):
     """A lucky seed-0 run at the best ratio makes the raw regret; its repeats (seeds 1, 2 above it) pool it away."""
-    import numpy as np
-
     monkeypatch.setattr(validate, "CANDIDATES", ["dcpt"])
     df = synthetic_table(2, noise=0.0)
     df["size_name"] = df["model_size"].map(dict(zip(SIZES, ["a", "b", "c", "d"])))
@@ -86,3 +85,43 @@ def test_regret_on_seed_means_pools_the_repeats(monkeypatch):
     assert raw > float(clean["regret %"]) + 0.5  # the lucky run sets the bar
     # seed means at the best ratio: (0.97 + 1.015 + 1.015) / 3 = 1.0 of the clean loss, so the clean regret
     assert abs(means - float(clean["regret %"])) < 0.05, row
+
+
+def test_headline_scores_the_recommended_pair_against_the_goals():
+    import dcpt_law as dl
+
+    pair = dl.RECOMMENDED_LAW
+    name = f"domain:{pair['domain']},general:{pair['general']}"
+    acc = pd.DataFrame([
+        {"domain": d, "law": law, "target": t, "R2": r2, "MAPE %": mape}
+        for d, shift in (("code", 0.0), ("law", 0.01), ("music", 0.05))  # median != mean
+        for law, t, r2, mape in ((pair["domain"], "domain", 0.99 - shift, 0.5 + shift),
+                                 (pair["general"], "general", 0.90 - shift, 1.5 + shift),
+                                 ("dcpt", "domain", 0.1, 50.0), ("dcpt", "general", 0.1, 50.0))])
+    use = pd.DataFrame([{"domain": d, "law": law, "regret %": reg, "regret % (isotonic)": reg / 2,
+                         "regret % (seed means)": np.nan, "L_g rise % at predicted": rise}
+                        for d, reg, rise in (("code", -0.2, 2.0), ("law", 0.4, 3.5), ("music", 0.1, 1.0))
+                        for law in (name, "dcpt")])
+    text = "\n".join(validate.headline({"m4c": ("xxs, xs, s3 -> m", {"accuracy": acc, "usage": use})}, pd.DataFrame()))
+    lines = text.splitlines()
+    header = next(ln for ln in lines if ln.startswith("| experiment"))
+    row = next(ln for ln in lines if ln.startswith("| m4c"))
+    cells = dict(zip((c.strip() for c in header.split("|")), (c.strip() for c in row.split("|"))))
+    assert float(cells["R2 domain"]) == 0.98 and float(cells["R2 general"]) == 0.89  # medians of the pair's laws
+    assert float(cells["MAPE % general"]) == 1.51
+    assert float(cells["median abs regret %"]) == 0.2 and float(cells["(isotonic)"]) == 0.1  # median of |regret|
+    assert float(cells["max L_g rise %"]) == 3.5
+    assert "(seed means)" not in cells  # no repeats anywhere: no column
+    assert any(ln.startswith("| goal (issue 6) | >= 3 | >= 0.98") for ln in lines)
+
+
+def test_held_out_seed_noise_is_the_spread_of_the_repeats():
+    rows = [("code", "m", 0.8, 100, s, 4.0 + s * 0.1, 5.0, "seeds_heldout" if s else "heldout") for s in (0, 1, 2)]
+    rows += [("code", "m", 0.9, 100, 0, 3.0, 6.0, "heldout")]  # not repeated: not in the table
+    rows += [("code", "m", 0.8, 50, s, 9.0 * (1 + s), 9.0, "t") for s in (0, 1, 2)]  # not the last token count
+    df = pd.DataFrame(rows, columns=["domain", "size_name", "domain_ratio", "tokens", "seed", "domain_loss",
+                                     "general_loss", "table"])
+    out = validate.held_out_seed_noise(df)
+    assert len(out) == 1 and out["ratios"].iloc[0] == 1 and out["seeds"].iloc[0] == 3
+    assert abs(out["mean CV % domain"].iloc[0] - 100 * 0.1 / 4.1) < 1e-9  # std 0.1 of 4.0, 4.1, 4.2
+    assert out["mean CV % general"].iloc[0] == 0
