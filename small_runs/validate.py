@@ -19,6 +19,9 @@ Sections whose data are not committed yet say so and are skipped. Only dcpt_law 
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
+import json
 import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -50,6 +53,7 @@ EXPERIMENTS = {"m4c": (("xxs", "xs", "s3"), "m", False), "m4c3": (("xxs", "xs", 
                "m4x": (("xxs", "xs", "s2"), "m", False), "m": (("xxs", "xs", "s"), "m", False),
                "xl": (("xs", "s", "m"), "xl", False)}
 TOLERANCE = 0.03
+CACHE: Path | None = ROOT / ".cache" / "validate"  # fits and figure-free sections by content (git-ignored)
 # every law, and pairs (domain-loss law, general-loss law): the recommended one first (dl.RECOMMENDED_LAW), the
 # scaled ones (the base model's general loss multiplies what is learned, ours; the gated general law forgets the
 # base model at r_g = 0, the forgetting one adds a rise with other data that replay recovers), the one that won
@@ -105,14 +109,65 @@ def complete_domains(df: pd.DataFrame) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _code_version() -> str:
+    """Hash of the code a cached result depends on: dcpt_law's sources, this file, numpy / scipy versions."""
+    import scipy
+
+    h = hashlib.sha1(f"{np.__version__} {scipy.__version__}".encode())
+    for f in sorted((ROOT / "dcpt_law").glob("*.py")) + [Path(__file__)]:
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _key(*parts) -> str:
+    """Content key of a computation: DataFrames by their CSV text, anything else by repr, plus the code version."""
+    h = hashlib.sha1(_code_version().encode())
+    for x in parts:
+        h.update((x.to_csv(index=False) if isinstance(x, pd.DataFrame) else repr(x)).encode())
+    return h.hexdigest()[:24]
+
+
+def _use_cache(path: Path | None) -> None:
+    """Set CACHE in a worker process (whatever the start method)."""
+    global CACHE
+    CACHE = path
+
+
+def cached_fit(train: pd.DataFrame, law: str, dom: str) -> dl.Fit:
+    """``dl.fit(train, law, domain=dom)``, read from CACHE when the same rows were fitted by the same code
+    (a fit is deterministic: same rows, law, code -> same parameters); CACHE = None always fits."""
+    path = None if CACHE is None else CACHE / f"fit-{_key(train, law, dom)}.json"
+    if path is not None and path.exists():
+        return dl.load_fit(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = dl.fit(train, law=law, domain=dom, warn=False)
+    if path is not None:
+        f.save(path)
+    return f
+
+
+def cached_lines(fn, *args) -> list[str]:
+    """``fn(*args)``, a section without figures, read from CACHE when computed before on the same inputs."""
+    path = None if CACHE is None else CACHE / f"{fn.__name__}-{_key(fn.__name__, *args)}.json"
+    if path is not None and path.exists():
+        return json.loads(path.read_text())
+    lines = fn(*args)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(lines))
+        tmp.replace(path)  # atomic: parallel jobs never read half a file
+    return lines
+
+
 def fit_candidates(train: pd.DataFrame, dom: str, candidates=None) -> list[tuple[object, dl.Fit]]:
     """(candidate, Fit) for every candidate (default :data:`CANDIDATES`): each law fitted once, pairs put
     together from those."""
     candidates = CANDIDATES if candidates is None else candidates
     names = sorted({n for c in candidates for n in (c.values() if isinstance(c, dict) else [c])})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        single = {n: dl.fit(train, law=n, domain=dom, warn=False) for n in names}
+    single = {n: cached_fit(train, n, dom) for n in names}
     return [(c, dl.Fit({t: single[c[t]][t] for t in ("domain", "general")}, domain=dom,
                        base=single[c["domain"]].base_losses) if isinstance(c, dict) else single[c]) for c in candidates]
 
@@ -279,7 +334,7 @@ def held_out_seed_noise(data: pd.DataFrame) -> pd.DataFrame:
         **{"ratios": ("domain_ratio", "nunique"), "seeds": ("seeds", "max"),
            "mean CV % domain": ("cv domain", "mean"), "max CV % domain": ("cv domain", "max"),
            "mean CV % general": ("cv general", "mean"), "max CV % general": ("cv general", "max")})
-    return out.reset_index()
+    return out.reset_index().rename(columns={"size_name": "size"})
 
 
 def seed_mean_regret(held_seeds: pd.DataFrame | None, dom: str, D: float, ratio: float) -> float:
@@ -466,13 +521,19 @@ def experiment(data: pd.DataFrame, fitted, held_out, all_seeds: bool = False) ->
 
 
 def main(argv=None):
+    global CACHE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "docs"))
     ap.add_argument("--quick", action="store_true", help="skip the slow ratio split")
     ap.add_argument("--plan-extra", nargs="*", metavar="LABEL", help="write the configs of the extra held-out runs "
                     f"next to the predicted optima of these experiments (default all: {', '.join(EXPERIMENTS)}), then stop")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="sections computed in parallel processes")
+    ap.add_argument("--refit", action="store_true", help=f"ignore the cache ({CACHE}) of fits and sections: "
+                    "recompute everything (the cache is keyed by the rows, dcpt_law's and this file's code and the numpy / "
+                    "scipy versions)")
     a = ap.parse_args(argv)
+    if a.refit:
+        CACHE = None
     out = Path(a.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     data = load(TABLES)
@@ -497,10 +558,10 @@ def main(argv=None):
                                    label, every_seed)))
     small = experiment(data[data["table"].isin(GRID_TABLES)], SMALL_SIZES, None)[0]
     jobs.append((md_lines, ("## 2. The paper's generalisation splits (small sizes)", "")))
-    jobs += [(splits_domain, (small, dom, a.quick)) for dom in complete_domains(small)]
-    jobs += [(cross_section, (small,)), (seeds_section, (data,))]
+    jobs += [(cached_lines, (splits_domain, small, dom, a.quick)) for dom in complete_domains(small)]
+    jobs += [(cached_lines, (cross_section, small)), (seeds_section, (data,))]
     if a.jobs > 1:
-        with ProcessPoolExecutor(a.jobs) as pool:
+        with ProcessPoolExecutor(a.jobs, initializer=_use_cache, initargs=(CACHE,)) as pool:
             parts = [fut.result() for fut in [pool.submit(fn, *args) for fn, args in jobs]]
     else:
         parts = [fn(*args) for fn, args in jobs]

@@ -1,5 +1,6 @@
 """small_runs.validate: the held-out-size section on data from a known law (no torch needed)."""
 import numpy as np
+import pytest
 import pandas as pd
 
 from conftest import SIZES, synthetic_table
@@ -122,6 +123,47 @@ def test_held_out_seed_noise_is_the_spread_of_the_repeats():
     df = pd.DataFrame(rows, columns=["domain", "size_name", "domain_ratio", "tokens", "seed", "domain_loss",
                                      "general_loss", "table"])
     out = validate.held_out_seed_noise(df)
-    assert len(out) == 1 and out["ratios"].iloc[0] == 1 and out["seeds"].iloc[0] == 3
+    assert out["size"].tolist() == ["m"] and out["ratios"].iloc[0] == 1 and out["seeds"].iloc[0] == 3
     assert abs(out["mean CV % domain"].iloc[0] - 100 * 0.1 / 4.1) < 1e-9  # std 0.1 of 4.0, 4.1, 4.2
     assert out["mean CV % general"].iloc[0] == 0
+
+
+def test_fit_cache_reuses_a_fit_of_the_same_rows_and_refits_changed_rows(tmp_path, monkeypatch):
+    import dcpt_law as dl
+
+    monkeypatch.setattr(validate, "CACHE", tmp_path)
+    train = synthetic_table(3)
+    first = validate.cached_fit(train, "dcpt", "code")
+    assert len(list(tmp_path.glob("fit-*.json"))) == 1
+
+    def no_fit(*a, **k):
+        raise AssertionError("refitted although the rows are the same")
+
+    monkeypatch.setattr(dl, "fit", no_fit)
+    again = validate.cached_fit(train.copy(), "dcpt", "code")
+    for t in ("domain", "general"):
+        assert again[t].params == first[t].params
+        assert np.array_equal(again[t].predict(4e6, 2e8, 0.3), first[t].predict(4e6, 2e8, 0.3))
+    changed = train.copy()
+    changed.loc[changed.index[-1], "domain_loss"] *= 1.01
+    with pytest.raises(AssertionError, match="refitted"):
+        validate.cached_fit(changed, "dcpt", "code")
+    with pytest.raises(AssertionError, match="refitted"):
+        validate.cached_fit(train, "dcpt-gated", "code")
+
+
+def test_cached_lines_are_computed_once_per_input(tmp_path, monkeypatch):
+    monkeypatch.setattr(validate, "CACHE", tmp_path)
+    calls = []
+
+    def section(df, n):
+        calls.append(n)
+        return [f"rows {len(df)}", str(n)]
+
+    df = pd.DataFrame({"a": [1, 2, 3]})
+    assert validate.cached_lines(section, df, 1) == ["rows 3", "1"]
+    assert validate.cached_lines(section, df.copy(), 1) == ["rows 3", "1"] and calls == [1]
+    assert validate.cached_lines(section, df.head(2), 1) == ["rows 2", "1"] and calls == [1, 1]
+    monkeypatch.setattr(validate, "CACHE", None)
+    validate.cached_lines(section, df, 1)
+    assert calls == [1, 1, 1]
