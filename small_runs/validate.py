@@ -109,20 +109,21 @@ def complete_domains(df: pd.DataFrame) -> list[str]:
     return out
 
 
-@functools.lru_cache(maxsize=1)
-def _code_version() -> str:
-    """Hash of the code a cached result depends on: dcpt_law's sources, this file, numpy / scipy versions."""
+@functools.lru_cache(maxsize=2)
+def _code_version(with_this_file: bool) -> str:
+    """Hash of the code a cached result depends on: numpy / scipy versions and dcpt_law's sources (a fit),
+    plus this file (a section: its tables are formatted here)."""
     import scipy
 
     h = hashlib.sha1(f"{np.__version__} {scipy.__version__}".encode())
-    for f in sorted((ROOT / "dcpt_law").glob("*.py")) + [Path(__file__)]:
+    for f in sorted((ROOT / "dcpt_law").glob("*.py")) + ([Path(__file__)] if with_this_file else []):
         h.update(f.read_bytes())
     return h.hexdigest()
 
 
-def _key(*parts) -> str:
-    """Content key of a computation: DataFrames by their CSV text, anything else by repr, plus the code version."""
-    h = hashlib.sha1(_code_version().encode())
+def _key(code: str, *parts) -> str:
+    """Content key of a computation: the code version, then DataFrames by their CSV text, anything else by repr."""
+    h = hashlib.sha1(code.encode())
     for x in parts:
         h.update((x.to_csv(index=False) if isinstance(x, pd.DataFrame) else repr(x)).encode())
     return h.hexdigest()[:24]
@@ -137,7 +138,7 @@ def _use_cache(path: Path | None) -> None:
 def cached_fit(train: pd.DataFrame, law: str, dom: str) -> dl.Fit:
     """``dl.fit(train, law, domain=dom)``, read from CACHE when the same rows were fitted by the same code
     (a fit is deterministic: same rows, law, code -> same parameters); CACHE = None always fits."""
-    path = None if CACHE is None else CACHE / f"fit-{_key(train, law, dom)}.json"
+    path = None if CACHE is None else CACHE / f"fit-{_key(_code_version(False), train, law, dom)}.json"
     if path is not None and path.exists():
         return dl.load_fit(path)
     with warnings.catch_warnings():
@@ -150,7 +151,7 @@ def cached_fit(train: pd.DataFrame, law: str, dom: str) -> dl.Fit:
 
 def cached_lines(fn, *args) -> list[str]:
     """``fn(*args)``, a section without figures, read from CACHE when computed before on the same inputs."""
-    path = None if CACHE is None else CACHE / f"{fn.__name__}-{_key(fn.__name__, *args)}.json"
+    path = None if CACHE is None else CACHE / f"{fn.__name__}-{_key(_code_version(True), fn.__name__, *args)}.json"
     if path is not None and path.exists():
         return json.loads(path.read_text())
     lines = fn(*args)
@@ -319,19 +320,11 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
 
 def held_out_seed_noise(data: pd.DataFrame) -> pd.DataFrame:
     """Mean / max CV (%) over seeds of the losses at D max, per (size, domain), where the held-out runs were repeated."""
-    rep = data[data["table"] == "seeds_heldout"] if "table" in data.columns else data.iloc[:0]
-    if rep.empty:
+    if data.empty or not (data["table"] == "seeds_heldout").any():
         return pd.DataFrame()
-    key = ["domain", "size_name", "domain_ratio", "tokens"]
-    cells = rep[rep["tokens"] == rep["tokens"].max()][key].drop_duplicates()
-    runs = data.merge(cells, on=key).drop_duplicates([*key, "seed"])
-    g = runs.groupby(key)
-    cv = pd.DataFrame({f"cv {t}": g[LOSS_COLUMNS[t]].std(ddof=1) / g[LOSS_COLUMNS[t]].mean() * 100
-                       for t in ("domain", "general")})
-    cv["seeds"] = g["seed"].nunique()
-    cv = cv[cv["seeds"] >= 2].reset_index()
-    out = cv.groupby(["size_name", "domain"]).agg(
-        **{"ratios": ("domain_ratio", "nunique"), "seeds": ("seeds", "max"),
+    cv = seed_cv(data, ("seeds_heldout",))
+    out = cv[cv["tokens"] == cv["tokens"].max()].groupby(["size_name", "domain"]).agg(
+        **{"ratios": ("domain_ratio", "nunique"), "seeds": ("n", "max"),
            "mean CV % domain": ("cv domain", "mean"), "max CV % domain": ("cv domain", "max"),
            "mean CV % general": ("cv general", "mean"), "max CV % general": ("cv general", "max")})
     return out.reset_index().rename(columns={"size_name": "size"})
@@ -373,28 +366,31 @@ def heldout_figure(f, train: pd.DataFrame, held: pd.DataFrame, figs: Path, dom: 
     return f"![{dom}, {law}](figures/{name}.png)"
 
 
+def seed_cv(data: pd.DataFrame, tables=SEED_TABLES) -> pd.DataFrame:
+    """One row per (domain, size_name, domain_ratio, tokens > 0) cell that the seed ``tables`` repeat: the CV (%)
+    of each loss over its seeds ("cv domain", "cv general"; seed 0 from whichever table holds it) and n seeds."""
+    key = ["domain", "size_name", "domain_ratio", "tokens"]
+    seeds = data[data["table"].isin(tables) & (data["seed"] != 0) & (data["tokens"] > 0)]
+    zero = data[data["seed"] == 0].merge(seeds[key].drop_duplicates(), on=key).drop_duplicates(key)
+    g = pd.concat([zero, seeds], ignore_index=True).groupby(key)
+    out = pd.DataFrame({f"cv {t}": g[LOSS_COLUMNS[t]].std(ddof=1) / g[LOSS_COLUMNS[t]].mean() * 100
+                        for t in ("domain", "general")})
+    out["n"] = g.size()
+    return out[out["n"] >= 2].reset_index()
+
+
 def seeds_section(data: pd.DataFrame) -> list[str]:
     """Seed noise: the seeds sweeps (seeds 1, 2) next to seed 0 of the same (size, domain, ratio) runs."""
     lines = ["## 4. Seed noise floor", ""]
-    seeds = data[data["table"].isin(SEED_TABLES) & (data["seed"] != 0)]
-    if seeds.empty:
+    if not (data["table"].isin(SEED_TABLES) & (data["seed"] != 0)).any():
         return lines + ["Not run yet: `dcpt sweep small_runs/configs/seeds.toml`.", ""]
-    key = ["domain", "size_name", "domain_ratio", "tokens"]
-    cells = seeds[seeds["tokens"] > 0][key].drop_duplicates()
-    zero = data[data["seed"] == 0].merge(cells, on=key).drop_duplicates(key)
-    runs = pd.concat([zero, seeds[seeds["tokens"] > 0]], ignore_index=True)
-    rows = []
+    cv, rows = seed_cv(data), []
     for t in ("domain", "general"):
-        col = LOSS_COLUMNS[t]
-        g = runs.groupby(key)[col]
-        spread = (g.std(ddof=1) / g.mean() * 100).rename("cv").reset_index()
-        spread["n"] = g.size().to_numpy()
-        spread = spread[spread["n"] >= 2]
-        for size, sp in spread.groupby("size_name"):
+        for size, sp in cv.groupby("size_name"):
             last = sp[sp["tokens"] == sp["tokens"].max()]
             rows.append({"target": t, "size": size, "ratios": len(sp["domain_ratio"].unique()), "cells": len(sp),
-                         "seeds per cell": int(sp["n"].max()), "mean CV % (all token counts)": sp["cv"].mean(),
-                         "max CV %": sp["cv"].max(), "mean CV % (last token count)": last["cv"].mean()})
+                         "seeds per cell": int(sp["n"].max()), "mean CV % (all token counts)": sp[f"cv {t}"].mean(),
+                         "max CV %": sp[f"cv {t}"].max(), "mean CV % (last token count)": last[f"cv {t}"].mean()})
     return lines + ["Relative standard deviation (CV) of the loss across seeds (each seed: its own base model "
                     "and data order), per (ratio, token count) cell. Errors below this are noise, not law.", "",
                     md(pd.DataFrame(rows)), ""]
