@@ -251,9 +251,9 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                   "constraint (see the general-loss rise). Regret (isotonic): the same on the isotonic fits of the "
                   "observed curves (L_d non-increasing, L_g non-decreasing in r_d), which pool the ~1% seed noise of "
                   "single runs instead of crediting the best lucky run (dcpt_law.ratio_regret). Regret (seed means): "
-                  "the same on the mean over seeds 0-2 of each trained ratio, where the three ratios around the best "
-                  "one were repeated (small_runs/configs/seeds_heldout_*.toml; seed 0 elsewhere), against the mean "
-                  "L_g0 of the seeds' base models.", "", md(_drop_empty(pd.DataFrame(recs))), ""]
+                  "the same on the means over seeds 0-2 of the three ratios around the best one that were repeated "
+                  "(small_runs/configs/seeds_heldout_*.toml), against the mean L_g0 of the seeds' base models; "
+                  "blank where the prediction falls outside them.", "", md(_drop_empty(pd.DataFrame(recs))), ""]
     # the short version first: medians over domains
     acc = pd.DataFrame(rows).groupby(["law", "target"], sort=False)[["R2", "MAPE %", "MAPE % at D max"]].median()
     acc = acc.unstack("target")
@@ -331,12 +331,18 @@ def held_out_seed_noise(data: pd.DataFrame) -> pd.DataFrame:
 
 
 def seed_mean_regret(held_seeds: pd.DataFrame | None, dom: str, D: float, ratio: float) -> float:
-    """Regret (%) of ``ratio`` on the seed means of the held-out size's runs at D tokens (NaN without repeats)."""
+    """Regret (%) of ``ratio`` on the seed means of the held-out size's runs at D tokens, over the ratios trained
+    with every seed only: a seed's offset (its base model) must not decide which ratio is best. NaN without
+    repeats or where ``ratio`` falls outside the repeated ratios."""
     if held_seeds is None or held_seeds.empty:
         return np.nan
     runs = held_seeds[held_seeds["domain"] == dom]
     last, base = runs[runs["tokens"] == D], runs[runs["tokens"] == 0]
-    if last.empty or last.groupby("domain_ratio")["seed"].nunique().max() < 2:
+    n = last.groupby("domain_ratio")["seed"].nunique()
+    if last.empty or n.max() < 2:
+        return np.nan
+    last = last[last["domain_ratio"].isin(n.index[n == n.max()])]
+    if not last["domain_ratio"].min() <= ratio <= last["domain_ratio"].max():
         return np.nan
     L_g0 = float(base.groupby("seed")["general_loss"].mean().mean())  # one base model per seed
     return 100 * dl.ratio_regret(last, ratio, L_g0, TOLERANCE)["regret"]
