@@ -553,11 +553,11 @@ def main(argv=None):
     jobs, titles = [], {}  # (function, args), in the order of the document; each returns its lines
     for i, (label, (fitted, held_out, all_seeds)) in enumerate(EXPERIMENTS.items()):
         small, held = experiment(data, fitted, held_out, all_seeds)
-        titles[label] = f"{', '.join(fitted)} -> {held_out}{' (every seed)' if all_seeds else ''}"
+        names, seeds = ", ".join(fitted), " (every seed)" if all_seeds else ""
+        titles[label] = f"{names} -> {held_out}{seeds}"
         every_seed = data[(data["size_name"] == held_out) & data["domain"].isin(held["domain"].unique())]
         jobs.append((heldout_job, (small, held, out / "figures", f"{'abcdef'[i]}. Held-out size {held_out}, "
-                                   f"fitted on {titles[label].split(' -> ')[0]}{' (every seed)' if all_seeds else ''}",
-                                   label, every_seed)))
+                                   f"fitted on {names}{seeds}", label, every_seed)))
     small = experiment(data[data["table"].isin(GRID_TABLES)], SMALL_SIZES, None)[0]
     jobs.append((md_lines, ("## 2. The paper's generalisation splits (small sizes)", "")))
     jobs += [(cached_lines, (splits_domain, small, dom, a.quick)) for dom in complete_domains(small)]
