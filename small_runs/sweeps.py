@@ -126,7 +126,7 @@ def load_config(path, check_corpora: bool = True) -> SweepConfig:
 def validate(cfg: SweepConfig, check_corpora: bool = True) -> None:
     from .corpora import DOMAINS, load_manifest
     from .models import LADDER
-    from .training import TrainConfig
+    from .training import PRECISIONS, TrainConfig
 
     bad = [s for s in cfg.sizes if s not in LADDER] if not cfg.hf_path else []
     if bad or not cfg.sizes:
@@ -150,6 +150,9 @@ def validate(cfg: SweepConfig, check_corpora: bool = True) -> None:
     tc = cfg.train_config()
     if tc.schedule not in ("constant", "cosine", "wsd"):
         raise ConfigError(f"[train] schedule={tc.schedule!r}: use constant, cosine or wsd")
+    if tc.precision not in PRECISIONS:
+        raise ConfigError(f"[train] precision={tc.precision!r}: use auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32 "
+                          "(fp32 on CUDA gives losses comparable with CPU runs)")
     ev = cfg.eval_at()
     if ev[-1] > cfg.cpt_tokens or ev[0] <= 0:
         raise ConfigError(f"evaluation points {ev[0]}..{ev[-1]} must lie in (0, cpt_tokens={cfg.cpt_tokens}]: "
@@ -193,6 +196,7 @@ class RunJob:
         blob["train"].pop("checkpoint_every", None)
         blob["train"].pop("device", None)
         blob["train"].pop("compile", None)
+        blob["train"].pop("precision", None)  # like device: how, not what (logged per row)
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
     def run_id(self) -> str:
@@ -250,9 +254,12 @@ def shard(cfg: SweepConfig, domain: str, split: str):
 
 
 def git_commit() -> str:
-    """The code version logged with every row (not cached: a long sweep may span commits)."""
+    """The code version logged with every row (not cached: a long sweep may span commits).
+    ``$DCPT_GIT_COMMIT`` names it where the code runs from a copy without ``.git`` (a remote machine)."""
     from dcpt_law.provenance import git_commit as commit
 
+    if os.environ.get("DCPT_GIT_COMMIT"):
+        return os.environ["DCPT_GIT_COMMIT"]
     commit.cache_clear()
     return commit()
 
@@ -334,12 +341,14 @@ def _evaluator(cfg: SweepConfig, domains: list[str], device):
     sets = {d: eval_windows(shard(cfg, d, "val")[0], tc) for d in domains}
 
     def evaluate(model):
-        return {f"loss_{d}": estimate_loss(model, w, device) for d, w in sets.items()}
+        return {f"loss_{d}": estimate_loss(model, w, device, precision=tc.precision) for d, w in sets.items()}
     return evaluate
 
 
 def _common_columns(job: RunJob, counts: dict, device) -> dict:
     import dcpt_law
+
+    from .training import resolve_precision
 
     cfg, tc = job.cfg, job.cfg.train_config()
     _, tkey = tokenizer_for(cfg)
@@ -347,6 +356,7 @@ def _common_columns(job: RunJob, counts: dict, device) -> dict:
         "seed": job.seed, "size_name": job.size, "total_params": counts["total"],
         "base_tokens": cfg.base_tokens, "lr": tc.lr, "schedule": tc.schedule, "batch_size": tc.batch_size,
         "seq_len": tc.seq_len, "vocab_size": cfg.vocab_size, "tokenizer": tkey, "device": str(device),
+        "precision": resolve_precision(tc.precision, device),
         "package_version": dcpt_law.__version__, "git_commit": git_commit(), "sweep": cfg.name,
     }
 
@@ -387,7 +397,7 @@ def run_base(job: RunJob, progress=None, log=print) -> list[dict]:
     from .training import pick_device
 
     cfg, tc = job.cfg, job.cfg.train_config()
-    device = pick_device(tc.device)
+    device = pick_device(tc.device, tc.precision)
     t0 = time.time()
     model, _ = ensure_base(job, device, progress, log)
     evaluate = _evaluator(cfg, [cfg.general_domain, *cfg.domains], device)
@@ -414,7 +424,7 @@ def run_cpt(job: RunJob, progress=None, log=print) -> list[dict]:
     from .training import pick_device, train
 
     cfg, tc = job.cfg, job.cfg.train_config()
-    device = pick_device(tc.device)
+    device = pick_device(tc.device, tc.precision)
     model, rebuilt = ensure_base(job, device, log=log)
     evaluate = _evaluator(cfg, [cfg.general_domain, job.domain], device)
     if rebuilt:  # the cache was lost (new machine): the rebuilt base must match the logged one
@@ -483,7 +493,7 @@ def measure_throughput(cfg: SweepConfig, size: str, steps: int = 3) -> float:
     from .training import make_optimizer, pick_device, train_step
 
     tc = cfg.train_config()
-    device = pick_device(tc.device)
+    device = pick_device(tc.device, tc.precision)
     model = build_model(ModelSpec(size, cfg.vocab_size, tc.seq_len)).to(device)
     opt = make_optimizer(model, tc, device)
     x = torch.randint(0, cfg.vocab_size, (tc.batch_size, tc.seq_len), device=device)

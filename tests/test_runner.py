@@ -149,10 +149,26 @@ def test_config_errors_before_training(tmp_path):
         ("cpt_tokens = 1000\nfirst_eval_tokens = 5000", "must lie in"),
         ("colour = 1", "unknown key"),
         ('domains = ["law"]', "not prepared"),
+        ('[train]\nprecision = "fp16"', "precision='fp16'"),
     ]:
         bad.write_text(f'name = "x"\ncache = "{tmp_path / "c"}"\n' + body)
         with pytest.raises(sweeps.ConfigError, match=msg):
             sweeps.load_config(bad)
+
+
+def test_precision_resolves_per_device():
+    cpu = torch.device("cpu")
+    assert training.resolve_precision("auto", cpu) == "fp32"
+    assert training.resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert training.resolve_precision("fp32", torch.device("cuda")) == "fp32"
+    with pytest.raises(ValueError, match="precision 'half'"):
+        training.resolve_precision("half", cpu)
+    # bf16 autocast on CPU really runs the matmul in bf16; fp32 does not
+    a = torch.randn(8, 8)
+    with training.autocast(cpu, "bf16"):
+        assert (a @ a).dtype == torch.bfloat16
+    with training.autocast(cpu, "fp32"):
+        assert (a @ a).dtype == torch.float32
 
 
 def test_ci_sweep_end_to_end_and_skip_on_rerun(tmp_path):
@@ -162,7 +178,7 @@ def test_ci_sweep_end_to_end_and_skip_on_rerun(tmp_path):
     n_eval = len(cfg.eval_at())
     assert len(df) == len(cfg.sizes) * (len(cfg.ratios) * n_eval + 1)
     assert set(df["tokens"]) == {0, *cfg.eval_at()}
-    for col in ("seed", "run_id", "git_commit", "package_version", "device", "lr", "tokenizer",
+    for col in ("seed", "run_id", "git_commit", "package_version", "device", "precision", "lr", "tokenizer",
                 "domain_bytes_per_token", "total_params", "wall_s"):
         assert col in df.columns and df[col].notna().all(), col
     cpt = df[df["tokens"] > 0]
