@@ -12,12 +12,12 @@ from .units import parse_count, format_count  # noqa: E402
 from .table import load_losses  # noqa: E402
 from .laws import LAWS, Law, Param, Term, get_law, register_law  # noqa: E402
 from .fitting import (RECOMMENDED_LAW, ExtrapolationWarning, Fit, FitWarning, LawFit, fit, fit_law, load_fit,  # noqa: E402
-                      metrics, monotonicity)
+                      metrics, monotonicity, pair_name)
 
 __all__ = [
     "__version__", "parse_count", "format_count", "load_losses", "LAWS", "Law", "Param", "Term", "get_law",
     "register_law", "fit", "fit_law", "RECOMMENDED_LAW", "load_fit", "Fit", "LawFit", "FitWarning",
-    "ExtrapolationWarning", "metrics", "monotonicity",
+    "ExtrapolationWarning", "metrics", "monotonicity", "pair_name",
 ]
 from .optimisation import (ComputeResult, LimitedDomainResult, RatioResult, allocate_compute,  # noqa: E402
                            optimal_ratio_limited_domain, predict_ratio, use_fit)

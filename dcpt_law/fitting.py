@@ -30,6 +30,13 @@ SCHEMA_VERSION = 1
 TARGETS = ("domain", "general")
 
 
+def pair_name(names: dict[str, str]) -> str:
+    """The name of a fit's laws, {target: law name}: the law's name, or "domain:NAME,general:NAME" when they differ."""
+    if len(set(names.values())) == 1:
+        return next(iter(names.values()))
+    return ",".join(f"{t}:{n}" for t, n in names.items())
+
+
 class FitWarning(UserWarning):
     """A fit result that needs care: a parameter at a bound, a non-monotone law."""
 
@@ -283,10 +290,7 @@ class Fit:
     @property
     def law(self) -> str:
         """The law's name, or "domain:NAME,general:NAME" when the two losses use different laws."""
-        names = {t: f.law.name for t, f in self.fits.items()}
-        if len(set(names.values())) == 1:
-            return next(iter(names.values()))
-        return ",".join(f"{t}:{n}" for t, n in names.items())
+        return pair_name({t: f.law.name for t, f in self.fits.items()})
 
     @property
     def targets(self) -> list[str]:

@@ -9,7 +9,8 @@ One row per evaluation. Required columns::
     general_loss  nats   mean validation loss per token on the general corpus (finite, > 0)
     domain_loss   nats   mean validation loss per token on the domain corpus (finite, > 0)
 
-Optional: ``seed``, ``run_id``, ``base_general_loss`` (G: the general loss of the base model a CPT row
+Optional: ``seed``, ``run_id``, ``tokenizer`` (one value per table: losses per token from two tokenizers are
+not comparable), ``base_general_loss`` (G: the general loss of the base model a CPT row
 started from; filled from the base rows when absent); any other column is kept untouched.
 Rows with ``tokens == 0`` are not fitted: they give the base losses L_g0 (and k1) and G.
 """
@@ -99,6 +100,14 @@ def load_losses(source) -> pd.DataFrame:
         if bad.any():
             raise ValueError(f"column {col!r} {fix}; bad values in {_rows(bad, df.index)}: {df.loc[bad, col].iloc[0]!r}")
 
+    if "tokenizer" in df.columns:
+        counts = df["tokenizer"].dropna().astype(str).value_counts()
+        if len(counts) > 1:
+            raise ValueError(
+                f"column 'tokenizer' has {len(counts)} values ({', '.join(f'{k}: {n} rows' for k, n in counts.items())}): "
+                "losses per token from different tokenizers are not comparable; fit one tokenizer's rows "
+                "(df[df.tokenizer == ...]) or re-run the others"
+            )
     key = ["domain", "model_size", "tokens", "domain_ratio"] + (["seed"] if "seed" in df.columns else [])
     # base-model rows (tokens == 0) are the same model whatever the ratio: dedupe on the rest
     dup = df.duplicated(key, keep=False) & (df["tokens"] > 0)

@@ -347,8 +347,8 @@ def prepare(domains: Iterable[str] | None = None, cache: str | os.PathLike | Non
             rec = _source_record(s)
             if path is not None:
                 rec_file = {"file": path.name, "sha256": sha256_file(path)}
-            else:
-                rec_file = {}
+            else:  # the stdlib: its files change between patch releases, and with them the corpus and tokenizer key
+                rec_file = {"python": sys.version.split()[0], "stdlib": sysconfig.get_paths()["stdlib"]}
             docs.extend(d for d in s.docs(path) if d.strip())
             records.append((rec, rec_file))
         if not docs:

@@ -295,6 +295,25 @@ def append_rows(path: Path, rows: list[dict]) -> None:
         os.replace(tmp, path)
 
 
+def check_tokenizer(cfg: SweepConfig, path: Path) -> None:
+    """Refuse to add rows to a table logged with another tokenizer: losses per token are not comparable across
+    tokenizers, and the key changes whenever a corpus does (another Python's stdlib for code, a re-prepared
+    corpus), silently on a new machine."""
+    import pandas as pd
+
+    if not path.exists():
+        return
+    logged = pd.read_csv(path, usecols=lambda c: c == "tokenizer")
+    if "tokenizer" not in logged.columns:
+        return
+    have = sorted(set(logged["tokenizer"].dropna().astype(str)))
+    _, key = tokenizer_for(cfg)
+    if have and have != [key]:
+        raise ConfigError(f"{path} holds rows of tokenizer {', '.join(have)}, but the corpora here give tokenizer "
+                          f"{key}: their losses are not comparable. The corpora changed (`dcpt data prepare` on "
+                          "another machine or Python); write to a new `out`, or move the old rows away first")
+
+
 def finished_runs(path: Path) -> set[str]:
     """Finished work in a loss table: CPT run ids, and ``run_id|domain`` for every base-model row
     (a base job is finished only once it has a row for every domain of the sweep)."""
@@ -595,6 +614,7 @@ def run_sweep(cfg: SweepConfig, launcher: str = "local", log=print, executor=Non
     out = cfg.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     path = out / "losses.csv"
+    check_tokenizer(cfg, path)
     (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "git_commit": git_commit()}, indent=1))
     # prepare the tokenizer and every shard once, before any job (jobs then only read)
     for d in [cfg.general_domain, *cfg.domains]:

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "small_runs" / "results"
 SEED_TABLES = ("seeds", "seeds_ladder", "seeds_ladder_music", "seeds_ladder_law", "seeds_ladder_chemistry",
                "seeds_heldout")  # seeds 1, 2
-TABLES = ("pilot", "multidomain", "xxs", "s3", "s2", "heldout", "heldout_extra", *SEED_TABLES)
+TABLES = ("pilot", "multidomain", "xxs", "s3", "s2", "heldout_grid", "heldout_extra", *SEED_TABLES)
 SMALL_SIZES = ("xs", "s", "m")  # the grid of the splits and cross-domain sections ...
 GRID_TABLES = ("pilot", "multidomain")  # ... from these tables (complete 9-ratio grids)
 # held-out experiments: label -> (sizes fitted, size held out). m (443K non-embedding parameters) is 4.16x s3,
@@ -283,7 +283,7 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
     """The issue-6 goals against the recommended pair's medians over domains, one row per experiment, with the
     seed noise of the held-out size next to them. ``results``: label -> (title, tables of heldout_section)."""
     pair = dl.RECOMMENDED_LAW
-    name = ",".join(f"{t}:{pair[t]}" for t in ("domain", "general"))
+    name = dl.pair_name({t: pair[t] for t in ("domain", "general")})
     rows = []
     for label, (title, t) in results.items():
         if not t:

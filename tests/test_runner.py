@@ -140,6 +140,17 @@ def test_param_counts_are_measured():
 
 # --- sweeps ------------------------------------------------------------------------------------------
 
+def test_sweep_refuses_a_table_of_another_tokenizer(tmp_path):
+    cfg = ci_config(tmp_path, sizes=["xxs"], ratios=[0.5])
+    path = Path(cfg.out) / "losses.csv"
+    path.parent.mkdir(parents=True)
+    pd.DataFrame({"domain": ["code"], "tokenizer": ["0ld70k3n1zer"], "run_id": ["x"]}).to_csv(path, index=False)
+    before = path.read_bytes()
+    with pytest.raises(sweeps.ConfigError, match="rows of tokenizer 0ld70k3n1zer.*not comparable"):
+        sweeps.run_sweep(cfg, log=lambda m: None)
+    assert path.read_bytes() == before
+
+
 def test_config_errors_before_training(tmp_path):
     bad = tmp_path / "bad.toml"
     for body, msg in [

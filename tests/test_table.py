@@ -60,6 +60,15 @@ def test_duplicate_rows(df):
         dl.load_losses(dup)
 
 
+def test_two_tokenizers_in_one_table(df):
+    one = df.assign(tokenizer="aaa")
+    assert len(dl.load_losses(one)) == len(df)  # one tokenizer: fine
+    two = one.copy()
+    two.loc[two.index[:7], "tokenizer"] = "bbb"
+    with pytest.raises(ValueError, match=r"'tokenizer' has 2 values \(aaa: \d+ rows, bbb: 7 rows\)"):
+        dl.load_losses(two)
+
+
 def test_string_counts(df):
     df["model_size"] = df["model_size"].map(lambda n: f"{n / 1e6:g}M")
     df["tokens"] = df["tokens"].astype(object)
