@@ -255,22 +255,31 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                   "(small_runs/configs/seeds_heldout_*.toml), against the mean L_g0 of the seeds' base models; "
                   "blank where the prediction falls outside them.", "", md(_drop_empty(pd.DataFrame(recs))), ""]
     # the short version first: medians over domains
-    acc = pd.DataFrame(rows).groupby(["law", "target"], sort=False)[["R2", "MAPE %", "MAPE % at D max"]].median()
-    acc = acc.unstack("target")
-    acc.columns = [f"{m} {t} (median)" for m, t in acc.columns]
+    acc, u = summarise(pd.DataFrame(rows), pd.DataFrame(recs))
     short = [f"Summary over {len(set(r['domain'] for r in rows))} domains: accuracy at the held-out size (medians).", "",
              md(acc, index=True), ""]
     if recs:
-        u = pd.DataFrame(recs).groupby("law", sort=False).agg(
-            **{"median abs regret %": ("regret %", lambda x: float(np.median(np.abs(x)))),
-               "max abs regret %": ("regret %", lambda x: float(np.max(np.abs(x)))),
-               "median abs regret % (isotonic)": ("regret % (isotonic)", lambda x: float(np.median(np.abs(x)))),
-               "max abs regret % (isotonic)": ("regret % (isotonic)", lambda x: float(np.max(np.abs(x)))),
-               "median abs regret % (seed means)": ("regret % (seed means)", lambda x: float(np.nanmedian(np.abs(x)))
-                                                  if x.notna().any() else np.nan),
-               "max L_g rise %": ("L_g rise % at predicted", "max")})
         short += ["Usage 1 over domains (the constraint allows a 3% rise):", "", md(_drop_empty(u), index=True), ""]
     return lines[:2] + short + lines[2:]
+
+
+def summarise(acc_rows: pd.DataFrame, recs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Medians over domains of one experiment: (accuracy by law, columns "<metric> <target> (median)"; usage 1 by
+    law: median / max |regret| on runs, isotonic fits and seed means, and the largest general-loss rise).
+    The headline reads the recommended pair's rows from these."""
+    acc = acc_rows.groupby(["law", "target"], sort=False)[["R2", "MAPE %", "MAPE % at D max"]].median()
+    acc = acc.unstack("target")
+    acc.columns = [f"{m} {t} (median)" for m, t in acc.columns]
+    if recs.empty:
+        return acc, pd.DataFrame()
+    absmed = lambda x: float(np.nanmedian(np.abs(x))) if x.notna().any() else np.nan  # noqa: E731
+    u = recs.groupby("law", sort=False).agg(
+        **{"median abs regret %": ("regret %", absmed), "max abs regret %": ("regret %", lambda x: float(np.max(np.abs(x)))),
+           "median abs regret % (isotonic)": ("regret % (isotonic)", absmed),
+           "max abs regret % (isotonic)": ("regret % (isotonic)", lambda x: float(np.max(np.abs(x)))),
+           "median abs regret % (seed means)": ("regret % (seed means)", absmed),
+           "max L_g rise %": ("L_g rise % at predicted", "max")})
+    return acc, u
 
 
 def heldout_job(*args) -> tuple[list[str], dict]:
@@ -288,17 +297,15 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
     for label, (title, t) in results.items():
         if not t:
             continue
-        acc, use = t["accuracy"], t["usage"]
-        med = {tg: acc[(acc["law"] == pair[tg]) & (acc["target"] == tg)][["R2", "MAPE %"]].median()
-               for tg in ("domain", "general")}
-        u = use[use["law"] == name] if not use.empty else use
-        absmed = lambda c: float(np.nanmedian(np.abs(u[c]))) if len(u) and u[c].notna().any() else np.nan  # noqa: E731
-        rows.append({"experiment": f"{label}: {title}", "domains": acc["domain"].nunique(),
-                     "R2 domain": med["domain"]["R2"], "R2 general": med["general"]["R2"],
-                     "MAPE % domain": med["domain"]["MAPE %"], "MAPE % general": med["general"]["MAPE %"],
-                     "median abs regret %": absmed("regret %"), "(isotonic)": absmed("regret % (isotonic)"),
-                     "(seed means)": absmed("regret % (seed means)"),
-                     "max L_g rise %": float(u["L_g rise % at predicted"].max()) if len(u) else np.nan})
+        acc, use = summarise(t["accuracy"], t["usage"])
+        pick = lambda m, tg: acc.loc[pair[tg], f"{m} {tg} (median)"]  # noqa: E731
+        u = use.loc[name] if name in use.index else pd.Series(dtype=float)
+        rows.append({"experiment": f"{label}: {title}", "domains": t["accuracy"]["domain"].nunique(),
+                     "R2 domain": pick("R2", "domain"), "R2 general": pick("R2", "general"),
+                     "MAPE % domain": pick("MAPE %", "domain"), "MAPE % general": pick("MAPE %", "general"),
+                     **{k: u.get(c, np.nan) for k, c in (
+                         ("median abs regret %", "median abs regret %"), ("(isotonic)", "median abs regret % (isotonic)"),
+                         ("(seed means)", "median abs regret % (seed means)"), ("max L_g rise %", "max L_g rise %"))}})
     if not rows:
         return []
     goal = {"experiment": "goal (issue 6)", "domains": ">= 3", "R2 domain": ">= 0.98", "R2 general": ">= 0.98",
@@ -534,6 +541,8 @@ def main(argv=None):
                     "recompute everything (the cache is keyed by the rows, dcpt_law's and this file's code and the numpy / "
                     "scipy versions)")
     a = ap.parse_args(argv)
+    # PDFs without a creation date: a regeneration that changes no number changes no committed figure
+    os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
     if a.refit:
         CACHE = None
     out = Path(a.out)
