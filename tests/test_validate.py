@@ -59,12 +59,14 @@ def test_plan_extra_brackets_the_prediction(tmp_path, monkeypatch):
 
 
 def test_experiment_keeps_seed_0_or_every_seed_of_repeated_domains():
+    # code: seed 1 at both fitted sizes; law: seed 1 at the smaller fitted size only (its largest, b, not repeated yet)
     rows = [(dom, size, seed) for dom in ("code", "law") for size in ("a", "b", "c") for seed in (0, 1)
-            if seed == 0 or (dom == "code" and size != "c")]
+            if seed == 0 or (dom == "code" and size != "c") or (dom == "law" and size == "a")]
     df = pd.DataFrame(rows, columns=["domain", "size_name", "seed"]).assign(tokens=10)
+    df["model_size"] = df["size_name"].map({"a": 1e4, "b": 1e5, "c": 1e6})
     small, held = validate.experiment(df, ("a", "b"), "c")
     assert set(small["seed"]) == {0} and len(small) == 4 and len(held) == 2
-    small, held = validate.experiment(df, ("a", "b"), "c", all_seeds=True)
+    small, held = validate.experiment(df, ("b", "a"), "c", all_seeds=True)  # the largest by size, not by order
     assert set(small["domain"]) == {"code"} and len(small) == 4 and held["domain"].tolist() == ["code"]
 
 
