@@ -526,6 +526,8 @@ def experiment(data: pd.DataFrame, fitted, held_out, all_seeds: bool = False) ->
     small, held = data[data["size_name"].isin(fitted)], data[(data["size_name"] == held_out) & (data["seed"] == 0)]
     if not all_seeds:
         return small[small["seed"] == 0], held
+    if small.empty:  # no fitted size swept yet: nothing repeated
+        return small, held.iloc[:0]
     top = small.groupby("size_name")["model_size"].first().idxmax()
     cpt = small[(small["tokens"] > 0) & (small["size_name"] == top)]
     repeated = cpt.groupby("domain")["seed"].nunique().loc[lambda n: n > 1].index

@@ -68,6 +68,8 @@ def test_experiment_keeps_seed_0_or_every_seed_of_repeated_domains():
     assert set(small["seed"]) == {0} and len(small) == 4 and len(held) == 2
     small, held = validate.experiment(df, ("b", "a"), "c", all_seeds=True)  # the largest by size, not by order
     assert set(small["domain"]) == {"code"} and len(small) == 4 and held["domain"].tolist() == ["code"]
+    small, held = validate.experiment(df, ("x", "y"), "c", all_seeds=True)  # sizes never swept: empty, no error
+    assert small.empty and held.empty
 
 
 def test_regret_on_seed_means_pools_the_repeats(monkeypatch):
