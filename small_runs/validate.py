@@ -275,10 +275,11 @@ def summarise(acc_rows: pd.DataFrame, recs: pd.DataFrame) -> tuple[pd.DataFrame,
     if recs.empty:
         return acc, pd.DataFrame()
     absmed = lambda x: float(np.nanmedian(np.abs(x))) if x.notna().any() else np.nan  # noqa: E731
+    absmax = lambda x: float(np.max(np.abs(x)))  # noqa: E731
     u = recs.groupby("law", sort=False).agg(
-        **{"median abs regret %": ("regret %", absmed), "max abs regret %": ("regret %", lambda x: float(np.max(np.abs(x)))),
+        **{"median abs regret %": ("regret %", absmed), "max abs regret %": ("regret %", absmax),
            "median abs regret % (isotonic)": ("regret % (isotonic)", absmed),
-           "max abs regret % (isotonic)": ("regret % (isotonic)", lambda x: float(np.max(np.abs(x)))),
+           "max abs regret % (isotonic)": ("regret % (isotonic)", absmax),
            "median abs regret % (seed means)": ("regret % (seed means)", absmed),
            "max L_g rise %": ("L_g rise % at predicted", "max")})
     return acc, u
