@@ -20,6 +20,10 @@ LADDER: dict[str, tuple[int, int, int, int]] = {
     "s2": (64, 2, 4, 176),      # ~0.10M: s with 2 layers, the largest fitted size of the >= 4x held-out test
     "s3": (56, 3, 4, 136),      # ~0.11M: 3 layers like s; the largest fitted size of the clean >= 4x held-out test
     "s": (64, 3, 4, 176),       # ~0.15M
+    # the depth-matched ladder: 4 layers and 4 heads like m, only the width grows; N matches xxs, xs, s3 (+-9%)
+    "xxs4": (24, 4, 4, 64),     # ~0.03M
+    "xs4": (32, 4, 4, 88),      # ~0.05M
+    "s4": (48, 4, 4, 120),      # ~0.11M: m is 4.17x s4
     "m": (96, 4, 4, 256),       # ~0.44M
     "l": (128, 6, 4, 352),      # ~1.2M
     "xl": (192, 6, 6, 512),     # ~2.7M
