@@ -23,6 +23,7 @@ import functools
 import hashlib
 import json
 import os
+import string
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -38,20 +39,23 @@ from dcpt_law.table import LOSS_COLUMNS, with_base_general
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "small_runs" / "results"
 SEED_TABLES = ("seeds", "seeds_ladder", "seeds_ladder_music", "seeds_ladder_law", "seeds_ladder_chemistry",
-               "seeds_ladder_s2", "seeds_heldout")  # seeds 1, 2
-TABLES = ("pilot", "multidomain", "xxs", "s3", "s2", "heldout_grid", "heldout_extra", *SEED_TABLES)
+               "seeds_ladder_s2", "seeds_ladder4", "seeds_heldout")  # seeds 1, 2
+TABLES = ("pilot", "multidomain", "xxs", "s3", "s2", "ladder4", "heldout_grid", "heldout_extra", *SEED_TABLES)
 SMALL_SIZES = ("xs", "s", "m")  # the grid of the splits and cross-domain sections ...
 GRID_TABLES = ("pilot", "multidomain")  # ... from these tables (complete 9-ratio grids)
 # held-out experiments: label -> (sizes fitted, size held out). m (443K non-embedding parameters) is 4.16x s3,
 # the largest size of the headline fit (m4c: a clean ladder, each base model better than the one below), 4.4x s2
-# (m4x: s2's base model is worse than the smaller xs's) and 2.9x s; these fits stay in the regime where a bigger
+# (m4x: 2 layers, s2's CPT gains barely above the smaller xs's), 4.17x s4 (m4d: the depth-matched ladder xxs4, xs4,
+# s4, 4 layers and 4 heads like m, the N of xxs, xs, s3) and 2.9x s; these fits stay in the regime where a bigger
 # model is better at our 1M-token base budget. xl (6x m, 0.4 base tokens per parameter) is not, and shows what
 # happens then. The label names the configs of the extra runs next to each experiment's prediction
 # (heldout_extra_<label>_*). The third element: fit on every seed of the fitted sizes (m4c3: all four domains,
-# seeds 0-2 of xs and s3; m4x3: of xs and s2), not seed 0 alone; only domains with repeated seeds are then shown.
+# seeds 0-2 of xs and s3; m4x3: of xs and s2; m4d3: of all three), not seed 0 alone; only domains with repeated
+# seeds are then shown.
 # The held-out size is always seed 0.
 EXPERIMENTS = {"m4c": (("xxs", "xs", "s3"), "m", False), "m4c3": (("xxs", "xs", "s3"), "m", True),
                "m4x": (("xxs", "xs", "s2"), "m", False), "m4x3": (("xxs", "xs", "s2"), "m", True),
+               "m4d": (("xxs4", "xs4", "s4"), "m", False), "m4d3": (("xxs4", "xs4", "s4"), "m", True),
                "m": (("xxs", "xs", "s"), "m", False),
                "xl": (("xs", "s", "m"), "xl", False)}
 TOLERANCE = 0.03
@@ -572,7 +576,7 @@ def main(argv=None):
         names, seeds = ", ".join(fitted), " (every seed)" if all_seeds else ""
         titles[label] = f"{names} -> {held_out}{seeds}"
         every_seed = data[(data["size_name"] == held_out) & data["domain"].isin(held["domain"].unique())]
-        jobs.append((heldout_job, (small, held, out / "figures", f"{'abcdef'[i]}. Held-out size {held_out}, "
+        jobs.append((heldout_job, (small, held, out / "figures", f"{string.ascii_lowercase[i]}. Held-out size {held_out}, "
                                    f"fitted on {names}{seeds}", label, every_seed)))
     small = experiment(data[data["table"].isin(GRID_TABLES)], SMALL_SIZES, None)[0]
     jobs.append((md_lines, ("## 2. The paper's generalisation splits (small sizes)", "")))
