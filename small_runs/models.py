@@ -24,6 +24,11 @@ LADDER: dict[str, tuple[int, int, int, int]] = {
     "xxs4": (24, 4, 4, 64),     # ~0.03M
     "xs4": (32, 4, 4, 88),      # ~0.05M
     "s4": (48, 4, 4, 120),      # ~0.11M: m is 4.17x s4
+    # the same three with m's head shape: heads 24-32 wide (m: 4 x 24) instead of 6-12, so N, width and depth
+    # stay those of xxs4, xs4, s4 and only the head count moves (it changes no parameter count)
+    "xxs4h": (24, 4, 1, 64),    # ~0.03M, one 24-wide head
+    "xs4h": (32, 4, 1, 88),     # ~0.05M, one 32-wide head
+    "s4h": (48, 4, 2, 120),     # ~0.11M, two 24-wide heads
     "m": (96, 4, 4, 256),       # ~0.44M
     "l": (128, 6, 4, 352),      # ~1.2M
     "xl": (192, 6, 6, 512),     # ~2.7M

@@ -138,6 +138,15 @@ def test_param_counts_are_measured():
         prev = c["non_embedding"]
 
 
+def test_head_shape_ladder_changes_only_the_head_count():
+    """xxs4h / xs4h / s4h: the width, depth and N of xxs4 / xs4 / s4, with fewer, wider heads (m4h vs m4d)."""
+    for size in ("xxs4", "xs4", "s4"):
+        a, b = build_model(ModelSpec(size, 512, 64)), build_model(ModelSpec(size + "h", 512, 64))
+        assert count_params(a) == count_params(b)
+        ha, hb = a.config.hidden_size // a.config.num_attention_heads, b.config.hidden_size // b.config.num_attention_heads
+        assert hb >= 24 > ha
+
+
 # --- sweeps ------------------------------------------------------------------------------------------
 
 def test_sweep_refuses_a_table_of_another_tokenizer(tmp_path):
