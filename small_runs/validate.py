@@ -39,23 +39,26 @@ from dcpt_law.table import LOSS_COLUMNS, with_base_general
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "small_runs" / "results"
 SEED_TABLES = ("seeds", "seeds_ladder", "seeds_ladder_music", "seeds_ladder_law", "seeds_ladder_chemistry",
-               "seeds_ladder_s2", "seeds_ladder4", "seeds_heldout")  # seeds 1, 2
-TABLES = ("pilot", "multidomain", "xxs", "s3", "s2", "ladder4", "heldout_grid", "heldout_extra", *SEED_TABLES)
+               "seeds_ladder_s2", "seeds_ladder4", "seeds_ladder4h", "seeds_heldout")  # seeds 1, 2
+TABLES = ("pilot", "multidomain", "xxs", "s3", "s2", "ladder4", "ladder4h", "heldout_grid", "heldout_extra",
+          *SEED_TABLES)
 SMALL_SIZES = ("xs", "s", "m")  # the grid of the splits and cross-domain sections ...
 GRID_TABLES = ("pilot", "multidomain")  # ... from these tables (complete 9-ratio grids)
 # held-out experiments: label -> (sizes fitted, size held out). m (443K non-embedding parameters) is 4.16x s3,
 # the largest size of the headline fit (m4c: a clean ladder, each base model better than the one below), 4.4x s2
 # (m4x: 2 layers, s2's CPT gains barely above the smaller xs's), 4.17x s4 (m4d: the depth-matched ladder xxs4, xs4,
-# s4, 4 layers and 4 heads like m, the N of xxs, xs, s3) and 2.9x s; these fits stay in the regime where a bigger
+# s4, 4 layers and 4 heads like m, the N of xxs, xs, s3; m4h: the same with m's head shape, 1-2 heads 24-32
+# wide) and 2.9x s; these fits stay in the regime where a bigger
 # model is better at our 1M-token base budget. xl (6x m, 0.4 base tokens per parameter) is not, and shows what
 # happens then. The label names the configs of the extra runs next to each experiment's prediction
 # (heldout_extra_<label>_*). The third element: fit on every seed of the fitted sizes (m4c3: all four domains,
-# seeds 0-2 of xs and s3; m4x3: of xs and s2; m4d3: of all three), not seed 0 alone; only domains with repeated
+# seeds 0-2 of xs and s3; m4x3: of xs and s2; m4d3, m4h3: of all three), not seed 0 alone; only domains with repeated
 # seeds are then shown.
 # The held-out size is always seed 0.
 EXPERIMENTS = {"m4c": (("xxs", "xs", "s3"), "m", False), "m4c3": (("xxs", "xs", "s3"), "m", True),
                "m4x": (("xxs", "xs", "s2"), "m", False), "m4x3": (("xxs", "xs", "s2"), "m", True),
                "m4d": (("xxs4", "xs4", "s4"), "m", False), "m4d3": (("xxs4", "xs4", "s4"), "m", True),
+               "m4h": (("xxs4h", "xs4h", "s4h"), "m", False), "m4h3": (("xxs4h", "xs4h", "s4h"), "m", True),
                "m": (("xxs", "xs", "s"), "m", False),
                "xl": (("xs", "s", "m"), "xl", False)}
 TOLERANCE = 0.03
@@ -190,13 +193,16 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
     lines = [f"## 1{title}", ""]
     if held.empty or small.empty:
         return lines + ["Not run yet (see the configs in small_runs/configs/).", ""]
-    rows, recs, fig_lines, resid = [], [], [], []
+    rows, recs, fig_lines, resid, ceil = [], [], [], [], []
     for dom in sorted(set(held["domain"]) & set(complete_domains(small))):
         train = small[small["domain"] == dom]
         test = with_base_general(held[held["domain"] == dom])  # G of the anchored laws: the held-out base model's
         test = test[test["tokens"] > 0]
         if test.empty:  # only its base row so far
             continue
+        by_seed = seed_means(held_seeds, dom)
+        if not by_seed.empty:
+            ceil += [{"domain": dom, "target": t, **seed_ceiling(test, by_seed, t)} for t in ("domain", "general")]
         Nh = float(test["model_size"].iloc[0])
         at_dmax = (test["tokens"] == test["tokens"].max()).to_numpy()  # where usage 1 asks the law
         for candidate, f in fit_candidates(train, dom):
@@ -208,13 +214,20 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                                                base_general_loss=test["base_general_loss"].to_numpy(float)))
                 obs = test[LOSS_COLUMNS[t]].to_numpy(float)
                 m = _metrics(pred, obs, 1e-3)
+                share = _share(test, t) > 0  # without the runs that never saw this corpus (see seed_ceiling)
+                m_pos = _metrics(pred[share], obs[share], 1e-3)
+                m_means = _metrics(np.asarray(f[t].predict(
+                    by_seed["model_size"], by_seed["tokens"], by_seed["domain_ratio"], warn=False,
+                    base_general_loss=by_seed["base_general_loss"].to_numpy(float))), by_seed[LOSS_COLUMNS[t]].to_numpy(float),
+                    1e-3) if not by_seed.empty else {"r2": np.nan}
                 by_ratio = pd.Series(100 * (pred / obs - 1)).groupby(test["domain_ratio"].to_numpy()).mean()
                 resid.append({"domain": dom, "law": law, "target": t,
                               **{f"{r:.2f}": v for r, v in by_ratio.items()}})
                 rows.append({"domain": dom, "law": law, "target": t, "N fitted": ", ".join(
                     dl.format_count(n) for n in sorted(train["model_size"].unique())), "N held out": dl.format_count(Nh),
                     "R2": m["r2"], "MAPE %": m["mape"], "Huber": m["huber"],
-                    "MAPE % at D max": _metrics(pred[at_dmax], obs[at_dmax], 1e-3)["mape"]})
+                    "MAPE % at D max": _metrics(pred[at_dmax], obs[at_dmax], 1e-3)["mape"],
+                    "R2 (share > 0)": m_pos["r2"], "MAPE % (share > 0)": m_pos["mape"], "R2 (seed means)": m_means["r2"]})
             base = held[(held["domain"] == dom) & (held["tokens"] == 0)]
             if base.empty:
                 continue
@@ -234,7 +247,7 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
     if not rows:
         return lines + ["No domain has both a complete small-size grid and held-out runs yet.", ""]
     if tables is not None:
-        tables.update(accuracy=pd.DataFrame(rows), usage=pd.DataFrame(recs))
+        tables.update(accuracy=pd.DataFrame(rows), usage=pd.DataFrame(recs), ceiling=pd.DataFrame(ceil))
     base = pd.concat([small, held])
     G = base[base["tokens"] == 0].groupby("size_name")[["model_size", "general_loss"]].mean().sort_values("model_size")
     lines += ["Fit on the small sizes, predict every logged point of the held-out size. MAPE at D max: only the "
@@ -242,7 +255,9 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
               "transient that no power of D follows, where the loss of SMILES or ABC falls by half). The anchored laws take the "
               "size from G, the base model's general loss: " + ", ".join(
                   f"{name} ({dl.format_count(r.model_size)}) {r.general_loss:.3f}" for name, r in G.iterrows()) + ".", "",
-              md(pd.DataFrame(rows)), ""]
+              md(_drop_empty(pd.DataFrame(rows))), ""]
+    if ceil:
+        lines += [CEILING_TEXT, "", md(pd.DataFrame(ceil)), ""]
     lines += ["Where the errors sit: mean signed error (%, predicted / observed - 1) at the held-out size, per "
               "trained ratio r_d (over its token counts). The general loss at r_d near 1 is the forgetting regime.",
               "", md(_by_ratio_columns(pd.DataFrame(resid))), ""]
@@ -257,9 +272,9 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                   "constraint (see the general-loss rise). Regret (isotonic): the same on the isotonic fits of the "
                   "observed curves (L_d non-increasing, L_g non-decreasing in r_d), which pool the ~1% seed noise of "
                   "single runs instead of crediting the best lucky run (dcpt_law.ratio_regret). Regret (seed means): "
-                  "the same on the means over seeds 0-2 of the three ratios around the best one that were repeated "
-                  "(small_runs/configs/seeds_heldout_*.toml), against the mean L_g0 of the seeds' base models; "
-                  "blank where the prediction falls outside them.", "", md(_drop_empty(pd.DataFrame(recs))), ""]
+                  "the same on the means over seeds 0-2 of the ratios that every seed ran (at m: the 9 grid ratios and "
+                  "the three around the best one, small_runs/configs/seeds_heldout_*.toml), against the mean L_g0 of "
+                  "the seeds' base models; blank where the prediction falls outside them.", "", md(_drop_empty(pd.DataFrame(recs))), ""]
     # the short version first: medians over domains
     acc, u = summarise(pd.DataFrame(rows), pd.DataFrame(recs))
     short = [f"Summary over {len(set(r['domain'] for r in rows))} domains: accuracy at the held-out size (medians).", "",
@@ -273,7 +288,9 @@ def summarise(acc_rows: pd.DataFrame, recs: pd.DataFrame) -> tuple[pd.DataFrame,
     """Medians over domains of one experiment: (accuracy by law, columns "<metric> <target> (median)"; usage 1 by
     law: median / max |regret| on runs, isotonic fits and seed means, and the largest general-loss rise).
     The headline reads the recommended pair's rows from these."""
-    acc = acc_rows.groupby(["law", "target"], sort=False)[["R2", "MAPE %", "MAPE % at D max"]].median()
+    cols = [c for c in ("R2", "MAPE %", "MAPE % at D max", "R2 (share > 0)", "MAPE % (share > 0)", "R2 (seed means)")
+            if c in acc_rows and acc_rows[c].notna().any()]
+    acc = acc_rows.groupby(["law", "target"], sort=False)[cols].median()
     acc = acc.unstack("target")
     acc.columns = [f"{m} {t} (median)" for m, t in acc.columns]
     if recs.empty:
@@ -323,6 +340,7 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
              "held-out size (medians over domains; the sections below give every law, domain and ratio). Regret of "
              "usage 1 on single runs, on their isotonic fits and on seed means (see 1).", "",
              md(pd.concat([pd.DataFrame([goal]), body := _drop_empty(pd.DataFrame(rows))])[body.columns]), ""]
+    lines += noise_headline(results, pair)
     noise = held_out_seed_noise(data)
     if not noise.empty:
         lines += ["Seed noise at the held-out size, where runs were repeated (seeds 0-2; each its own base model and "
@@ -330,6 +348,32 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
                   "its repeated ratios. Single-run errors and regrets below these are noise.", "",
                   md(noise), ""]
     return lines
+
+
+def noise_headline(results: dict[str, tuple[str, dict]], pair: dict) -> list[str]:
+    """The recommended pair's accuracy next to the seed-to-seed ceiling (medians over domains), for the
+    experiments whose held-out size was repeated over seeds: what of the gap to the goals is law, what is noise."""
+    rows = []
+    for label, (title, t) in results.items():
+        if not t or t.get("ceiling") is None or t["ceiling"].empty:
+            continue
+        acc = summarise(t["accuracy"], t["usage"])[0]
+        c = t["ceiling"].groupby("target").median(numeric_only=True)
+        pick = lambda m, tg: acc.loc[pair[tg], f"{m} {tg} (median)"]  # noqa: E731
+        rows.append({"experiment": label, **{k: v for tg in ("domain", "general") for k, v in (
+            (f"R2 {tg}", pick("R2", tg)), (f"(seed means) {tg}", pick("R2 (seed means)", tg)),
+            (f"(ceiling) {tg}", c.loc[tg, "R2 ceiling"]))},
+            "R2 general, r_d < 1": pick("R2 (share > 0)", "general"),
+            "(ceiling), r_d < 1": c.loc["general", "R2 ceiling (share > 0)"],
+            "MAPE % general, r_d < 1": pick("MAPE % (share > 0)", "general"),
+            "(noise)": c.loc["general", "noise MAPE % (share > 0)"]})
+    if not rows:
+        return []
+    return ["Against the seed noise (the held-out size m was repeated with seeds 1-2 at every grid ratio): R2 of "
+            "the recommended pair on seed 0's runs, on the seed means, and the ceiling a noise-free law would reach "
+            "on seed 0's runs (see 1, the ceiling tables); the general loss also without r_d = 1, the runs that see "
+            "no general data (forgetting without replay, which no usage reads). Medians over domains.", "",
+            md(pd.DataFrame(rows)), ""]
 
 
 def held_out_seed_noise(data: pd.DataFrame) -> pd.DataFrame:
@@ -344,21 +388,63 @@ def held_out_seed_noise(data: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index().rename(columns={"size_name": "size"})
 
 
+def seed_means(held_seeds: pd.DataFrame | None, dom: str) -> pd.DataFrame:
+    """The held-out size's CPT evaluations of ``dom`` averaged over seeds, at the (r_d, tokens) cells that every
+    seed ran: model_size, both losses and base_general_loss (the mean G of the seeds' base models), and the
+    variance over seeds of each loss ("var domain", "var general"). Empty without repeats."""
+    if held_seeds is None or held_seeds.empty:
+        return pd.DataFrame()
+    runs = with_base_general(held_seeds[held_seeds["domain"] == dom])
+    runs, key = runs[runs["tokens"] > 0], ["domain_ratio", "tokens"]
+    n = runs.groupby(key)["seed"].transform("nunique")
+    if runs.empty or n.max() < 2:
+        return pd.DataFrame()
+    g = runs[n == n.max()].groupby(key)
+    out = g[["model_size", "domain_loss", "general_loss", "base_general_loss"]].mean()
+    for t in ("domain", "general"):
+        out[f"var {t}"] = g[LOSS_COLUMNS[t]].var(ddof=1)
+    return out.reset_index()
+
+
+def _share(df: pd.DataFrame, target: str) -> np.ndarray:
+    """The share of the training mixture from the corpus each row's ``target`` loss is evaluated on (r_d or r_g)."""
+    r = df["domain_ratio"].to_numpy(float)
+    return r if target == "domain" else 1 - r
+
+
+CEILING_TEXT = ("Seed-to-seed ceiling at the held-out size: what a law that knew the expected loss of every run exactly "
+                "would score against these single runs, given the spread over seeds 0-2 (each its own base model and "
+                "data order) at the cells every seed ran. R2 ceiling = 1 - (mean variance over seeds) / (variance of "
+                "the scored runs); noise MAPE = mean E|e| / L for e ~ N(0, that variance). (share > 0): without the "
+                "runs whose mixture holds none of the scored corpus (r_d = 1 for the general loss, r_d = 0 for the "
+                "domain loss). The general loss at r_d = 1 is forgetting with no replay: at m on chemistry it ends "
+                "at 2.9-3.1x the base model's (SMILES only), against 1.6-2.2x at the small sizes, and it varies "
+                "between seeds as much as between sizes; no usage reads it (usage 1 caps the rise of L_g at 3%).")
+
+
+def seed_ceiling(test: pd.DataFrame, means: pd.DataFrame, target: str) -> dict:
+    """Seed-noise bounds on one (domain, target) of the held-out size: the R^2 a noise-free law would reach on
+    the scored single runs ``test`` (1 - mean seed variance / variance of the runs), on all of them and on
+    those with a share > 0 of the target's corpus, and the noise MAPE there (sqrt(2/pi) * sd / mean, %)."""
+    col, var, out = LOSS_COLUMNS[target], f"var {target}", {}
+    for tag, t, m in (("", test, means), (" (share > 0)", test[_share(test, target) > 0],
+                                          means[_share(means, target) > 0])):
+        out[f"R2 ceiling{tag}"] = 1 - m[var].mean() / t[col].to_numpy(float).var()
+    pos = means[_share(means, target) > 0]
+    out["noise MAPE % (share > 0)"] = 100 * np.sqrt(2 / np.pi) * float((np.sqrt(pos[var]) / pos[col]).mean())
+    out["cells"] = len(means)
+    return out
+
+
 def seed_mean_regret(held_seeds: pd.DataFrame | None, dom: str, D: float, ratio: float) -> float:
     """Regret (%) of ``ratio`` on the seed means of the held-out size's runs at D tokens, over the ratios trained
     with every seed only: a seed's offset (its base model) must not decide which ratio is best. NaN without
     repeats or where ``ratio`` falls outside the repeated ratios."""
-    if held_seeds is None or held_seeds.empty:
+    means = seed_means(held_seeds, dom)
+    last = means[means["tokens"] == D] if not means.empty else means
+    if last.empty or not last["domain_ratio"].min() <= ratio <= last["domain_ratio"].max():
         return np.nan
-    runs = held_seeds[held_seeds["domain"] == dom]
-    last, base = runs[runs["tokens"] == D], runs[runs["tokens"] == 0]
-    n = last.groupby("domain_ratio")["seed"].nunique()
-    if last.empty or n.max() < 2:
-        return np.nan
-    last = last[last["domain_ratio"].isin(n.index[n == n.max()])]
-    if not last["domain_ratio"].min() <= ratio <= last["domain_ratio"].max():
-        return np.nan
-    L_g0 = float(base.groupby("seed")["general_loss"].mean().mean())  # one base model per seed
+    L_g0 = float(last["base_general_loss"].iloc[0])  # the mean over the seeds' base models
     return 100 * dl.ratio_regret(last, ratio, L_g0, TOLERANCE)["regret"]
 
 

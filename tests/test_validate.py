@@ -132,6 +132,29 @@ def test_headline_scores_the_recommended_pair_against_the_goals():
     assert any(ln.startswith("| goal (issue 6) | >= 3 | >= 0.98") for ln in lines)
 
 
+def test_headline_puts_the_seed_ceiling_next_to_the_pair():
+    import dcpt_law as dl
+
+    pair = dl.RECOMMENDED_LAW
+    acc = pd.DataFrame([{"domain": d, "law": pair[t], "target": t, "R2": 0.9 - k, "MAPE %": 1.0, "MAPE % at D max": 1.0,
+                         "R2 (share > 0)": 0.95 - k, "MAPE % (share > 0)": 0.8 + k, "R2 (seed means)": 0.93 - k}
+                        for k, d in ((0.0, "code"), (0.1, "law"), (0.2, "music")) for t in ("domain", "general")])
+    ceil = pd.DataFrame([{"domain": d, "target": t, "R2 ceiling": 0.99 - k, "R2 ceiling (share > 0)": 0.98 - k,
+                          "noise MAPE % (share > 0)": 0.5 + k, "cells": 10}
+                         for k, d in ((0.0, "code"), (0.01, "law"), (0.02, "music")) for t in ("domain", "general")])
+    text = "\n".join(validate.headline({"m4d": ("t", {"accuracy": acc, "usage": pd.DataFrame(), "ceiling": ceil})},
+                                       pd.DataFrame()))
+    lines = text.splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("Against the seed noise"))
+    header, row = lines[i + 2], next(ln for ln in lines[i:] if ln.startswith("| m4d |"))
+    cells = dict(zip((c.strip() for c in header.split("|")), (c.strip() for c in row.split("|"))))
+    assert float(cells["R2 general"]) == 0.8 and float(cells["(seed means) general"]) == 0.83  # medians over domains
+    assert float(cells["(ceiling) general"]) == 0.98 and float(cells["(ceiling), r_d < 1"]) == 0.97
+    assert float(cells["R2 general, r_d < 1"]) == 0.85 and float(cells["(noise)"]) == 0.51
+    no_seeds = validate.headline({"m4d": ("t", {"accuracy": acc, "usage": pd.DataFrame()})}, pd.DataFrame())
+    assert not any(ln.startswith("Against the seed noise") for ln in no_seeds)  # nothing repeated: no table
+
+
 def test_held_out_seed_noise_is_the_spread_of_the_repeats():
     rows = [("code", "m", 0.8, 100, s, 4.0 + s * 0.1, 5.0, "seeds_heldout" if s else "heldout") for s in (0, 1, 2)]
     rows += [("code", "m", 0.9, 100, 0, 3.0, 6.0, "heldout")]  # not repeated: not in the table
@@ -142,6 +165,33 @@ def test_held_out_seed_noise_is_the_spread_of_the_repeats():
     assert out["size"].tolist() == ["m"] and out["ratios"].iloc[0] == 1 and out["seeds"].iloc[0] == 3
     assert abs(out["mean CV % domain"].iloc[0] - 100 * 0.1 / 4.1) < 1e-9  # std 0.1 of 4.0, 4.1, 4.2
     assert out["mean CV % general"].iloc[0] == 0
+
+
+def test_seed_ceiling_is_what_a_noise_free_law_scores_on_single_runs():
+    """Seeds 0-2 at +d, 0, -d around a known truth: the means recover it, the ceiling is 1 - d^2 / var(seed 0)."""
+    d, truth = 0.05, {(r, D): 5.0 - 2 * r - D / 1000 for r in (0.0, 0.5, 1.0) for D in (100, 200)}
+    rows = [("code", 1e5, D, r, s, v + d * (1 - s), v + 1.0 + d * (1 - s)) for (r, D), v in truth.items()
+            for s in (0, 1, 2)]
+    rows += [("code", 1e5, 0, 0.0, s, 6.0, 4.0 + 0.01 * s) for s in (0, 1, 2)]  # base models
+    rows += [("code", 1e5, 100, 0.25, 0, 4.7, 5.7)]  # a ratio only seed 0 ran: scored, not averaged
+    df = pd.DataFrame(rows, columns=["domain", "model_size", "tokens", "domain_ratio", "seed", "domain_loss",
+                                     "general_loss"])
+    means = validate.seed_means(df, "code")
+    assert len(means) == 6 and np.allclose(means["domain_loss"], [truth[k] for k in zip(means["domain_ratio"],
+                                                                                       means["tokens"])])
+    assert np.allclose(means["var domain"], d ** 2) and np.allclose(means["var general"], d ** 2)
+    assert np.allclose(means["base_general_loss"], 4.01)  # the mean G of the three base models
+    test = df[(df["seed"] == 0) & (df["tokens"] > 0)]
+    c = validate.seed_ceiling(test, means, "domain")
+    assert abs(c["R2 ceiling"] - (1 - d ** 2 / test["domain_loss"].var(ddof=0))) < 1e-12
+    pos = test[test["domain_ratio"] > 0]  # the domain loss without the runs that saw no domain data
+    assert abs(c["R2 ceiling (share > 0)"] - (1 - d ** 2 / pos["domain_loss"].var(ddof=0))) < 1e-12
+    expected = 100 * np.sqrt(2 / np.pi) * np.mean([d / v for (r, D), v in truth.items() if r > 0])
+    assert abs(c["noise MAPE % (share > 0)"] - expected) < 1e-9
+    g = validate.seed_ceiling(test, means, "general")  # r_g = 1 - r_d: now r_d = 1 is the one left out
+    pos = test[test["domain_ratio"] < 1]
+    assert abs(g["R2 ceiling (share > 0)"] - (1 - d ** 2 / pos["general_loss"].var(ddof=0))) < 1e-12
+    assert validate.seed_means(df[df["seed"] == 0], "code").empty  # no repeats: nothing to average
 
 
 def test_fit_cache_reuses_a_fit_of_the_same_rows_and_refits_changed_rows(tmp_path, monkeypatch):
