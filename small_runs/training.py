@@ -55,7 +55,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def pick_device(name: str = "auto", precision: str = "auto") -> torch.device:
-    """CUDA when present (TF32 on unless ``precision`` is fp32), else CPU with every core."""
+    """CUDA when present (TF32 on unless ``precision`` is fp32), else CPU with every core ($DCPT_CPU_THREADS
+    threads where set)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(name)
@@ -63,8 +64,8 @@ def pick_device(name: str = "auto", precision: str = "auto") -> torch.device:
         tf32 = resolve_precision(precision, dev) != "fp32"
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
-    else:
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    else:  # every core, or the share of one of several parallel workers (sweeps.run_sweep(jobs=...))
+        torch.set_num_threads(max(1, int(os.environ.get("DCPT_CPU_THREADS") or os.cpu_count() or 1)))
     return dev
 
 

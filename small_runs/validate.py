@@ -121,13 +121,20 @@ def complete_domains(df: pd.DataFrame) -> list[str]:
 
 
 @functools.lru_cache(maxsize=2)
+# the dcpt_law modules a fit's parameters depend on (the command line, plots and reports do not)
+FIT_SOURCES = ("__init__", "_warn", "fitting", "laws", "provenance", "search", "table", "units")
+
+
 def _code_version(with_this_file: bool) -> str:
-    """Hash of the code a cached result depends on: numpy / scipy versions and dcpt_law's sources (a fit),
-    plus this file (a section: its tables are formatted here)."""
+    """Hash of the code a cached result depends on: numpy / scipy versions and dcpt_law's fitting sources
+    (FIT_SOURCES: a fit), or every dcpt_law source plus this file (a section: it predicts, optimises and
+    formats its tables here)."""
     import scipy
 
     h = hashlib.sha1(f"{np.__version__} {scipy.__version__}".encode())
-    for f in sorted((ROOT / "dcpt_law").glob("*.py")) + ([Path(__file__)] if with_this_file else []):
+    files = ([ROOT / "dcpt_law" / f"{name}.py" for name in FIT_SOURCES] if not with_this_file
+             else [*sorted((ROOT / "dcpt_law").glob("*.py")), Path(__file__)])
+    for f in files:
         h.update(f.read_bytes())
     return h.hexdigest()
 

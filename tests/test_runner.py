@@ -256,6 +256,28 @@ def test_killed_run_resumes_with_identical_rows(tmp_path):
     pd.testing.assert_frame_equal(a, b, rtol=1e-5)
 
 
+def test_parallel_workers_log_the_same_runs_as_one_process(tmp_path):
+    """run_sweep(jobs=2): bases first, then the CPT runs side by side, each appending under the lock; the rows
+    match a one-process sweep of the same config (CPU threads differ, so not bit for bit), and a re-run skips all."""
+    first = ci_config(tmp_path / "a", sizes=["xxs"], ratios=[0.0, 1.0])
+    one = dl.load_losses(sweeps.run_sweep(first, log=lambda m: None))
+    cfg = ci_config(tmp_path / "b", sizes=["xxs"], ratios=[0.0, 1.0])
+    msgs = []
+    path = sweeps.run_sweep(cfg, jobs=2, log=msgs.append)
+    two = dl.load_losses(path)
+    assert sum(m.endswith(" done") for m in msgs) == 3  # 1 base + 2 CPT runs, each reported
+    key = ["run_id", "domain", "tokens"]
+    a, b = one.sort_values(key).reset_index(drop=True), two.sort_values(key).reset_index(drop=True)
+    assert a[key].equals(b[key])
+    for col in ("domain_loss", "general_loss"):
+        assert np.allclose(a[col], b[col], rtol=1e-4), col
+    before = path.read_bytes()
+    sweeps.run_sweep(cfg, jobs=2, log=lambda m: None)
+    assert path.read_bytes() == before
+    with pytest.raises(sweeps.ConfigError, match="jobs"):
+        sweeps.run_sweep(cfg, jobs=0)
+
+
 def test_submitit_local_executor(tmp_path):
     submitit = pytest.importorskip("submitit")
     cfg = ci_config(tmp_path, sizes=["xxs"], ratios=[0.0, 1.0])
