@@ -120,11 +120,11 @@ def complete_domains(df: pd.DataFrame) -> list[str]:
     return out
 
 
-@functools.lru_cache(maxsize=2)
 # the dcpt_law modules a fit's parameters depend on (the command line, plots and reports do not)
 FIT_SOURCES = ("__init__", "_warn", "fitting", "laws", "provenance", "search", "table", "units")
 
 
+@functools.lru_cache(maxsize=2)
 def _code_version(with_this_file: bool) -> str:
     """Hash of the code a cached result depends on: numpy / scipy versions and dcpt_law's fitting sources
     (FIT_SOURCES: a fit), or every dcpt_law source plus this file (a section: it predicts, optimises and
