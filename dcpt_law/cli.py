@@ -44,7 +44,7 @@ def cmd_sweep(a):
     if a.dry_run:
         sweeps.dry_run(cfg)
         return
-    path = sweeps.run_sweep(cfg, launcher=a.launcher)
+    path = sweeps.run_sweep(cfg, launcher=a.launcher, jobs=a.jobs)
     print(f"loss table: {path}")
 
 
@@ -194,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="run a sweep config (base models, then CPT runs) into <out>/losses.csv")
     sw.add_argument("config")
     sw.add_argument("--launcher", choices=["local", "slurm", "ray"], default="local")
+    sw.add_argument("--jobs", type=int, default=1, help="local launcher: worker processes side by side (bases first, "
+                    "then CPT runs); on one GPU tiny models train faster together (benchmarks/bench_parallel.py)")
     sw.add_argument("--dry-run", action="store_true", help="list runs with estimated FLOPs and time, train nothing")
     sw.add_argument("--out", help="output folder (default from the config)")
     sw.set_defaults(func=cmd_sweep)
