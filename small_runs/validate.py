@@ -429,8 +429,8 @@ CEILING_TEXT = ("Seed-to-seed ceiling at the held-out size: what a law that knew
                 "(share > 0): without the "
                 "runs whose mixture holds none of the scored corpus (r_d = 1 for the general loss, r_d = 0 for the "
                 "domain loss). The general loss at r_d = 1 is forgetting with no replay: at m on chemistry it ends "
-                "at 2.9-3.1x the base model's (SMILES only), against 1.6-2.2x at the small sizes, and it varies "
-                "between seeds as much as between sizes; no usage reads it (usage 1 caps the rise of L_g at 3%).")
+                "at 3.0-3.2x the base model's (SMILES only, seeds 0-2), against 1.4-2.8x at the sizes below it, "
+                "s4's seeds alone spanning 1.6-2.8x; no usage reads it (usage 1 caps the rise of L_g at 3%).")
 
 
 def seed_ceiling(test: pd.DataFrame, means: pd.DataFrame, target: str) -> dict:
