@@ -672,8 +672,9 @@ def run_sweep(cfg: SweepConfig, launcher: str = "local", log=print, executor=Non
 def run_parallel(stages, jobs: int, log=print) -> None:
     """Run each stage's jobs in ``jobs`` worker processes (spawned: safe with CUDA), one stage after the
     other (bases, then the CPT runs that load them); every job appends its own rows under the table's
-    file lock. Tiny models leave a GPU launch-bound, so ~10-15 of them side by side train ~10x faster than
-    one; on a CPU each worker gets cpu_count / jobs threads. A failed job does not stop the others: the
+    file lock. Tiny models leave a GPU launch-bound, so several side by side fill it (benchmarks/
+    bench_parallel.py: 1.95x with 12 workers on an H200, once each has minutes of work); on a CPU each
+    worker gets cpu_count / jobs threads. A failed job does not stop the others: the
     first error is raised once its stage is done, and a re-run retries only what did not finish."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed

@@ -225,10 +225,10 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                 m = _metrics(pred, obs, 1e-3)
                 share = _share(test, t) > 0  # without the runs that never saw this corpus (see seed_ceiling)
                 m_pos = _metrics(pred[share], obs[share], 1e-3)
-                m_means = _metrics(np.asarray(f[t].predict(
+                m_means = {"r2": np.nan} if by_seed.empty else _metrics(np.asarray(f[t].predict(
                     by_seed["model_size"], by_seed["tokens"], by_seed["domain_ratio"], warn=False,
-                    base_general_loss=by_seed["base_general_loss"].to_numpy(float))), by_seed[LOSS_COLUMNS[t]].to_numpy(float),
-                    1e-3) if not by_seed.empty else {"r2": np.nan}
+                    base_general_loss=by_seed["base_general_loss"].to_numpy(float))),
+                    by_seed[LOSS_COLUMNS[t]].to_numpy(float), 1e-3)
                 by_ratio = pd.Series(100 * (pred / obs - 1)).groupby(test["domain_ratio"].to_numpy()).mean()
                 resid.append({"domain": dom, "law": law, "target": t,
                               **{f"{r:.2f}": v for r, v in by_ratio.items()}})
@@ -236,7 +236,8 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                     dl.format_count(n) for n in sorted(train["model_size"].unique())), "N held out": dl.format_count(Nh),
                     "R2": m["r2"], "MAPE %": m["mape"], "Huber": m["huber"],
                     "MAPE % at D max": _metrics(pred[at_dmax], obs[at_dmax], 1e-3)["mape"],
-                    "R2 (share > 0)": m_pos["r2"], "MAPE % (share > 0)": m_pos["mape"], "R2 (seed means)": m_means["r2"]})
+                    "R2 (share > 0)": m_pos["r2"], "MAPE % (share > 0)": m_pos["mape"],
+                    "R2 (seed means)": m_means["r2"]})
             base = held[(held["domain"] == dom) & (held["tokens"] == 0)]
             if base.empty:
                 continue
@@ -248,7 +249,7 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
             last = test[test["tokens"] == D]
             # trained ratios include 0 and 1 and L_g at r_d = 0 is below L_g0: an error here is a broken table
             raw, iso = (dl.ratio_regret(last, rec.ratio, L_g0, TOLERANCE, smooth=s) for s in (False, True))
-            means = seed_mean_regret(held_seeds, dom, D, rec.ratio)
+            means = seed_mean_regret(by_seed, D, rec.ratio)
             recs.append({"domain": dom, "law": law, "predicted r_d": rec.ratio, "best trained r_d": raw["best_ratio"],
                          "bracketing trained r_d": "{:.3g}-{:.3g}".format(*raw["bracket"]),
                          "regret %": 100 * raw["regret"], "regret % (isotonic)": 100 * iso["regret"],
@@ -283,7 +284,8 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                   "single runs instead of crediting the best lucky run (dcpt_law.ratio_regret). Regret (seed means): "
                   "the same on the means over seeds 0-2 of the ratios that every seed ran (at m: the 9 grid ratios and "
                   "the three around the best one, small_runs/configs/seeds_heldout_*.toml), against the mean L_g0 of "
-                  "the seeds' base models; blank where the prediction falls outside them.", "", md(_drop_empty(pd.DataFrame(recs))), ""]
+                  "the seeds' base models; blank where the prediction falls outside them.", "",
+                  md(_drop_empty(pd.DataFrame(recs))), ""]
     # the short version first: medians over domains
     acc, u = summarise(pd.DataFrame(rows), pd.DataFrame(recs))
     short = [f"Summary over {len(set(r['domain'] for r in rows))} domains: accuracy at the held-out size (medians).", "",
@@ -378,7 +380,7 @@ def noise_headline(results: dict[str, tuple[str, dict]], pair: dict) -> list[str
             "(noise)": c.loc["general", "noise MAPE % (share > 0)"]})
     if not rows:
         return []
-    return ["Against the seed noise (the held-out size m was repeated with seeds 1-2 at every grid ratio): R2 of "
+    return ["Against the seed noise (where the held-out size was repeated with seeds 1-2 over its grid): R2 of "
             "the recommended pair on seed 0's runs, on the seed means, and the ceiling a noise-free law would reach "
             "on seed 0's runs (see 1, the ceiling tables); the general loss also without r_d = 1, the runs that see "
             "no general data (forgetting without replay, which no usage reads). Medians over domains.", "",
@@ -437,21 +439,18 @@ def seed_ceiling(test: pd.DataFrame, means: pd.DataFrame, target: str) -> dict:
     """Seed-noise bounds on one (domain, target) of the held-out size: the R^2 a noise-free law would reach on
     the scored single runs ``test`` (1 - mean seed variance / variance of the runs), on all of them and on
     those with a share > 0 of the target's corpus, and the noise MAPE there (sqrt(2/pi) * sd / mean, %)."""
-    col, var, out = LOSS_COLUMNS[target], f"var {target}", {}
-    for tag, t, m in (("", test, means), (" (share > 0)", test[_share(test, target) > 0],
-                                          means[_share(means, target) > 0])):
-        out[f"R2 ceiling{tag}"] = 1 - m[var].mean() / t[col].to_numpy(float).var()
-    pos = means[_share(means, target) > 0]
-    out["noise MAPE % (share > 0)"] = 100 * np.sqrt(2 / np.pi) * float((np.sqrt(pos[var]) / pos[col]).mean())
-    out["cells"] = len(means)
-    return out
+    col, var = LOSS_COLUMNS[target], f"var {target}"
+    pos, test_pos = means[_share(means, target) > 0], test[_share(test, target) > 0]
+    return {"R2 ceiling": 1 - means[var].mean() / test[col].to_numpy(float).var(),
+            "R2 ceiling (share > 0)": 1 - pos[var].mean() / test_pos[col].to_numpy(float).var(),
+            "noise MAPE % (share > 0)": 100 * np.sqrt(2 / np.pi) * float((np.sqrt(pos[var]) / pos[col]).mean()),
+            "cells": len(means)}
 
 
-def seed_mean_regret(held_seeds: pd.DataFrame | None, dom: str, D: float, ratio: float) -> float:
-    """Regret (%) of ``ratio`` on the seed means of the held-out size's runs at D tokens, over the ratios trained
-    with every seed only: a seed's offset (its base model) must not decide which ratio is best. NaN without
-    repeats or where ``ratio`` falls outside the repeated ratios."""
-    means = seed_means(held_seeds, dom)
+def seed_mean_regret(means: pd.DataFrame, D: float, ratio: float) -> float:
+    """Regret (%) of ``ratio`` on the seed means (:func:`seed_means`) of the held-out size's runs at D tokens, over
+    the ratios trained with every seed only: a seed's offset (its base model) must not decide which ratio is best.
+    NaN without repeats or where ``ratio`` falls outside the repeated ratios."""
     last = means[means["tokens"] == D] if not means.empty else means
     if last.empty or not last["domain_ratio"].min() <= ratio <= last["domain_ratio"].max():
         return np.nan
