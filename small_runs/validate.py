@@ -328,12 +328,14 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
     seed noise of the held-out size next to them. ``results``: label -> (title, tables of heldout_section)."""
     pair = dl.RECOMMENDED_LAW
     name = dl.pair_name({t: pair[t] for t in ("domain", "general")})
-    rows = []
+    rows, noise_rows = [], []
     for label, (title, t) in results.items():
         if not t:
             continue
         acc, use = summarise(t["accuracy"], t["usage"])
         pick = lambda m, tg: acc.loc[pair[tg], f"{m} {tg} (median)"]  # noqa: E731
+        if t.get("ceiling") is not None and not t["ceiling"].empty:
+            noise_rows.append(noise_row(label, pick, t["ceiling"]))
         u = use.loc[name] if name in use.index else pd.Series(dtype=float)
         rows.append({"experiment": f"{label}: {title}", "domains": t["accuracy"]["domain"].nunique(),
                      "R2 domain": pick("R2", "domain"), "R2 general": pick("R2", "general"),
@@ -351,7 +353,7 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
              "held-out size (medians over domains; the sections below give every law, domain and ratio). Regret of "
              "usage 1 on single runs, on their isotonic fits and on seed means (see 1).", "",
              md(pd.concat([pd.DataFrame([goal]), body := _drop_empty(pd.DataFrame(rows))])[body.columns]), ""]
-    lines += noise_headline(results, pair)
+    lines += noise_headline(noise_rows)
     noise = held_out_seed_noise(data)
     if not noise.empty:
         lines += ["Seed noise at the held-out size, where runs were repeated (seeds 0-2; each its own base model and "
@@ -361,23 +363,22 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
     return lines
 
 
-def noise_headline(results: dict[str, tuple[str, dict]], pair: dict) -> list[str]:
-    """The recommended pair's accuracy next to the seed-to-seed ceiling (medians over domains), for the
-    experiments whose held-out size was repeated over seeds: what of the gap to the goals is law, what is noise."""
-    rows = []
-    for label, (title, t) in results.items():
-        if not t or t.get("ceiling") is None or t["ceiling"].empty:
-            continue
-        acc = summarise(t["accuracy"], t["usage"])[0]
-        c = t["ceiling"].groupby("target").median(numeric_only=True)
-        pick = lambda m, tg: acc.loc[pair[tg], f"{m} {tg} (median)"]  # noqa: E731
-        rows.append({"experiment": label, **{k: v for tg in ("domain", "general") for k, v in (
-            (f"R2 {tg}", pick("R2", tg)), (f"(seed means) {tg}", pick("R2 (seed means)", tg)),
-            (f"(ceiling) {tg}", c.loc[tg, "R2 ceiling"]))},
-            "R2 general, r_d < 1": pick("R2 (share > 0)", "general"),
-            "(ceiling), r_d < 1": c.loc["general", "R2 ceiling (share > 0)"],
-            "MAPE % general, r_d < 1": pick("MAPE % (share > 0)", "general"),
-            "(noise)": c.loc["general", "noise MAPE % (share > 0)"]})
+def noise_row(label: str, pick, ceiling: pd.DataFrame) -> dict:
+    """One experiment's row of the noise table: the recommended pair's medians over domains (``pick(metric,
+    target)``, from the headline) next to the medians of its seed-to-seed ceiling (heldout_section's "ceiling")."""
+    c = ceiling.groupby("target").median(numeric_only=True)
+    return {"experiment": label, **{k: v for tg in ("domain", "general") for k, v in (
+        (f"R2 {tg}", pick("R2", tg)), (f"(seed means) {tg}", pick("R2 (seed means)", tg)),
+        (f"(ceiling) {tg}", c.loc[tg, "R2 ceiling"]))},
+        "R2 general, r_d < 1": pick("R2 (share > 0)", "general"),
+        "(ceiling), r_d < 1": c.loc["general", "R2 ceiling (share > 0)"],
+        "MAPE % general, r_d < 1": pick("MAPE % (share > 0)", "general"),
+        "(noise)": c.loc["general", "noise MAPE % (share > 0)"]}
+
+
+def noise_headline(rows: list[dict]) -> list[str]:
+    """The recommended pair's accuracy next to the seed-to-seed ceiling, for the experiments whose held-out size
+    was repeated over seeds (rows of :func:`noise_row`): what of the gap to the goals is law, what is noise."""
     if not rows:
         return []
     return ["Against the seed noise (where the held-out size was repeated with seeds 1-2 over its grid): R2 of "
