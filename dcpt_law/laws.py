@@ -18,6 +18,7 @@ Built-in laws (:data:`LAWS`):
 ``dcpt-scaled``          L = G^kappa*(E + B*r^eta/D^beta) + C/(r+eps)^gamma  (ours, 8)
 ``total-data-scaled``    L = G^kappa*(E + B/(D0+r*D)^beta) + C/(r+eps)^gamma (ours, 8)
 ``total-data-scaled-gated``  L = G^kappa*(r^eta*E + B/(D0+r*D)^beta) + C/(r+eps)^gamma (ours, 9)
+``total-data-scaled-gain``   L = G^kappa*(r^eta*E + B/(D0+G^-nu*r*D)^beta) + C/(r+eps)^gamma (ours, 10)
 ``total-data-scaled-forgetting``  the gated law + F*G^-lam*((1-r)*D)^zeta/(Dr + r*D)^rho (ours, 14; opt in)
 ==============  ======================================================================
 
@@ -36,6 +37,11 @@ code-only CPT at the largest D is 6.28-6.58 nats at every size from 27K to 443K 
 with G (4.97-5.68); total-data-scaled, whose level moves with G there too, under-predicts the general loss
 of domain-only CPT at a 4x larger size by 3.6-13%.
 Fits give eta near 0 (r^eta about 1 for every r_g > 0): the r_g = 0 level becomes a free constant.
+
+``total-data-scaled-gain`` (ours) lets a better base model gain more from each CPT token: r*D counts G^-nu
+times in the data term. Measured on our runs: at r_d = 0-0.33 the general loss at the largest D falls further
+below G the larger the model (L/G 0.886 at 27K parameters, 0.877 at 106K, 0.864 at 443K), so the gated law,
+whose curve in D has one shape at every size, over-predicts a 4x larger model's general loss there by 2-4%.
 
 ``total-data-scaled-forgetting`` (ours, opt in: 14 parameters) adds forgetting that replay recovers,
 F*G^-lam*((1-r)*D)^zeta/(Dr + r*D)^rho. Measured on our runs (law domain, general loss / G at r_d = 0.9): it
@@ -171,11 +177,27 @@ class Law:
 
 
 def _offset(feat: str) -> str | None:
-    """The offset parameter of a shifted feature: "r+eps" -> "eps", "rD+D0" -> "D0"; else None."""
-    for head in ("rD+", "r+"):
-        if feat.startswith(head):
-            return feat[len(head):]
-    return None
+    """The offset parameter of a shifted feature: "r+eps" -> "eps", "rD+D0" and "rD*G^-nu+D0" -> "D0"; else None."""
+    return _shifted(feat)[2] if feat.startswith("r") and "+" in feat else None
+
+
+def _shifted(feat: str) -> tuple[str, tuple[str, str, float] | None, str]:
+    """Parts of a shifted feature "BASE[*X^[-]exponent]+offset": (base "r" or "rD", scale, offset parameter).
+
+    The scale, (X, exponent parameter, sign) with X = "N" or "G", multiplies the base: "rD*G^-nu+D0" is
+    D0 + G^-nu * r*D, the tokens of the corpus seen before CPT plus those seen during it, each CPT token worth
+    more to a better base model (lower G); "rD*N^nu+D0" makes it worth more to a larger one.
+    """
+    head, _, offset = feat.rpartition("+")
+    base, _, scale = head.partition("*")
+    if base not in ("r", "rD") or not offset:
+        raise ValueError(f"bad shifted feature {feat!r}: write r+<offset>, rD+<offset> or rD*<N|G>^[-]<exponent>+<offset>")
+    if not scale:
+        return base, None, offset
+    x, _, e = scale.partition("^")
+    if x not in ("N", "G") or not e.lstrip("-"):
+        raise ValueError(f"bad scale {scale!r} in {feat!r}: write N^<exponent> or G^-<exponent> (a parameter name)")
+    return base, (x, e.lstrip("-"), -1.0 if e.startswith("-") else 1.0), offset
 
 
 class PowerSumLaw(Law):
@@ -189,19 +211,25 @@ class PowerSumLaw(Law):
             if t.coef not in idx:
                 raise ValueError(f"law {name!r}: term coefficient {t.coef!r} is not a parameter")
             for e, feat, _ in t.powers:
-                offset = _offset(feat)  # "r+eps": r plus a fitted offset; "rD+D0": r*D plus fitted tokens
+                # "r+eps": r plus a fitted offset; "rD+D0": r*D plus fitted tokens; "rD*G^-nu+D0": r*D scaled
+                offset = _offset(feat)
                 if e not in idx or (feat not in FEATURES and offset is None):
                     raise ValueError(f"law {name!r}: bad power ({e!r}, {feat!r}); features are {FEATURES} "
                                      "or r+<offset parameter>")
                 if offset is not None and (offset not in idx or not self.params[idx[offset]].log):
                     raise ValueError(f"law {name!r} uses {feat}: it needs a parameter {offset!r} with log=True "
                                      "(offsets are fitted in log space, so they stay > 0)")
+                scale = _shifted(feat)[1] if offset is not None else None
+                if scale is not None and (scale[1] not in idx or self.params[idx[scale[1]]].log):
+                    raise ValueError(f"law {name!r} uses {feat}: it needs a parameter {scale[1]!r} with log=False "
+                                     "(an exponent)")
         self._idx = idx
         feats = {f for t in self.terms for _, f, _ in t.powers}
+        shifted = [_shifted(f) for f in feats if _offset(f) is not None]
+        used = feats | {b for b, _, _ in shifted} | {s[0] for _, s, _ in shifted if s is not None}
         self.needs = tuple(f for f in ("N", "D", "r", "K", "G")
-                           if f in feats or (f in ("r", "D") and any(x.startswith("rD+") or x == "oD" for x in feats))
-                           or (f == "r" and any(x.startswith("r+") for x in feats)))
-        self._token_offsets = {_offset(f) for f in feats if f.startswith("rD+")}
+                           if f in used or (f in ("r", "D") and ("rD" in used or "oD" in used)))
+        self._token_offsets = {o for b, _, o in shifted if b == "rD"}
 
     # Centring: coef_c * (x / x0)^(-a) == coef * x^(-a) with coef = coef_c * x0^a (sign -1).
     def prepare(self, N, D, r, K=None, G=None, centre: dict | None = None) -> dict:
@@ -235,9 +263,16 @@ class PowerSumLaw(Law):
         out = np.array(theta, float, copy=True)
         for t in self.terms:
             for e, feat, sign in t.powers:
-                if feat in ("N", "D", "K", "G", "oD") or feat.startswith("rD+"):
-                    c = ctx["centre"]["D" if feat.startswith("rD+") or feat == "oD" else feat]
+                tokens = feat.startswith("rD")
+                if feat in ("N", "D", "K", "G", "oD") or tokens:
+                    c = ctx["centre"]["D" if tokens or feat == "oD" else feat]
                     out[..., self._idx[t.coef]] += direction * (-sign) * theta[..., self._idx[e]] * c
+                scale = _shifted(feat)[1] if tokens else None
+                if scale is not None:  # raw x = D0_raw + (X/X_c)^(s*nu)*rD = X_c^(-s*nu) * natural x
+                    x, nu, s = scale
+                    shift = s * theta[..., self._idx[nu]] * ctx["centre"][x]
+                    out[..., self._idx[t.coef]] += direction * (-sign) * theta[..., self._idx[e]] * shift
+                    out[..., self._idx[_offset(feat)]] += direction * shift
         return out
 
     def natural(self, theta, ctx):
@@ -257,6 +292,14 @@ class PowerSumLaw(Law):
         mesh = np.meshgrid(*axes, indexing="ij")
         return np.stack([m.ravel() for m in mesh], axis=1)
 
+    def _feature_log(self, ctx, feat: str) -> np.ndarray:
+        """Centred log of feature N, K or G, shape (1, n)."""
+        key = f"log{feat}"
+        if key not in ctx:
+            raise ValueError(f"law {self.name!r} needs feature {feat} "
+                             + ("(the base model's general loss, nats)" if feat == "G" else "(the domain coefficient)"))
+        return ctx[key][None, :]
+
     def log_terms(self, theta, ctx):
         """log of every term, shape (K, S, n), and per term the list of (param index, d term / d theta)."""
         theta = np.atleast_2d(np.asarray(theta, float))
@@ -265,13 +308,21 @@ class PowerSumLaw(Law):
         offsets = {}  # "r+eps" -> (offset param index, offset value, r + offset, log(r + offset))
 
         def shifted(feat):
-            """(offset index, offset, x + offset, centred log(x + offset)) for x = r or r*D."""
+            """(offset index, offset, x + offset, centred log(x + offset), scale gradient) for x = r or r*D,
+            or x = (X/X_c)^(s*nu) * r*D; the scale gradient is None or (nu index, d log(x + offset) / d nu)."""
             if feat not in offsets:
-                i = self._idx[_offset(feat)]
+                base, scale, off = _shifted(feat)
+                i = self._idx[off]
                 eps = np.exp(theta[:, i])[:, None]
-                tokens = feat.startswith("rD+")
-                x = ctx["rD" if tokens else "r"][None, :] + eps
-                offsets[feat] = (i, eps, x, np.log(x) - (ctx["centre"]["D"] if tokens else 0.0))
+                x = ctx[base][None, :]
+                grad = None
+                if scale is not None:
+                    X, nu, s = scale
+                    phi = self._feature_log(ctx, X)
+                    x = x * np.exp(s * theta[:, self._idx[nu]][:, None] * phi)
+                    grad = (self._idx[nu], s * phi * x / (x + eps))
+                x = x + eps
+                offsets[feat] = (i, eps, x, np.log(x) - (ctx["centre"]["D"] if base == "rD" else 0.0), grad)
             return offsets[feat]
 
         logs = []
@@ -289,18 +340,17 @@ class PowerSumLaw(Law):
                 elif feat == "D":
                     phi = ctx["logD"][None, :]
                 elif feat in ("K", "G"):
-                    if f"log{feat}" not in ctx:
-                        raise ValueError(f"law {self.name!r} needs feature {feat} "
-                                         + ("(the base model's general loss, nats)" if feat == "G" else "(the domain coefficient)"))
-                    phi = ctx[f"log{feat}"][None, :]
+                    phi = self._feature_log(ctx, feat)
                 elif feat in ("r", "oD"):
                     phi = ctx["logr" if feat == "r" else "logoD"][None, :]
                     # r = 0 (oD: r = 1): x^a = 0 for a > 0 (term vanishes), 1 for a == 0
                     zm = ctx["r0" if feat == "r" else "o0"][None, :] & (sign * a > 0)
                     zero_mask = zm if zero_mask is None else (zero_mask | zm)
-                else:  # r + a fitted offset
-                    eps_i, eps, r_eps, phi = shifted(feat)
+                else:  # r + a fitted offset (r*D, maybe scaled, + fitted tokens)
+                    eps_i, eps, r_eps, phi, scale_grad = shifted(feat)
                     g.append((eps_i, sign * a * eps / r_eps))
+                    if scale_grad is not None:
+                        g.append((scale_grad[0], sign * a * scale_grad[1]))
                 val += sign * a * phi
                 g.append((ei, sign * phi))
             if zero_mask is not None:
@@ -503,6 +553,15 @@ TOTAL_SCALED_GATED = _add(PowerSumLaw(
         "none of the corpus (r = 0, the general loss of domain-only CPT) has lost what its size gave it and "
         "ends at C/eps^gamma whatever N and G; the general loss of the recommended pair.",
 ))
+_NU = Param("nu", 0.0, 50.0, (0.0, 4.0), doc="exponent of 1/G on the worth of a CPT token (a better base model gains more)")
+TOTAL_SCALED_GAIN = _add(PowerSumLaw(
+    "total-data-scaled-gain", "L = G^kappa*(r^eta*E + B/(D0 + G^-nu*r*D)^beta) + C/(r+eps)^gamma",
+    [TOTAL_SCALED_GATED.terms[0], Term("B", (_BY_G, ("beta", "rD*G^-nu+D0", -1))), _RATIO_TERM],
+    [*TOTAL_SCALED_GATED.params, _NU],
+    doc="total-data-scaled-gated where a better base model gains more from each CPT token (ours): r*D counts "
+        "G^-nu times, so the learning curve in D is steeper for a lower G, while the level before CPT (D = 0) "
+        "stays G^kappa*(r^eta*E + B/D0^beta). nu = 0 is total-data-scaled-gated.",
+))
 _F_REPLAY = Param("F", 1e-12, 1e15, (0.03,), log=True, doc="forgetting coefficient")
 _LAM = Param("lam", 0.0, 30.0, (1.0,), doc="exponent of 1/G on forgetting (a better base model forgets more)")
 _ZETA_REPLAY = Param("zeta", 0.0, 3.0, (0.5,), doc="growth of forgetting with the tokens of other data (1-r)*D")
@@ -521,7 +580,8 @@ TOTAL_SCALED_FORGETTING = _add(PowerSumLaw(
 ))
 # laws that model r (forgetting: 11 parameters, total-data-scaled-forgetting: 14; slower, opt in)
 RATIO_LAWS = ("dcpt", "additive", "effective", "total-data", "dcpt-anchored", "total-data-anchored", "dcpt-gated",
-              "dcpt-gated-anchored", "dcpt-scaled", "total-data-scaled", "total-data-scaled-gated")
+              "dcpt-gated-anchored", "dcpt-scaled", "total-data-scaled", "total-data-scaled-gated",
+              "total-data-scaled-gain")
 
 
 def register_law(name: str, func: Callable | None = None, *, params: Sequence[Param] | None = None,

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import string
+import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -64,13 +65,17 @@ EXPERIMENTS = {"m4c": (("xxs", "xs", "s3"), "m", False), "m4c3": (("xxs", "xs", 
                "m": (("xxs", "xs", "s"), "m", False),
                "xl": (("xs", "s", "m"), "xl", False)}
 TOLERANCE = 0.03
-CACHE: Path | None = ROOT / ".cache" / "validate"  # fits and figure-free sections by content (git-ignored)
+CACHE: Path | None = ROOT / ".cache" / "validate"  # figure-free sections by content (git-ignored)
+# every fit the document uses, by content (committed: a fresh clone regenerates the document in minutes, not the
+# hours of ~500 global searches; --refit recomputes and rewrites them)
+FITS: Path | None = ROOT / "fits" / "validate"
 # every law, and pairs (domain-loss law, general-loss law): the recommended one first (dl.RECOMMENDED_LAW), the
 # scaled ones (the base model's general loss multiplies what is learned, ours; the gated general law forgets the
 # base model at r_g = 0, the forgetting one adds a rise with other data that replay recovers), the one that won
 # the pilot's held-out splits (NOTES.md) and the anchored ones (the size term from the base model's general
 # loss, ours)
 SCALED_PAIRS = [{"domain": "dcpt-scaled", "general": "total-data-scaled-gated"},
+                {"domain": "dcpt-scaled", "general": "total-data-scaled-gain"},
                 {"domain": "dcpt-scaled", "general": "total-data-scaled-forgetting"},
                 {"domain": "dcpt-scaled", "general": "total-data-scaled"}]
 PAIRS = [dict(dl.RECOMMENDED_LAW), *(p for p in SCALED_PAIRS if p != dl.RECOMMENDED_LAW),
@@ -81,6 +86,10 @@ PAIRS = [dict(dl.RECOMMENDED_LAW), *(p for p in SCALED_PAIRS if p != dl.RECOMMEN
 # total-data-scaled-forgetting (14 parameters, opt in) is not in RATIO_LAWS: the held-out sections fit it, the
 # paper's splits (section 2) do not
 CANDIDATES = [*RATIO_LAWS, "total-data-scaled-forgetting", *PAIRS]
+# every law in these experiments; the others (variants of a ladder or of seeds) fit the paper's law, the scaled
+# laws of the recommended pair and the challenger to its general law (half the ~500 global searches of a refit)
+ALL_LAWS_EXPERIMENTS = ("m4c", "m4d", "m")
+CORE_CANDIDATES = ["dcpt", "dcpt-scaled", "total-data-scaled-gated", "total-data-scaled-gain", *SCALED_PAIRS[:2]]
 # the extra runs of a held-out size sit 0.03 either side of these pairs' predictions
 EXTRA_LAWS = PAIRS
 FIGURE_LAWS = ("dcpt", PAIRS[0])  # held-out figures for these candidates: the paper's law and the recommended pair
@@ -121,20 +130,30 @@ def complete_domains(df: pd.DataFrame) -> list[str]:
 
 
 # the dcpt_law modules a fit's parameters depend on (the command line, plots and reports do not)
-FIT_SOURCES = ("__init__", "_warn", "fitting", "laws", "provenance", "search", "table", "units")
+FIT_SOURCES = ("_warn", "fitting", "laws", "provenance", "search", "table", "units")
 
 
 @functools.lru_cache(maxsize=2)
 def _code_version(with_this_file: bool) -> str:
-    """Hash of the code a cached result depends on: numpy / scipy versions and dcpt_law's fitting sources
-    (FIT_SOURCES: a fit), or every dcpt_law source plus this file (a section: it predicts, optimises and
-    formats its tables here)."""
+    """Hash of the code a stored result depends on.
+
+    A fit (``with_this_file=False``): dcpt_law's fitting sources (FIT_SOURCES), without the line that names the
+    recommended pair (a choice among fits, not part of one). Not the numpy / scipy versions: the committed fits
+    must serve a fresh clone, whose pip may pick newer ones; each fit records its own versions, and ``--refit``
+    recomputes all of them. A section: every dcpt_law source plus this file (it predicts, optimises and
+    formats its tables here) and the numpy / scipy versions (sections are not committed).
+    """
     import scipy
 
+    if not with_this_file:
+        h = hashlib.sha1(b"fit")
+        for name in FIT_SOURCES:
+            text = (ROOT / "dcpt_law" / f"{name}.py").read_text()
+            h.update("".join(ln for ln in text.splitlines(keepends=True)
+                             if not ln.startswith("RECOMMENDED_LAW =")).encode())
+        return h.hexdigest()
     h = hashlib.sha1(f"{np.__version__} {scipy.__version__}".encode())
-    files = ([ROOT / "dcpt_law" / f"{name}.py" for name in FIT_SOURCES] if not with_this_file
-             else [*sorted((ROOT / "dcpt_law").glob("*.py")), Path(__file__)])
-    for f in files:
+    for f in [*sorted((ROOT / "dcpt_law").glob("*.py")), Path(__file__)]:
         h.update(f.read_bytes())
     return h.hexdigest()
 
@@ -147,24 +166,43 @@ def _key(code: str, *parts) -> str:
     return h.hexdigest()[:24]
 
 
-def _use_cache(path: Path | None) -> None:
-    """Set CACHE in a worker process (whatever the start method)."""
-    global CACHE
-    CACHE = path
+def _use_cache(path: Path | None, fits: Path | None, refit: bool = False) -> None:
+    """Set CACHE, FITS and REFIT in a worker process (whatever the start method)."""
+    global CACHE, FITS, REFIT
+    CACHE, FITS, REFIT = path, fits, refit
+
+
+REFIT = False  # fit afresh even where FITS holds the fit (and overwrite it there)
 
 
 def cached_fit(train: pd.DataFrame, law: str, dom: str) -> dl.Fit:
-    """``dl.fit(train, law, domain=dom)``, read from CACHE when the same rows were fitted by the same code
-    (a fit is deterministic: same rows, law, code -> same parameters); CACHE = None always fits."""
-    path = None if CACHE is None else CACHE / f"fit-{_key(_code_version(False), train, law, dom)}.json"
-    if path is not None and path.exists():
+    """``dl.fit(train, law, domain=dom)``, read from FITS when the same rows were fitted by the same code
+    (a fit is deterministic: same rows, law, code -> same parameters); FITS = None always fits.
+
+    Every fit read or written is touched, so a complete run can prune the ones no longer used (:func:`prune_fits`).
+    """
+    path = None if FITS is None else FITS / f"fit-{_key(_code_version(False), train, law, dom)}.json"
+    if path is not None and path.exists() and not REFIT:
+        path.touch()
         return dl.load_fit(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         f = dl.fit(train, law=law, domain=dom, warn=False)
     if path is not None:
-        f.save(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        f.save(tmp)
+        tmp.replace(path)  # atomic: a killed run never leaves half a fit to be read later
     return f
+
+
+def prune_fits(since: float) -> list[Path]:
+    """Delete the fits in FITS that no computation has read or written since ``since`` (a time.time()): after a
+    complete run, what is left is exactly the fits the document uses."""
+    old = [] if FITS is None else [p for p in FITS.glob("fit-*.json") if p.stat().st_mtime < since]
+    for p in old:
+        p.unlink()
+    return old
 
 
 def cached_lines(fn, *args) -> list[str]:
@@ -192,12 +230,14 @@ def fit_candidates(train: pd.DataFrame, dom: str, candidates=None) -> list[tuple
 
 
 def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, title: str = "",
-                    label: str = "", held_seeds: pd.DataFrame | None = None, tables: dict | None = None) -> list[str]:
+                    label: str = "", held_seeds: pd.DataFrame | None = None, candidates=None,
+                    tables: dict | None = None) -> list[str]:
     """Section 1 for one experiment: accuracy of every candidate at the held-out size, and usage 1 there.
 
     ``held``: seed 0 of the held-out size (accuracy and regret). ``held_seeds``: every seed of it; where a domain
     has repeats, the regret is also read off the seed means of the trained ratios (and their base models' L_g0).
-    ``tables``: a dict that receives the accuracy rows ("accuracy") and usage-1 rows ("usage") as DataFrames.
+    ``candidates``: the laws and pairs to fit (default :data:`CANDIDATES`). ``tables``: a dict that receives
+    the accuracy rows ("accuracy") and usage-1 rows ("usage") as DataFrames.
     """
     lines = [f"## 1{title}", ""]
     if held.empty or small.empty:
@@ -214,7 +254,7 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
             ceil += [{"domain": dom, "target": t, **seed_ceiling(test, by_seed, t)} for t in ("domain", "general")]
         Nh = float(test["model_size"].iloc[0])
         at_dmax = (test["tokens"] == test["tokens"].max()).to_numpy()  # where usage 1 asks the law
-        for candidate, f in fit_candidates(train, dom):
+        for candidate, f in fit_candidates(train, dom, candidates):
             law = f.law
             if candidate in FIGURE_LAWS and figs is not None:
                 fig_lines.append(heldout_figure(f, train, held[held["domain"] == dom], figs, dom, law, label))
@@ -638,21 +678,22 @@ def experiment(data: pd.DataFrame, fitted, held_out, all_seeds: bool = False) ->
 
 
 def main(argv=None):
-    global CACHE
+    global CACHE, REFIT
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "docs"))
     ap.add_argument("--quick", action="store_true", help="skip the slow ratio split")
     ap.add_argument("--plan-extra", nargs="*", metavar="LABEL", help="write the configs of the extra held-out runs "
                     f"next to the predicted optima of these experiments (default all: {', '.join(EXPERIMENTS)}), then stop")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="sections computed in parallel processes")
-    ap.add_argument("--refit", action="store_true", help=f"ignore the cache ({CACHE}) of fits and sections: "
-                    "recompute everything (the cache is keyed by the rows, dcpt_law's and this file's code and the numpy / "
-                    "scipy versions)")
+    ap.add_argument("--refit", action="store_true", help=f"ignore the stored fits ({FITS.relative_to(ROOT)}, "
+                    f"committed) and cached sections ({CACHE.relative_to(ROOT)}): recompute everything, and overwrite "
+                    "the stored fits (each is keyed by its rows, law, domain and dcpt_law's fitting code)")
     a = ap.parse_args(argv)
     # PDFs without a creation date: a regeneration that changes no number changes no committed figure
     os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
     if a.refit:
-        CACHE = None
+        CACHE, REFIT = None, True
+    started = time.time()
     out = Path(a.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     data = load(TABLES)
@@ -673,14 +714,15 @@ def main(argv=None):
         names, seeds = ", ".join(fitted), " (every seed)" if all_seeds else ""
         titles[label] = f"{names} -> {held_out}{seeds}"
         every_seed = data[(data["size_name"] == held_out) & data["domain"].isin(held["domain"].unique())]
+        laws = None if label in ALL_LAWS_EXPERIMENTS else CORE_CANDIDATES
         jobs.append((heldout_job, (small, held, out / "figures", f"{string.ascii_lowercase[i]}. Held-out size {held_out}, "
-                                   f"fitted on {names}{seeds}", label, every_seed)))
+                                   f"fitted on {names}{seeds}", label, every_seed, laws)))
     small = experiment(data[data["table"].isin(GRID_TABLES)], SMALL_SIZES, None)[0]
     jobs.append((md_lines, ("## 2. The paper's generalisation splits (small sizes)", "")))
     jobs += [(cached_lines, (splits_domain, small, dom, a.quick)) for dom in complete_domains(small)]
     jobs += [(cached_lines, (cross_section, small)), (seeds_section, (data,))]
     if a.jobs > 1:
-        with ProcessPoolExecutor(a.jobs, initializer=_use_cache, initargs=(CACHE,)) as pool:
+        with ProcessPoolExecutor(a.jobs, initializer=_use_cache, initargs=(CACHE, FITS, REFIT)) as pool:
             parts = [fut.result() for fut in [pool.submit(fn, *args) for fn, args in jobs]]
     else:
         parts = [fn(*args) for fn, args in jobs]
@@ -691,6 +733,10 @@ def main(argv=None):
     path = out / "validation.md"
     path.write_text("\n".join(lines))
     print(f"wrote {path}")
+    if not a.quick:  # every fit of the document was read or written by now
+        gone = prune_fits(started)
+        if gone:
+            print(f"removed {len(gone)} stored fits the document no longer uses from {FITS}")
 
 
 if __name__ == "__main__":

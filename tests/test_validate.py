@@ -9,8 +9,9 @@ from small_runs import validate
 
 @pytest.fixture(autouse=True)
 def fresh_cache(tmp_path, monkeypatch):
-    """Every test fits afresh: the repository's .cache/validate is never read or written here."""
+    """Every test fits afresh: the repository's .cache/validate and fits/validate are never read or written here."""
     monkeypatch.setattr(validate, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(validate, "FITS", tmp_path / "fits")
 
 
 def test_heldout_section_recovers_a_known_law(monkeypatch):
@@ -197,7 +198,7 @@ def test_seed_ceiling_is_what_a_noise_free_law_scores_on_single_runs():
 def test_fit_cache_reuses_a_fit_of_the_same_rows_and_refits_changed_rows(tmp_path, monkeypatch):
     import dcpt_law as dl
 
-    monkeypatch.setattr(validate, "CACHE", tmp_path)
+    monkeypatch.setattr(validate, "FITS", tmp_path)
     train = synthetic_table(3)
     first = validate.cached_fit(train, "dcpt", "code")
     assert len(list(tmp_path.glob("fit-*.json"))) == 1
@@ -216,6 +217,52 @@ def test_fit_cache_reuses_a_fit_of_the_same_rows_and_refits_changed_rows(tmp_pat
         validate.cached_fit(changed, "dcpt", "code")
     with pytest.raises(AssertionError, match="refitted"):
         validate.cached_fit(train, "dcpt-gated", "code")
+    monkeypatch.setattr(validate, "REFIT", True)  # --refit: fits again although the fit is stored
+    with pytest.raises(AssertionError, match="refitted"):
+        validate.cached_fit(train, "dcpt", "code")
+
+
+def test_fit_key_ignores_the_recommended_pair_but_not_the_fitting_code(tmp_path, monkeypatch):
+    """Choosing another recommended pair reuses every stored fit; an edit to a law refits."""
+    src = tmp_path / "dcpt_law"
+    src.mkdir()
+    for name in validate.FIT_SOURCES:
+        (src / f"{name}.py").write_text((validate.ROOT / "dcpt_law" / f"{name}.py").read_text())
+    monkeypatch.setattr(validate, "ROOT", tmp_path)
+
+    def version():
+        validate._code_version.cache_clear()
+        return validate._code_version(False)
+
+    try:
+        before = version()
+        fitting = src / "fitting.py"
+        text = fitting.read_text()
+        assert "\nRECOMMENDED_LAW = " in text
+        fitting.write_text(text.replace("\nRECOMMENDED_LAW = ", "\nRECOMMENDED_LAW = {'domain': 'dcpt'} or ", 1))
+        assert version() == before
+        (src / "laws.py").write_text((src / "laws.py").read_text() + "\n# an edit\n")
+        assert version() != before
+    finally:
+        validate._code_version.cache_clear()
+
+
+def test_prune_fits_keeps_only_the_fits_a_run_used(tmp_path, monkeypatch):
+    import os
+    import time
+
+    monkeypatch.setattr(validate, "FITS", tmp_path)
+    train = synthetic_table(3)
+    validate.cached_fit(train, "dcpt", "code")
+    (used,) = tmp_path.glob("fit-*.json")
+    stale = tmp_path / "fit-stale.json"
+    stale.write_text(used.read_text())
+    for p in (used, stale):  # both written before the run
+        os.utime(p, (time.time() - 100, time.time() - 100))
+    started = time.time() - 1
+    validate.cached_fit(train, "dcpt", "code")  # read (and touched) by the run
+    assert validate.prune_fits(started) == [stale]
+    assert list(tmp_path.glob("fit-*.json")) == [used]
 
 
 def test_cached_lines_are_computed_once_per_input(tmp_path, monkeypatch):
