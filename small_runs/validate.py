@@ -65,9 +65,9 @@ EXPERIMENTS = {"m4c": (("xxs", "xs", "s3"), "m", False), "m4c3": (("xxs", "xs", 
                "m": (("xxs", "xs", "s"), "m", False),
                "xl": (("xs", "s", "m"), "xl", False)}
 TOLERANCE = 0.03
-CACHE: Path | None = ROOT / ".cache" / "validate"  # figure-free sections by content (git-ignored)
-# every fit the document uses, by content (committed: a fresh clone regenerates the document in minutes, not the
-# hours of ~500 global searches; --refit recomputes and rewrites them)
+# every fit the document uses and its sections computed by fitting (the paper's splits, the cross-domain law), by
+# content (committed: a fresh clone regenerates the document in minutes, not the hours of ~200 global searches
+# and the splits' batched fits; --refit recomputes and rewrites them)
 FITS: Path | None = ROOT / "fits" / "validate"
 # every law, and pairs (domain-loss law, general-loss law): the recommended one first (dl.RECOMMENDED_LAW), the
 # scaled ones (the base model's general loss multiplies what is learned, ours; the gated general law forgets the
@@ -133,30 +133,38 @@ def complete_domains(df: pd.DataFrame) -> list[str]:
 
 # the dcpt_law modules a fit's parameters depend on (the command line, plots and reports do not)
 FIT_SOURCES = ("_warn", "fitting", "laws", "provenance", "search", "table", "units")
+# the stored sections: the dcpt_law modules and the functions of this file (besides their own) their lines depend on
+SECTION_SOURCES = {"splits_domain": ((*FIT_SOURCES, "evaluation"), ("md", "_mean_median")),
+                   "cross_section": ((*FIT_SOURCES, "evaluation", "cross_domain", "transfer"),
+                                     ("md", "verdict", "complete_domains"))}
 
 
-@functools.lru_cache(maxsize=2)
-def _code_version(with_this_file: bool) -> str:
-    """Hash of the code a stored result depends on.
+@functools.lru_cache(maxsize=8)
+def _code_version(section=None) -> str:
+    """Hash of the code a stored result depends on: a fit (``section=None``) or a section function's lines.
 
-    A fit (``with_this_file=False``): dcpt_law's fitting sources (FIT_SOURCES), without the line that names the
-    recommended pair (a choice among fits, not part of one). Not the numpy / scipy versions: the committed fits
-    must serve a fresh clone, whose pip may pick newer ones; each fit records its own versions, and ``--refit``
-    recomputes all of them. A section: every dcpt_law source plus this file (it predicts, optimises and
-    formats its tables here) and the numpy / scipy versions (sections are not committed).
+    A fit: dcpt_law's fitting sources (FIT_SOURCES). A section of SECTION_SOURCES: its modules, its helpers here
+    and its own source; any other section: every dcpt_law module and this whole file. All without the line that
+    names the recommended pair (a choice among fits, not part of one), and without the numpy / scipy versions:
+    the stored results must serve a fresh clone, whose pip may pick newer ones (each fit records its own
+    versions; ``--refit`` recomputes everything).
     """
-    import scipy
+    import inspect
 
-    if not with_this_file:
-        h = hashlib.sha1(b"fit")
-        for name in FIT_SOURCES:
-            text = (ROOT / "dcpt_law" / f"{name}.py").read_text()
-            h.update("".join(ln for ln in text.splitlines(keepends=True)
-                             if not ln.startswith("RECOMMENDED_LAW =")).encode())
-        return h.hexdigest()
-    h = hashlib.sha1(f"{np.__version__} {scipy.__version__}".encode())
-    for f in [*sorted((ROOT / "dcpt_law").glob("*.py")), Path(__file__)]:
-        h.update(f.read_bytes())
+    if section is None:
+        modules, code = FIT_SOURCES, []
+    elif section.__name__ in SECTION_SOURCES:
+        modules, helpers = SECTION_SOURCES[section.__name__]
+        code = [inspect.getsource(section), *(inspect.getsource(globals()[name]) for name in helpers)]
+    else:
+        modules, code = sorted(f.stem for f in (ROOT / "dcpt_law").glob("*.py")), [Path(__file__).read_text()]
+    h = hashlib.sha1(b"fit" if section is None else section.__name__.encode())
+    for name in modules:
+        text = (ROOT / "dcpt_law" / f"{name}.py").read_text()
+        h.update("".join(ln for ln in text.splitlines(keepends=True)
+                         if not ln.startswith("RECOMMENDED_LAW =")).encode())
+    for text in code:
+        h.update(text.encode())
     return h.hexdigest()
 
 
@@ -168,10 +176,10 @@ def _key(code: str, *parts) -> str:
     return h.hexdigest()[:24]
 
 
-def _use_cache(path: Path | None, fits: Path | None, refit: bool = False) -> None:
-    """Set CACHE, FITS and REFIT in a worker process (whatever the start method)."""
-    global CACHE, FITS, REFIT
-    CACHE, FITS, REFIT = path, fits, refit
+def _use_store(fits: Path | None, refit: bool = False) -> None:
+    """Set FITS and REFIT in a worker process (whatever the start method)."""
+    global FITS, REFIT
+    FITS, REFIT = fits, refit
 
 
 REFIT = False  # fit afresh even where FITS holds the fit (and overwrite it there)
@@ -183,7 +191,7 @@ def cached_fit(train: pd.DataFrame, law: str, dom: str) -> dl.Fit:
 
     Every fit read or written is touched, so a complete run can prune the ones no longer used (:func:`prune_fits`).
     """
-    path = None if FITS is None else FITS / f"fit-{_key(_code_version(False), train, law, dom)}.json"
+    path = None if FITS is None else FITS / f"fit-{_key(_code_version(), train, law, dom)}.json"
     if path is not None and path.exists() and not REFIT:
         path.touch()
         return dl.load_fit(path)
@@ -199,24 +207,26 @@ def cached_fit(train: pd.DataFrame, law: str, dom: str) -> dl.Fit:
 
 
 def prune_fits(since: float) -> list[Path]:
-    """Delete the fits in FITS that no computation has read or written since ``since`` (a time.time()): after a
-    complete run, what is left is exactly the fits the document uses."""
-    old = [] if FITS is None else [p for p in FITS.glob("fit-*.json") if p.stat().st_mtime < since]
+    """Delete the fits and sections in FITS that no computation has read or written since ``since`` (a
+    time.time()): after a complete run, what is left is exactly what the document uses."""
+    old = [] if FITS is None else [p for p in FITS.glob("*.json") if p.stat().st_mtime < since]
     for p in old:
         p.unlink()
     return old
 
 
 def cached_lines(fn, *args) -> list[str]:
-    """``fn(*args)``, a section without figures, read from CACHE when computed before on the same inputs."""
-    path = None if CACHE is None else CACHE / f"{fn.__name__}-{_key(_code_version(True), fn.__name__, *args)}.json"
-    if path is not None and path.exists():
+    """``fn(*args)``, a section without figures (one of SECTION_SOURCES), read from FITS when computed before on
+    the same inputs by the same code; touched like a fit (:func:`prune_fits`)."""
+    path = None if FITS is None else FITS / f"{fn.__name__}-{_key(_code_version(fn), fn.__name__, *args)}.json"
+    if path is not None and path.exists() and not REFIT:
+        path.touch()
         return json.loads(path.read_text())
     lines = fn(*args)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(lines))
+        tmp.write_text(json.dumps(lines, indent=0))
         tmp.replace(path)  # atomic: parallel jobs never read half a file
     return lines
 
@@ -680,21 +690,21 @@ def experiment(data: pd.DataFrame, fitted, held_out, all_seeds: bool = False) ->
 
 
 def main(argv=None):
-    global CACHE, REFIT
+    global REFIT
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "docs"))
     ap.add_argument("--quick", action="store_true", help="skip the slow ratio split")
     ap.add_argument("--plan-extra", nargs="*", metavar="LABEL", help="write the configs of the extra held-out runs "
                     f"next to the predicted optima of these experiments (default all: {', '.join(EXPERIMENTS)}), then stop")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="sections computed in parallel processes")
-    ap.add_argument("--refit", action="store_true", help=f"ignore the stored fits ({FITS.relative_to(ROOT)}, "
-                    f"committed) and cached sections ({CACHE.relative_to(ROOT)}): recompute everything, and overwrite "
-                    "the stored fits (each is keyed by its rows, law, domain and dcpt_law's fitting code)")
+    ap.add_argument("--refit", action="store_true", help=f"ignore the stored fits and sections ({FITS.relative_to(ROOT)}, "
+                    "committed): recompute everything and overwrite them (each is keyed by its inputs and the code it "
+                    "runs: dcpt_law's fitting modules, and for a section its functions here)")
     a = ap.parse_args(argv)
     # PDFs without a creation date: a regeneration that changes no number changes no committed figure
     os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
     if a.refit:
-        CACHE, REFIT = None, True
+        REFIT = True
     started = time.time()
     out = Path(a.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -724,7 +734,7 @@ def main(argv=None):
     jobs += [(cached_lines, (splits_domain, small, dom, a.quick)) for dom in complete_domains(small)]
     jobs += [(cached_lines, (cross_section, small)), (seeds_section, (data,))]
     if a.jobs > 1:
-        with ProcessPoolExecutor(a.jobs, initializer=_use_cache, initargs=(CACHE, FITS, REFIT)) as pool:
+        with ProcessPoolExecutor(a.jobs, initializer=_use_store, initargs=(FITS, REFIT)) as pool:
             parts = [fut.result() for fut in [pool.submit(fn, *args) for fn, args in jobs]]
     else:
         parts = [fn(*args) for fn, args in jobs]

@@ -9,8 +9,7 @@ from small_runs import validate
 
 @pytest.fixture(autouse=True)
 def fresh_cache(tmp_path, monkeypatch):
-    """Every test fits afresh: the repository's .cache/validate and fits/validate are never read or written here."""
-    monkeypatch.setattr(validate, "CACHE", tmp_path / "cache")
+    """Every test fits afresh: the repository's fits/validate is never read or written here."""
     monkeypatch.setattr(validate, "FITS", tmp_path / "fits")
 
 
@@ -232,7 +231,7 @@ def test_fit_key_ignores_the_recommended_pair_but_not_the_fitting_code(tmp_path,
 
     def version():
         validate._code_version.cache_clear()
-        return validate._code_version(False)
+        return validate._code_version()
 
     try:
         before = version()
@@ -266,7 +265,7 @@ def test_prune_fits_keeps_only_the_fits_a_run_used(tmp_path, monkeypatch):
 
 
 def test_cached_lines_are_computed_once_per_input(tmp_path, monkeypatch):
-    monkeypatch.setattr(validate, "CACHE", tmp_path)
+    monkeypatch.setattr(validate, "FITS", tmp_path)
     calls = []
 
     def section(df, n):
@@ -277,6 +276,27 @@ def test_cached_lines_are_computed_once_per_input(tmp_path, monkeypatch):
     assert validate.cached_lines(section, df, 1) == ["rows 3", "1"]
     assert validate.cached_lines(section, df.copy(), 1) == ["rows 3", "1"] and calls == [1]
     assert validate.cached_lines(section, df.head(2), 1) == ["rows 2", "1"] and calls == [1, 1]
-    monkeypatch.setattr(validate, "CACHE", None)
+    monkeypatch.setattr(validate, "FITS", None)
     validate.cached_lines(section, df, 1)
     assert calls == [1, 1, 1]
+
+
+def test_a_stored_section_is_keyed_by_its_own_code_not_the_rest_of_the_file(monkeypatch):
+    """The splits section is recomputed (an hour of fits) when its function, a helper or a module it runs
+    changes, not when another part of validate.py or the plotting code does."""
+    key = lambda: validate._code_version(validate.splits_domain)  # noqa: E731
+    validate._code_version.cache_clear()
+    before = key()
+    monkeypatch.setattr(validate, "heldout_section", lambda *a: None)  # another function here: same key
+    validate._code_version.cache_clear()
+    assert key() == before
+
+    def md(df, index=False):  # a helper of the section: a new key
+        return ""
+
+    monkeypatch.setattr(validate, "md", md)
+    validate._code_version.cache_clear()
+    assert key() != before
+    validate._code_version.cache_clear()
+
+
