@@ -181,6 +181,7 @@ def cmd_quickstart(a):
 # --- parser ----------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from .fitting import RECOMMENDED_LAW, pair_name  # the package is loaded anyway: `dcpt` is its script
     p = argparse.ArgumentParser(prog="dcpt", description="Pick the domain/general data mixture for continual "
                                 "pre-training from small runs (D-CPT Law).")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -210,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft = sub.add_parser("fit", help="fit a law to a loss table and print the report")
     ft.add_argument("losses")
     ft.add_argument("--law", default="recommended", help="a law name, one per loss (domain:dcpt,general:total-data), "
-                    "or 'recommended' (default: domain:dcpt-scaled,general:total-data-scaled-gated, chosen on "
+                    f"or 'recommended' (default: {pair_name(RECOMMENDED_LAW)}, chosen on "
                     "held-out data; usage 3 (--flops) needs an N-based law such as dcpt)")
     ft.add_argument("--target", default="both", choices=["both", "domain", "general"])
     ft.add_argument("--domain", help="which domain of the table (needed if several)")
