@@ -13,6 +13,20 @@ def fresh_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(validate, "FITS", tmp_path / "fits")
 
 
+def test_summary_prints_an_experiments_medians_and_writes_nothing(monkeypatch, tmp_path, capsys):
+    df = synthetic_table(2)
+    df["size_name"] = df["model_size"].map(dict(zip(SIZES, ["a", "b", "c", "d"])))
+    monkeypatch.setattr(validate, "load", lambda names: df.assign(table="t"))
+    monkeypatch.setattr(validate, "EXPERIMENTS", {"t": (("a", "b", "c"), "d", False)})
+    monkeypatch.setattr(validate, "CORE_CANDIDATES", ["dcpt"])
+    validate.main(["--summary", "t", "--out", str(tmp_path / "docs")])
+    out = capsys.readouterr().out
+    assert out.startswith("## t: a, b, c -> d") and "| dcpt | 0.9" in out, out  # R^2 of the known law
+    assert not (tmp_path / "docs" / "validation.md").exists()
+    with pytest.raises(SystemExit, match="--summary x: the experiments are t"):
+        validate.main(["--summary", "x", "--out", str(tmp_path / "docs")])
+
+
 def test_heldout_section_recovers_a_known_law(monkeypatch):
     monkeypatch.setattr(validate, "CANDIDATES", ["dcpt", {"domain": "dcpt", "general": "total-data"}])
     df = synthetic_table(2)
