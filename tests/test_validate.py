@@ -22,7 +22,7 @@ def test_summary_prints_an_experiments_medians_and_writes_nothing(monkeypatch, t
     validate.main(["--summary", "t", "--out", str(tmp_path / "docs")])
     out = capsys.readouterr().out
     assert out.startswith("## t: a, b, c -> d") and "| dcpt | 0.9" in out, out  # R^2 of the known law
-    assert not (tmp_path / "docs" / "validation.md").exists()
+    assert not (tmp_path / "docs").exists()  # no document, no figures folder
     with pytest.raises(SystemExit, match="--summary x: the experiments are t"):
         validate.main(["--summary", "x", "--out", str(tmp_path / "docs")])
 
