@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 import dcpt_law as dl
-from dcpt_law.fitting import _metrics
+from dcpt_law.fitting import _atomic_write, _metrics
 from dcpt_law.laws import RATIO_LAWS
 from dcpt_law.table import LOSS_COLUMNS, with_base_general
 
@@ -200,10 +200,7 @@ def cached_fit(train: pd.DataFrame, law: str, dom: str) -> dl.Fit:
         warnings.simplefilter("ignore")
         f = dl.fit(train, law=law, domain=dom, warn=False)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        f.save(tmp)
-        tmp.replace(path)  # atomic: a killed run never leaves half a fit to be read later
+        f.save(path)  # atomic: a killed run never leaves half a fit to be read later
     return f
 
 
@@ -226,9 +223,7 @@ def cached_lines(fn, *args) -> list[str]:
     lines = fn(*args)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(lines, indent=0))
-        tmp.replace(path)  # atomic: parallel jobs never read half a file
+        _atomic_write(path, json.dumps(lines, indent=0))  # parallel jobs never read half a file
     return lines
 
 
