@@ -145,8 +145,8 @@ def _code_version(section=None) -> str:
     """Hash of the code a stored result depends on: a fit (``section=None``) or a section function's lines.
 
     A fit: dcpt_law's fitting sources (FIT_SOURCES). A section of SECTION_SOURCES: its modules, its helpers here
-    and its own source; any other section: every dcpt_law module and this whole file. All without the line that
-    names the recommended pair (a choice among fits, not part of one), and without the numpy / scipy versions:
+    and its own source; any other section: every dcpt_law module and this whole file. All as the tokens that run
+    (:func:`_code_tokens`: no comments, docstrings or the recommended pair), and without the numpy / scipy versions:
     the stored results must serve a fresh clone, whose pip may pick newer ones (each fit records its own
     versions; ``--refit`` recomputes everything).
     """
@@ -160,13 +160,35 @@ def _code_version(section=None) -> str:
     else:
         modules, code = sorted(f.stem for f in (ROOT / "dcpt_law").glob("*.py")), [Path(__file__).read_text()]
     h = hashlib.sha1(b"fit" if section is None else section.__name__.encode())
-    for name in modules:
-        text = (ROOT / "dcpt_law" / f"{name}.py").read_text()
-        h.update("".join(ln for ln in text.splitlines(keepends=True)
-                         if not ln.startswith("RECOMMENDED_LAW =")).encode())
-    for text in code:
-        h.update(text.encode())
+    for text in [(ROOT / "dcpt_law" / f"{name}.py").read_text() for name in modules] + code:
+        h.update(_code_tokens(text).encode())
     return h.hexdigest()
+
+
+def _code_tokens(text: str) -> str:
+    """Python source as the tokens that run, for :func:`_code_version`: no comments, blank lines or docstrings
+    (editing those changes no result), and not the statement that names the recommended pair (a choice among
+    fits, not part of one)."""
+    import io
+    import textwrap
+    import tokenize
+
+    kept, line = [], []
+    for tok in tokenize.generate_tokens(io.StringIO(textwrap.dedent(text)).readline):
+        if tok.type in (tokenize.COMMENT, tokenize.NL):
+            continue
+        line.append(tok)
+        if tok.type not in (tokenize.NEWLINE, tokenize.ENDMARKER):
+            continue
+        words = [t for t in line if t.type not in (tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE,
+                                                   tokenize.ENDMARKER)]
+        docstring = bool(words) and all(t.type == tokenize.STRING for t in words)
+        recommended = (len(words) > 1 and words[0].string == "RECOMMENDED_LAW" and words[0].start[1] == 0
+                       and words[1].string == "=")
+        kept += [t.string for t in line if t.type in (tokenize.INDENT, tokenize.DEDENT)
+                 or not (docstring or recommended)]
+        line = []
+    return " ".join(kept)
 
 
 def _key(code: str, *parts) -> str:

@@ -235,8 +235,9 @@ def test_fit_cache_reuses_a_fit_of_the_same_rows_and_refits_changed_rows(tmp_pat
         validate.cached_fit(train, "dcpt", "code")
 
 
-def test_fit_key_ignores_the_recommended_pair_but_not_the_fitting_code(tmp_path, monkeypatch):
-    """Choosing another recommended pair reuses every stored fit; an edit to a law refits."""
+def test_fit_key_ignores_the_recommended_pair_and_comments_but_not_the_fitting_code(tmp_path, monkeypatch):
+    """Choosing another recommended pair, or editing a comment or docstring, reuses every stored fit; an edit to a
+    law refits."""
     src = tmp_path / "dcpt_law"
     src.mkdir()
     for name in validate.FIT_SOURCES:
@@ -254,7 +255,13 @@ def test_fit_key_ignores_the_recommended_pair_but_not_the_fitting_code(tmp_path,
         assert "\nRECOMMENDED_LAW = " in text
         fitting.write_text(text.replace("\nRECOMMENDED_LAW = ", "\nRECOMMENDED_LAW = {'domain': 'dcpt'} or ", 1))
         assert version() == before
-        (src / "laws.py").write_text((src / "laws.py").read_text() + "\n# an edit\n")
+        laws = src / "laws.py"
+        text = laws.read_text()
+        assert '"""' in text and "\n# " in text
+        laws.write_text(text.replace('"""', '"""An edited docstring. ', 1).replace("\n# ", "\n# an edit: ", 1)
+                        + "\n\n# an edit\n")
+        assert version() == before
+        laws.write_text(laws.read_text() + "_ANOTHER = 1\n")
         assert version() != before
     finally:
         validate._code_version.cache_clear()
