@@ -27,10 +27,10 @@ learns, not a term added to it: a model whose base is 5% better ends about 5% be
 Measured on our runs (docs/validation.md): L/G at the largest D, per ratio, stays within a few % across
 sizes from 27K to 443K parameters (code, r_d = 1: 0.909-0.939) while L itself moves by 15%, and it carries
 the luck of one base-model seed through CPT. The penalty of an unseen corpus, C/(r+eps)^gamma, is not
-scaled: the loss at r = 0 is flat in size on our runs. At a held-out size 4.2x the largest fitted one they
-cut the median domain error from 7.0% (dcpt-anchored) to 2.0%.
+scaled: the loss at r = 0 is flat in size on our runs. At a held-out size 4.2x the largest fitted one (m4c)
+they cut the median general-loss error from 3.2% (D-CPT) to 1.1% and the regret of usage 1 from 0.78% to 0.27%.
 
-``total-data-scaled-gated`` (ours; the general loss of the recommended pair) gates the level the base model
+``total-data-scaled-gated`` (ours) gates the level the base model
 brings, G^kappa*E, by the exposure r^eta: a model trained on no general data (r_g = 0) forgets what its size
 gave it, and its general loss goes to C/eps^gamma at every size. Measured on our runs: the general loss of
 code-only CPT at the largest D is 6.28-6.58 nats at every size from 27K to 443K parameters, in no order
@@ -38,10 +38,11 @@ with G (4.97-5.68); total-data-scaled, whose level moves with G there too, under
 of domain-only CPT at a 4x larger size by 3.6-13%.
 Fits give eta near 0 (r^eta about 1 for every r_g > 0): the r_g = 0 level becomes a free constant.
 
-``total-data-scaled-gain`` (ours) lets a better base model gain more from each CPT token: r*D counts G^-nu
-times in the data term. Measured on our runs: at r_d = 0-0.33 the general loss at the largest D falls further
-below G the larger the model (L/G 0.886 at 27K parameters, 0.877 at 106K, 0.864 at 443K), so the gated law,
-whose curve in D has one shape at every size, over-predicts a 4x larger model's general loss there by 2-4%.
+``total-data-scaled-gain`` (ours; the general loss of the recommended pair) lets a better base model gain
+more from each CPT token: r*D counts G^-nu times in the data term. Measured on our runs: at r_d = 0-0.33 the
+general loss at the largest D falls further below G the larger the model (L/G 0.886 at 27K parameters, 0.877
+at 106K, 0.864 at 443K), so the gated law, whose curve in D has one shape at every size, over-predicts a 4x
+larger model's general loss there by 2-4%.
 
 ``total-data-scaled-forgetting`` (ours, opt in: 14 parameters) adds forgetting that replay recovers,
 F*G^-lam*((1-r)*D)^zeta/(Dr + r*D)^rho. Measured on our runs (law domain, general loss / G at r_d = 0.9): it
@@ -543,7 +544,8 @@ TOTAL_SCALED = _add(PowerSumLaw(
     [Term("E", (_BY_G,)), Term("B", (_BY_G, ("beta", "rD+D0", -1))), _RATIO_TERM],
     [_E, _KAPPA, _B, _BETA, _D0, _C, _GAMMA, _EPS],
     doc="total-data scaled by the base model (ours): G^kappa*(E + B/(D0 + r*D)^beta) + C/(r+eps)^gamma "
-        "(see dcpt-scaled); total-data-scaled-gated, the general loss of the recommended pair, gates its E-term.",
+        "(see dcpt-scaled); total-data-scaled-gated gates its E-term, and total-data-scaled-gain, the general loss of "
+        "the recommended pair, also weights the CPT tokens by G^-nu.",
 ))
 TOTAL_SCALED_GATED = _add(PowerSumLaw(
     "total-data-scaled-gated", "L = G^kappa*(r^eta*E + B/(D0 + r*D)^beta) + C/(r+eps)^gamma",
@@ -551,7 +553,7 @@ TOTAL_SCALED_GATED = _add(PowerSumLaw(
     [_E, _KAPPA, _B, _BETA, _D0, _C, _GAMMA, _EPS, _ETA],
     doc="total-data-scaled with the base model's level gated by exposure (ours): r^eta*E, so a model that sees "
         "none of the corpus (r = 0, the general loss of domain-only CPT) has lost what its size gave it and "
-        "ends at C/eps^gamma whatever N and G; the general loss of the recommended pair.",
+        "ends at C/eps^gamma whatever N and G; the general loss of the recommended pair before 2026-11-27.",
 ))
 _NU = Param("nu", 0.0, 50.0, (0.0, 4.0), doc="exponent of 1/G on the worth of a CPT token (a better base model gains more)")
 TOTAL_SCALED_GAIN = _add(PowerSumLaw(
@@ -560,7 +562,8 @@ TOTAL_SCALED_GAIN = _add(PowerSumLaw(
     [*TOTAL_SCALED_GATED.params, _NU],
     doc="total-data-scaled-gated where a better base model gains more from each CPT token (ours): r*D counts "
         "G^-nu times, so the learning curve in D is steeper for a lower G, while the level before CPT (D = 0) "
-        "stays G^kappa*(r^eta*E + B/D0^beta). nu = 0 is total-data-scaled-gated.",
+        "stays G^kappa*(r^eta*E + B/D0^beta), D0 in tokens weighted like r*D. nu = 0 is total-data-scaled-gated. The "
+        "general loss of the recommended pair.",
 ))
 _F_REPLAY = Param("F", 1e-12, 1e15, (0.03,), log=True, doc="forgetting coefficient")
 _LAM = Param("lam", 0.0, 30.0, (1.0,), doc="exponent of 1/G on forgetting (a better base model forgets more)")

@@ -166,17 +166,20 @@ def _code_version(section=None) -> str:
 
 
 def _code_tokens(text: str) -> str:
-    """Python source as the tokens that run, for :func:`_code_version`: no comments, blank lines or docstrings
-    (editing those changes no result), and not the statement that names the recommended pair (a choice among
-    fits, not part of one)."""
+    """Python source as the tokens that run, for :func:`_code_version`: no comments, blank lines, docstrings or
+    ``doc=`` texts of laws and parameters (editing those changes no result), and not the statement that names the
+    recommended pair (a choice among fits, not part of one)."""
     import io
     import textwrap
     import tokenize
 
-    kept, line = [], []
+    kept, line, doc = [], [], False
     for tok in tokenize.generate_tokens(io.StringIO(textwrap.dedent(text)).readline):
         if tok.type in (tokenize.COMMENT, tokenize.NL):
             continue
+        if doc and tok.type == tokenize.STRING:  # the text of doc="...", however many pieces
+            continue
+        doc = tok.string == "=" and bool(line) and line[-1].string == "doc"
         line.append(tok)
         if tok.type not in (tokenize.NEWLINE, tokenize.ENDMARKER):
             continue

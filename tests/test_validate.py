@@ -236,8 +236,8 @@ def test_fit_cache_reuses_a_fit_of_the_same_rows_and_refits_changed_rows(tmp_pat
 
 
 def test_fit_key_ignores_the_recommended_pair_and_comments_but_not_the_fitting_code(tmp_path, monkeypatch):
-    """Choosing another recommended pair, or editing a comment or docstring, reuses every stored fit; an edit to a
-    law refits."""
+    """Choosing another recommended pair, or editing a comment, a docstring or a law's doc text, reuses every stored
+    fit; an edit to a law refits."""
     src = tmp_path / "dcpt_law"
     src.mkdir()
     for name in validate.FIT_SOURCES:
@@ -257,9 +257,9 @@ def test_fit_key_ignores_the_recommended_pair_and_comments_but_not_the_fitting_c
         assert version() == before
         laws = src / "laws.py"
         text = laws.read_text()
-        assert '"""' in text and "\n# " in text
+        assert '"""' in text and "\n# " in text and ' doc="' in text
         laws.write_text(text.replace('"""', '"""An edited docstring. ', 1).replace("\n# ", "\n# an edit: ", 1)
-                        + "\n\n# an edit\n")
+                        .replace(' doc="', ' doc="An edited law doc. ') + "\n\n# an edit\n")
         assert version() == before
         laws.write_text(laws.read_text() + "_ANOTHER = 1\n")
         assert version() != before
