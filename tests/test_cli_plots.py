@@ -144,3 +144,13 @@ def test_cli_help_for_every_subcommand(capsys):
             cli.main([cmd, "--help"])
         assert e.value.code == 0
         assert "usage: dcpt" in capsys.readouterr().out
+
+
+def test_quickstart_rejects_an_unknown_compare_law_before_any_work(tmp_path, capsys):
+    pytest.importorskip("torch")
+    out = tmp_path / "qs"
+    assert cli.main(["quickstart", "--out", str(out), "--cache", str(tmp_path / "cache"),
+                     "--compare", "dcpt", "dcpt-scaledd"]) == 2
+    err = capsys.readouterr().err
+    assert "dcpt-scaledd" in err and "register_law" in err
+    assert not out.exists() and not (tmp_path / "cache").exists()  # no corpus prepared, no sweep started
