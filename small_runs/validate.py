@@ -146,8 +146,8 @@ def _code_version(section=None) -> str:
 
     A fit: dcpt_law's fitting sources (FIT_SOURCES). A section of SECTION_SOURCES: its modules, its helpers here
     and its own source; any other section: every dcpt_law module and this whole file. All as the tokens that run
-    (:func:`_code_tokens`: no comments, docstrings or the recommended pair), and without the numpy / scipy versions:
-    the stored results must serve a fresh clone, whose pip may pick newer ones (each fit records its own
+    (:func:`_code_tokens`: no comments, docstrings, law docs or the recommended pair), and without the numpy / scipy
+    versions: the stored results must serve a fresh clone, whose pip may pick newer ones (each fit records its own
     versions; ``--refit`` recomputes everything).
     """
     import inspect
