@@ -59,6 +59,7 @@ class SweepConfig:
     eval_tokens_list: list = field(default_factory=list)  # explicit evaluation token counts
     vocab_size: int = 4096
     general_domain: str = "general"
+    tokenizer_corpora: list = field(default_factory=list)  # the BPE's training corpora; default general + domains
     out: str = ""          # default small_runs/results/<name>
     cache: str = ""        # default $DCPT_CACHE or ~/.cache/dcpt-law
     corpora: str = ""      # corpus root (folder with manifest.json); default <cache>/corpora
@@ -93,6 +94,11 @@ class SweepConfig:
             p = Path(self.corpora)
             return p if p.is_absolute() else (PACKAGE_ROOT / p if not p.exists() else p)
         return self.cache_dir() / "corpora"
+
+    def tokenizer_domains(self) -> list[str]:
+        """The corpora the sweep's BPE is trained on: ``tokenizer_corpora``, by default the sweep's own (general +
+        domains), so its losses do not depend on what else is prepared in the cache."""
+        return sorted(set(self.tokenizer_corpora or [self.general_domain, *self.domains]))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,6 +143,11 @@ def validate(cfg: SweepConfig, check_corpora: bool = True) -> None:
     bad = [d for d in cfg.domains if d not in known_domains or d == cfg.general_domain]
     if bad or not cfg.domains:
         raise ConfigError(f"domains: unknown {bad or 'empty list'}; known domain corpora: {sorted(known_domains - {cfg.general_domain})}")
+    bad = [d for d in cfg.tokenizer_corpora if d not in known_domains | {cfg.general_domain}]
+    if bad or not isinstance(cfg.tokenizer_corpora, list):
+        raise ConfigError(f"tokenizer_corpora: unknown {bad or cfg.tokenizer_corpora!r}; give a list of corpora from "
+                          f"{sorted(known_domains | {cfg.general_domain})}, or leave it out to train the BPE on the "
+                          "sweep's general and domain corpora")
     bad = [r for r in cfg.ratios if not isinstance(r, (int, float)) or not 0 <= r <= 1]
     if bad or not cfg.ratios:
         raise ConfigError(f"ratios: {bad or 'empty list'} outside [0, 1]; give domain shares such as 0.25 (not 25)")
@@ -163,7 +174,8 @@ def validate(cfg: SweepConfig, check_corpora: bool = True) -> None:
         from .corpora import is_prepared
 
         root = cfg.corpus_root()
-        missing = [d for d in [cfg.general_domain, *cfg.domains] if not is_prepared(root, d)]
+        needed = [cfg.general_domain, *cfg.domains, *(d for d in cfg.tokenizer_domains() if d not in cfg.domains)]
+        missing = [d for d in dict.fromkeys(needed) if not is_prepared(root, d)]
         if missing:
             raise ConfigError(f"corpora {missing} are not prepared in {root}: run `dcpt data prepare --domains "
                               f"{' '.join(missing)}`" + (f" --cache {cfg.cache}" if cfg.cache else ""))
@@ -230,15 +242,14 @@ _SHARDS: dict = {}
 
 def tokenizer_for(cfg: SweepConfig):
     from .tokenizer import load_tokenizer, train_tokenizer
-    from .corpora import load_manifest
 
-    key = (str(cfg.corpus_root()), cfg.vocab_size, cfg.hf_path)
+    domains = () if cfg.hf_path else tuple(cfg.tokenizer_domains())
+    key = (str(cfg.corpus_root()), cfg.vocab_size, cfg.hf_path, domains)
     if key not in _TOKENIZERS:
         if cfg.hf_path:
             _TOKENIZERS[key] = load_tokenizer(cfg.hf_path)
         else:
-            root = cfg.corpus_root()
-            _TOKENIZERS[key] = train_tokenizer(root, cfg.cache_dir(), sorted(load_manifest(root)), cfg.vocab_size)
+            _TOKENIZERS[key] = train_tokenizer(cfg.corpus_root(), cfg.cache_dir(), list(domains), cfg.vocab_size)
     return _TOKENIZERS[key]
 
 
@@ -310,8 +321,10 @@ def check_tokenizer(cfg: SweepConfig, path: Path) -> None:
     _, key = tokenizer_for(cfg)
     if have and have != [key]:
         raise ConfigError(f"{path} holds rows of tokenizer {', '.join(have)}, but the corpora here give tokenizer "
-                          f"{key}: their losses are not comparable. The corpora changed (`dcpt data prepare` on "
-                          "another machine or Python); write to a new `out`, or move the old rows away first")
+                          f"{key}: their losses are not comparable. The tokenizer's corpora changed: another "
+                          f"`tokenizer_corpora` (now {cfg.tokenizer_domains()}; tables logged before 2026-11-28 "
+                          "were tokenized on every corpus in the cache) or `dcpt data prepare` on another machine or "
+                          "Python. Set `tokenizer_corpora`, write to a new `out`, or move the old rows away first")
 
 
 def finished_runs(path: Path) -> set[str]:

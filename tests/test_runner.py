@@ -160,6 +160,20 @@ def test_sweep_refuses_a_table_of_another_tokenizer(tmp_path):
     assert path.read_bytes() == before
 
 
+def test_tokenizer_is_trained_on_the_sweeps_corpora_not_on_everything_prepared(tmp_path):
+    """The fixture cache also holds medicine; the ci sweep (general + code) must not depend on it."""
+    from small_runs.tokenizer import train_tokenizer
+
+    cfg = ci_config(tmp_path)
+    root = cfg.corpus_root()
+    assert "medicine" in corpora.load_manifest(root) and cfg.domains == ["code"]
+    assert cfg.tokenizer_domains() == ["code", "general"]
+    own = train_tokenizer(root, tmp_path / "t", ["general", "code"], cfg.vocab_size, log=lambda m: None)[1]
+    every = train_tokenizer(root, tmp_path / "t", ["general", "code", "medicine"], cfg.vocab_size, log=lambda m: None)[1]
+    assert sweeps.tokenizer_for(cfg)[1] == own != every
+    assert sweeps.tokenizer_for(ci_config(tmp_path, tokenizer_corpora=["medicine", "general", "code"]))[1] == every
+
+
 def test_config_errors_before_training(tmp_path):
     bad = tmp_path / "bad.toml"
     for body, msg in [
@@ -169,6 +183,7 @@ def test_config_errors_before_training(tmp_path):
         ("cpt_tokens = 1000\nfirst_eval_tokens = 5000", "must lie in"),
         ("colour = 1", "unknown key"),
         ('domains = ["law"]', "not prepared"),
+        ('tokenizer_corpora = ["poetry"]', "tokenizer_corpora: unknown"),
         ('[train]\nprecision = "fp16"', "precision='fp16'"),
     ]:
         bad.write_text(f'name = "x"\ncache = "{tmp_path / "c"}"\n' + body)
