@@ -149,9 +149,14 @@ def _code_version(section=None) -> str:
     (:func:`_code_tokens`: no comments, docstrings, law docs or the recommended pair), and without the numpy / scipy
     versions: the stored results must serve a fresh clone, whose pip may pick newer ones (each fit records its own
     versions; ``--refit`` recomputes everything).
+
+    For fits and the sections of SECTION_SOURCES, laws.py counts without its top-level assignments (the built-in
+    laws, their parameters, RATIO_LAWS): a fit's key adds its own law's :func:`_law_signature` instead, and a
+    section the signatures of RATIO_LAWS, so adding a law, or editing one, refits only that law.
     """
     import inspect
 
+    by_law = section is None or section.__name__ in SECTION_SOURCES  # law definitions keyed by signature
     if section is None:
         modules, code = FIT_SOURCES, []
     elif section.__name__ in SECTION_SOURCES:
@@ -160,15 +165,29 @@ def _code_version(section=None) -> str:
     else:
         modules, code = sorted(f.stem for f in (ROOT / "dcpt_law").glob("*.py")), [Path(__file__).read_text()]
     h = hashlib.sha1(b"fit" if section is None else section.__name__.encode())
-    for text in [(ROOT / "dcpt_law" / f"{name}.py").read_text() for name in modules] + code:
+    for name in modules:
+        text = (ROOT / "dcpt_law" / f"{name}.py").read_text()
+        h.update(_code_tokens(text, definitions=not (by_law and name == "laws")).encode())
+    for text in code:
         h.update(_code_tokens(text).encode())
+    if section is not None and by_law:
+        h.update("".join(_law_signature(n) for n in RATIO_LAWS).encode())
     return h.hexdigest()
 
 
-def _code_tokens(text: str) -> str:
+def _law_signature(law) -> str:
+    """What a fit of ``law`` depends on besides the code that fits it: its kind, terms, and its parameters' bounds,
+    grids and log flags (not their docs)."""
+    law = dl.get_law(law)
+    params = [(p.name, p.lower, p.upper, p.grid, p.log) for p in law.params]
+    return repr((type(law).__name__, law.name, getattr(law, "terms", None), params))
+
+
+def _code_tokens(text: str, definitions: bool = True) -> str:
     """Python source as the tokens that run, for :func:`_code_version`: no comments, blank lines, docstrings or
     ``doc=`` texts of laws and parameters (editing those changes no result), and not the statement that names the
-    recommended pair (a choice among fits, not part of one)."""
+    recommended pair (a choice among fits, not part of one). ``definitions=False`` also leaves out every top-level
+    assignment (``NAME = ...``; in laws.py the law definitions)."""
     import io
     import textwrap
     import tokenize
@@ -186,10 +205,10 @@ def _code_tokens(text: str) -> str:
         words = [t for t in line if t.type not in (tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE,
                                                    tokenize.ENDMARKER)]
         docstring = bool(words) and all(t.type == tokenize.STRING for t in words)
-        recommended = (len(words) > 1 and words[0].string == "RECOMMENDED_LAW" and words[0].start[1] == 0
-                       and words[1].string == "=")
+        top = len(words) > 1 and words[0].type == tokenize.NAME and words[0].start[1] == 0 and words[1].string == "="
+        left_out = top and (words[0].string == "RECOMMENDED_LAW" or not definitions)
         kept += [t.string for t in line if t.type in (tokenize.INDENT, tokenize.DEDENT)
-                 or not (docstring or recommended)]
+                 or not (docstring or left_out)]
         line = []
     return " ".join(kept)
 
@@ -217,7 +236,7 @@ def cached_fit(train: pd.DataFrame, law: str, dom: str) -> dl.Fit:
 
     Every fit read or written is touched, so a complete run can prune the ones no longer used (:func:`prune_fits`).
     """
-    path = None if FITS is None else FITS / f"fit-{_key(_code_version(), train, law, dom)}.json"
+    path = None if FITS is None else FITS / f"fit-{_key(_code_version(), train, law, dom, _law_signature(law))}.json"
     if path is not None and path.exists() and not REFIT:
         path.touch()
         return dl.load_fit(path)

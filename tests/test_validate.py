@@ -4,6 +4,7 @@ import pytest
 import pandas as pd
 
 from conftest import SIZES, synthetic_table
+import dcpt_law as dl
 from small_runs import validate
 
 
@@ -261,10 +262,36 @@ def test_fit_key_ignores_the_recommended_pair_and_comments_but_not_the_fitting_c
         laws.write_text(text.replace('"""', '"""An edited docstring. ', 1).replace("\n# ", "\n# an edit: ", 1)
                         .replace(' doc="', ' doc="An edited law doc. ') + "\n\n# an edit\n")
         assert version() == before
-        laws.write_text(laws.read_text() + "_ANOTHER = 1\n")
-        assert version() != before
+        laws.write_text(laws.read_text() + "_ANOTHER = PowerSumLaw('another', 'L = E', [Term('E')], [_E])\n")
+        assert version() == before  # a new law: each fit's key has its own law's signature (next test)
+        laws.write_text(laws.read_text().replace("def log_predict(", "def log_predict_renamed(", 1))
+        assert version() != before  # the code that evaluates every law
     finally:
         validate._code_version.cache_clear()
+
+
+def test_a_fit_is_keyed_by_its_own_law_so_editing_another_law_keeps_it(tmp_path, monkeypatch):
+    import dataclasses
+
+    monkeypatch.setattr(validate, "FITS", tmp_path)
+    train = synthetic_table(3)
+    validate.cached_fit(train, "dcpt", "code")
+    validate.cached_fit(train, "additive", "code")
+    stored = sorted(tmp_path.glob("fit-*.json"))
+    assert len(stored) == 2
+    law = dl.get_law("additive")
+    wider = dataclasses.replace(law.params[0], upper=law.params[0].upper * 2)  # another bound of E
+    edited = dl.laws.PowerSumLaw("additive", law.formula, law.terms, [wider, *law.params[1:]])
+    assert validate._law_signature(edited) != validate._law_signature("additive")
+    splits = validate._code_version(validate.splits_domain)
+    monkeypatch.setitem(dl.LAWS, "additive", edited)
+    validate._code_version.cache_clear()
+    assert validate._code_version(validate.splits_domain) != splits  # a law of RATIO_LAWS changed: the splits refit
+    validate.cached_fit(train, "dcpt", "code")  # read back: no third file
+    assert sorted(tmp_path.glob("fit-*.json")) == stored
+    validate.cached_fit(train, "additive", "code")  # its law changed: refitted under a new key
+    assert len(list(tmp_path.glob("fit-*.json"))) == 3
+    validate._code_version.cache_clear()
 
 
 def test_prune_fits_keeps_only_the_fits_a_run_used(tmp_path, monkeypatch):
