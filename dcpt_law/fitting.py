@@ -21,7 +21,7 @@ import pandas as pd
 from . import _warn
 from . import __version__
 from .provenance import git_commit
-from .laws import Law, PowerSumLaw, get_law
+from .laws import AveragedLaw, Law, PowerSumLaw, get_law
 from .search import huber, lm_search, objective
 from .table import LOSS_COLUMNS, base_losses, fit_rows, law_inputs, load_losses, run_groups, single_domain
 from .units import format_count, parse_counts
@@ -216,7 +216,8 @@ class LawFit:
         if m:
             lines.append(f"  R2 {m['r2']:.5f}   MAPE {m['mape']:.3f}%   RMSE(log) {m['rmse_log']:.5f}   "
                          f"mean Huber {m['huber']:.3g}")
-        lines.append("  parameter          value       stderr     bootstrap 90%")
+        w = max(10, *(len(p.name) for p in self.law.params))
+        lines.append(f"  {'parameter':<{w}}      value       stderr     bootstrap 90%")
         q = None
         if self.bootstrap is not None and len(self.bootstrap):
             q = np.quantile(self.bootstrap, [0.05, 0.95], axis=0)
@@ -225,7 +226,7 @@ class LawFit:
             se = self.stderr.get(p.name)
             se_s = f"{se:10.4g}" if se is not None and np.isfinite(se) else "       n/a"
             ci = f"[{q[0, i]:.4g}, {q[1, i]:.4g}]" if q is not None else ""
-            lines.append(f"  {p.name:<10} {v:14.6g} {se_s}     {ci}")
+            lines.append(f"  {p.name:<{w}} {v:14.6g} {se_s}     {ci}")
         strong = [(k, c) for k, c in self.correl.items() if abs(c) > 0.9]
         if strong:
             lines.append("  strong correlations: " + ", ".join(f"{k} {c:+.3f}" for k, c in strong[:6]))
@@ -578,6 +579,8 @@ def fit_law(df: pd.DataFrame, law="dcpt", target: str = "domain", *, domain: str
     """Fit one law to one loss on rows ``df`` (tokens > 0, one domain already selected)."""
     law = get_law(law)
     settings = settings or FitSettings()
+    if isinstance(law, AveragedLaw):
+        return _fit_averaged(df, law, target, domain, settings, warn)
     _check_distinct(df, law, f"the {target} loss", warn)
     X = law_inputs(df, target)
     ctx = law_context(law, X)
@@ -606,19 +609,48 @@ def fit_law(df: pd.DataFrame, law="dcpt", target: str = "domain", *, domain: str
     lf._search = res  # kept for bootstrap warm starts (not serialised)
     if settings.bootstrap:
         lf.bootstrap = _bootstrap(lf, df, X, ctx, logy, res, settings)
-    # diagnostics are kept with the fit (saved to JSON, shown in reports) and warned about
+    return _diagnose(lf, X, warn, checks=(_bound_warnings, lambda f: _negligible_term_warnings(f, X),
+                                          lambda f: _ladder_warning(f, X)))
+
+
+def _diagnose(lf: LawFit, X: dict, warn: bool, checks=(), inherited=()) -> LawFit:
+    """Run ``checks`` (and the monotonicity check) on ``lf``: what the fit can't tell is kept with it (saved to
+    JSON, shown in reports), after ``inherited`` diagnostics, and warned about."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _bound_warnings(lf)
-        _negligible_term_warnings(lf, X)
-        _ladder_warning(lf, X)
-        if "r" in law.needs and "D" in law.needs:
+        for check in checks:
+            check(lf)
+        if "r" in lf.law.needs and "D" in lf.law.needs:
             _monotone_warning(lf)
-    lf.diagnostics = [str(w.message) for w in caught]
+    lf.diagnostics = [*inherited, *(str(w.message) for w in caught)]
     if warn:
+        for text in inherited:
+            _warn.emit(text, FitWarning)
         for w in caught:
             _warn.emit(str(w.message), w.category)
     return lf
+
+
+def _fit_averaged(df: pd.DataFrame, law: AveragedLaw, target: str, domain: str, settings: FitSettings,
+                  warn: bool) -> LawFit:
+    """Fit each member of an averaged law on its own, then join them: parameters ``<member>.<name>``, metrics of
+    the mean, and bootstrap resamples side by side (every member resamples the same runs: same seed, same rows)."""
+    members = [fit_law(df, m, target, domain=domain, settings=settings, warn=False) for m in law.members]
+    named = lambda attr: {f"{m.law.name}.{k}": v for m in members for k, v in getattr(m, attr).items()}  # noqa: E731
+    params = named("params")
+    X = law_inputs(df, target)
+    ctx = law_context(law, X)
+    values = np.array([params[n] for n in law.param_names])
+    pred = law.predict(params, X["N"], X["D"], X["r"], G=X["G"] if "G" in law.needs else None)
+    lf = LawFit(law, target, params, domain=domain, stderr=named("stderr"), metrics=_metrics(pred, X["loss"], settings.delta),
+                ranges=members[0].ranges, settings=settings, n_starts=sum(m.n_starts for m in members),
+                objective=float(objective(law, law.raw(values[None], ctx), ctx, np.log(X["loss"]), 1.0,
+                                          settings.delta)[0]),
+                report_text="\n\n".join(f"[{m.law.name}]\n{m._report}" for m in members if m._report),
+                base_general=pd.Series(X["G"]).groupby(X["N"]).mean().dropna().to_dict())
+    if settings.bootstrap:
+        lf.bootstrap = np.concatenate([m.bootstrap for m in members], axis=1)
+    return _diagnose(lf, X, warn, inherited=[f"{m.law.name}: {d}" for m in members for d in m.diagnostics])
 
 
 def stratified_run_counts(groups: np.ndarray, ratio: np.ndarray, B: int, rng) -> np.ndarray:

@@ -70,7 +70,7 @@ with a finite-difference Jacobian.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -428,6 +428,51 @@ class FunctionLaw(Law):
         return logL, J
 
 
+class AveragedLaw(Law):
+    """The geometric mean of several laws: log L = mean_k log L_k, each member fitted on its own.
+
+    A hedge between structural hypotheses that fit the small sizes equally well and part ways at a larger size
+    (the size term from N in ``dcpt`` or from the base model's loss G in ``dcpt-scaled``). Its parameters are the
+    members', named ``<member>.<param>``. Written ``"mean(law1, law2, ...)"`` wherever a law name is taken.
+    """
+
+    def __init__(self, members: Sequence, name: str = ""):
+        self.members = tuple(get_law(m) for m in members)
+        if len(self.members) < 2 or len({m.name for m in self.members}) < len(self.members):
+            raise ValueError(f"mean(...) needs two or more different laws, got {[m.name for m in self.members]}")
+        self.name = name or f"mean({', '.join(m.name for m in self.members)})"
+        self.formula = "log L = mean of log L over " + ", ".join(m.name for m in self.members)
+        self.params = tuple(replace(p, name=f"{m.name}.{p.name}") for m in self.members for p in m.params)
+        self.needs = tuple(f for f in ("N", "D", "r", "K", "G") if any(f in m.needs for m in self.members))
+        self._cuts = np.cumsum([m.n_params for m in self.members])[:-1]
+
+    def _split(self, theta):
+        return np.split(np.asarray(theta, float), self._cuts, axis=-1)
+
+    def prepare(self, N, D, r, K=None, G=None, centre=None) -> dict:
+        kw = {} if G is None else {"G": G}
+        return {"members": [m.prepare(N, D, r, K, **kw, **({} if centre is None else {"centre": centre[i]}))
+                            for i, m in enumerate(self.members)]}
+
+    def start_grid(self, ctx, loss_scale):
+        raise ValueError(f"{self.name}: an averaged law is fitted member by member (dcpt_law.fit does that)")
+
+    def log_predict(self, theta, ctx, jac=False):
+        parts = [m.log_predict(th, c, jac) for m, th, c in zip(self.members, self._split(theta), ctx["members"])]
+        k = len(self.members)
+        if not jac:
+            return sum(parts) / k
+        return sum(lp for lp, _ in parts) / k, np.concatenate([J / k for _, J in parts], axis=1)
+
+    def natural(self, theta, ctx):
+        return np.concatenate([m.natural(th, c) for m, th, c in zip(self.members, self._split(theta), ctx["members"])],
+                              axis=-1)
+
+    def raw(self, values, ctx):
+        return np.concatenate([m.raw(v, c) for m, v, c in zip(self.members, self._split(values), ctx["members"])],
+                              axis=-1)
+
+
 # --- the built-in laws ---------------------------------------------------------------------
 # Coefficient grids are in units of the median observed loss (see PowerSumLaw.start_grid).
 _E = Param("E", 1e-4, 1e3, (0.2, 0.5, 0.8), log=True, doc="irreducible loss (nats)")
@@ -621,6 +666,9 @@ def get_law(law) -> Law:
     """A law object from its name (or the object itself)."""
     if isinstance(law, Law):
         return law
+    if isinstance(law, str) and law.startswith("mean(") and law.endswith(")") and law not in LAWS:
+        averaged = AveragedLaw([m.strip() for m in law[5:-1].split(",")])
+        law = LAWS.setdefault(averaged.name, averaged).name  # by its canonical spelling
     if law not in LAWS:
         raise ValueError(f"unknown law {law!r}: registered laws are {sorted(LAWS)}; add one with register_law()")
     return LAWS[law]
