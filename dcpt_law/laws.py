@@ -20,6 +20,7 @@ Built-in laws (:data:`LAWS`):
 ``total-data-scaled-gated``  L = G^kappa*(r^eta*E + B/(D0+r*D)^beta) + C/(r+eps)^gamma (ours, 9)
 ``total-data-scaled-gain``   L = G^kappa*(r^eta*E + B/(D0+G^-nu*r*D)^beta) + C/(r+eps)^gamma (ours, 10)
 ``total-data-scaled-forgetting``  the gated law + F*G^-lam*((1-r)*D)^zeta/(Dr + r*D)^rho (ours, 14; opt in)
+``mean(a, b, ...)``  log L = mean of the members' log L, each fitted on its own (ours; any registered laws)
 ==============  ======================================================================
 
 The *scaled* laws (ours; the recommended pair) make the base model's loss G a factor of what the model

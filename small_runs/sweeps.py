@@ -244,7 +244,7 @@ def tokenizer_for(cfg: SweepConfig):
     from .tokenizer import load_tokenizer, train_tokenizer
 
     domains = () if cfg.hf_path else tuple(cfg.tokenizer_domains())
-    key = (str(cfg.corpus_root()), cfg.vocab_size, cfg.hf_path, domains)
+    key = (str(cfg.corpus_root()), str(cfg.cache_dir()), cfg.vocab_size, cfg.hf_path, domains)  # saved in the cache
     if key not in _TOKENIZERS:
         if cfg.hf_path:
             _TOKENIZERS[key] = load_tokenizer(cfg.hf_path)
@@ -257,7 +257,7 @@ def shard(cfg: SweepConfig, domain: str, split: str):
     from .tokenizer import open_shard, tokenize_split
 
     tok, tkey = tokenizer_for(cfg)
-    key = (tkey, str(cfg.corpus_root()), domain, split)
+    key = (tkey, str(cfg.corpus_root()), str(cfg.cache_dir()), domain, split)
     if key not in _SHARDS:
         path = tokenize_split(tok, tkey, cfg.corpus_root(), cfg.cache_dir(), domain, split)
         _SHARDS[key] = open_shard(path)
@@ -319,6 +319,14 @@ def check_tokenizer(cfg: SweepConfig, path: Path) -> None:
         return
     have = sorted(set(logged["tokenizer"].dropna().astype(str)))
     _, key = tokenizer_for(cfg)
+    if len(have) == 1 and have != [key]:  # the corpora of the table's tokenizer, where this cache trained it
+        made = cfg.cache_dir() / "tokenizers" / have[0] / "dcpt_tokenizer.json"
+        if made.exists():
+            domains = json.loads(made.read_text())["domains"]
+            if domains != cfg.tokenizer_domains():
+                raise ConfigError(f"{path} was tokenized with a BPE trained on {domains}, but this config trains it on "
+                                  f"{cfg.tokenizer_domains()} (by default the sweep's general and domain corpora): "
+                                  f"to extend the table, add `tokenizer_corpora = {json.dumps(domains)}` to the config")
     if have and have != [key]:
         raise ConfigError(f"{path} holds rows of tokenizer {', '.join(have)}, but the corpora here give tokenizer "
                           f"{key}: their losses are not comparable. The tokenizer's corpora changed: another "

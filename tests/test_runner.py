@@ -234,11 +234,16 @@ def test_ci_sweep_end_to_end_and_skip_on_rerun(tmp_path):
     cfg.ratios = [*cfg.ratios, 0.25]
     msgs = []
     sweeps.run_sweep(cfg, log=msgs.append)
-    df2 = dl.load_losses(path)
+    df2, df2_bytes = dl.load_losses(path), path.read_bytes()
     assert len(df2) == len(df) + len(cfg.sizes) * n_eval
     assert sum("re-trained base matches its logged loss" in m for m in msgs) == len(cfg.sizes), msgs
-    # a domain added to the sweep later gets its own base-model rows; nothing else is duplicated
+    # a domain added to the sweep later gets its own base-model rows; nothing else is duplicated. The BPE is
+    # trained on the sweep's corpora, so the table's own list must be pinned to extend it (the error says how)
     cfg.domains, cfg.ratios = ["code", "medicine"], [1.0]
+    with pytest.raises(sweeps.ConfigError, match=r'tokenizer_corpora = \["code", "general"\]'):
+        sweeps.run_sweep(cfg, log=lambda m: None)
+    assert path.read_bytes() == df2_bytes
+    cfg.tokenizer_corpora = ["code", "general"]
     sweeps.run_sweep(cfg, log=lambda m: None)
     df3 = dl.load_losses(path)
     base = df3[df3["tokens"] == 0]
