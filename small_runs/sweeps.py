@@ -330,7 +330,7 @@ def check_tokenizer(cfg: SweepConfig, path: Path) -> None:
     if have and have != [key]:
         raise ConfigError(f"{path} holds rows of tokenizer {', '.join(have)}, but the corpora here give tokenizer "
                           f"{key}: their losses are not comparable. The tokenizer's corpora changed: another "
-                          f"`tokenizer_corpora` (now {cfg.tokenizer_domains()}; tables logged before 2026-11-28 "
+                          f"`tokenizer_corpora` (now {cfg.tokenizer_domains()}; tables logged before 2026-11-27 "
                           "were tokenized on every corpus in the cache) or `dcpt data prepare` on another machine or "
                           "Python. Set `tokenizer_corpora`, write to a new `out`, or move the old rows away first")
 
