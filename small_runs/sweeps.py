@@ -174,8 +174,8 @@ def validate(cfg: SweepConfig, check_corpora: bool = True) -> None:
         from .corpora import is_prepared
 
         root = cfg.corpus_root()
-        needed = [cfg.general_domain, *cfg.domains, *(d for d in cfg.tokenizer_domains() if d not in cfg.domains)]
-        missing = [d for d in dict.fromkeys(needed) if not is_prepared(root, d)]
+        needed = dict.fromkeys([cfg.general_domain, *cfg.domains, *cfg.tokenizer_domains()])
+        missing = [d for d in needed if not is_prepared(root, d)]
         if missing:
             raise ConfigError(f"corpora {missing} are not prepared in {root}: run `dcpt data prepare --domains "
                               f"{' '.join(missing)}`" + (f" --cache {cfg.cache}" if cfg.cache else ""))
@@ -318,8 +318,8 @@ def check_tokenizer(cfg: SweepConfig, path: Path) -> None:
     if "tokenizer" not in logged.columns:
         return
     have = sorted(set(logged["tokenizer"].dropna().astype(str)))
-    _, key = tokenizer_for(cfg)
-    if len(have) == 1 and have != [key]:  # the corpora of the table's tokenizer, where this cache trained it
+    # the corpora of the table's BPE, where this cache trained it: checked before a BPE is trained for this config
+    if len(have) == 1:
         made = cfg.cache_dir() / "tokenizers" / have[0] / "dcpt_tokenizer.json"
         if made.exists():
             domains = json.loads(made.read_text())["domains"]
@@ -327,6 +327,7 @@ def check_tokenizer(cfg: SweepConfig, path: Path) -> None:
                 raise ConfigError(f"{path} was tokenized with a BPE trained on {domains}, but this config trains it on "
                                   f"{cfg.tokenizer_domains()} (by default the sweep's general and domain corpora): "
                                   f"to extend the table, add `tokenizer_corpora = {json.dumps(domains)}` to the config")
+    _, key = tokenizer_for(cfg)
     if have and have != [key]:
         raise ConfigError(f"{path} holds rows of tokenizer {', '.join(have)}, but the corpora here give tokenizer "
                           f"{key}: their losses are not comparable. The tokenizer's corpora changed: another "
