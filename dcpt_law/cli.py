@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -63,11 +64,12 @@ def cmd_probe(a):
 
 
 def _law_arg(text: str):
-    """"dcpt", or one law per loss as "domain:dcpt,general:total-data" (the form Fit.law prints)."""
+    """"dcpt", or one law per loss as "domain:dcpt,general:total-data" (the form Fit.law prints); a law may be
+    an averaged one, "domain:mean(dcpt, dcpt-scaled),general:total-data" (its commas are inside the brackets)."""
     if ":" not in text:
         return text
     try:
-        return dict(part.split(":", 1) for part in text.split(","))
+        return dict(part.split(":", 1) for part in re.split(r",(?![^()]*\))", text))
     except ValueError:
         raise UserError(f"--law {text!r}: use a law name or domain:NAME,general:NAME") from None
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import _warn
 from .fitting import TARGETS, _check_distinct, _metrics, law_context, start_points
-from .laws import RATIO_LAWS, get_law
+from .laws import RATIO_LAWS, AveragedLaw, get_law
 from .search import lm_search, objective
 from .table import fit_rows, law_inputs, load_losses, run_groups, single_domain
 
@@ -54,7 +54,11 @@ def folds(df: pd.DataFrame, split: str) -> list[tuple[str, np.ndarray]]:
 
 
 def _fit_folds(law, X, fold_masks: list[np.ndarray], delta: float, starts_per_fold: int):
-    """Batched fit of one law on every fold's training points; returns natural params per fold."""
+    """Batched fit of one law on every fold's training points; returns natural params per fold.
+
+    An averaged law (``mean(...)``) is fitted member by member, as :func:`dcpt_law.fit` does."""
+    if isinstance(law, AveragedLaw):
+        return np.concatenate([_fit_folds(m, X, fold_masks, delta, starts_per_fold) for m in law.members], axis=-1)
     ctx = law_context(law, X)
     logy = np.log(X["loss"])
     grid = start_points(law, ctx, float(np.median(X["loss"])))

@@ -88,8 +88,9 @@ PAIRS = [dict(dl.RECOMMENDED_LAW), *(p for p in SCALED_PAIRS if p != dl.RECOMMEN
          {"domain": "dcpt-gated", "general": "total-data-anchored"},
          {"domain": "dcpt-gated-anchored", "general": "total-data-anchored"}]
 # total-data-scaled-forgetting (14 parameters, opt in) is not in RATIO_LAWS: the held-out sections fit it, the
-# paper's splits (section 2) do not
+# paper's splits (section 2) do too
 CANDIDATES = [*RATIO_LAWS, "total-data-scaled-forgetting", MEAN, *PAIRS]
+SPLIT_LAWS = [*RATIO_LAWS, "total-data-scaled-forgetting", MEAN]  # section 2: every law the package has
 # every law in the headline experiment; the others (other ladders, xl) fit the paper's law, the scaled laws of the
 # recommended pair and the challenger to its general law; those fitted on every seed (each fit on 2.3x the rows)
 # the scaled ones alone. ~200 global searches instead of ~500: a refit takes ~2 h on 2 cores, not ~5.
@@ -113,11 +114,6 @@ def md(df: pd.DataFrame, index: bool = False) -> str:
     return "\n".join(f"| {r} |" for r in rows)
 
 
-def md_lines(*lines: str) -> list[str]:
-    """Fixed lines of the document (a job like the computed sections)."""
-    return list(lines)
-
-
 def load(names) -> pd.DataFrame:
     """The loss tables that exist among ``names``, concatenated; column ``table`` names each row's source."""
     frames = [pd.read_csv(RESULTS / n / "losses.csv").assign(table=n) for n in names
@@ -139,7 +135,7 @@ def complete_domains(df: pd.DataFrame) -> list[str]:
 # the dcpt_law modules a fit's parameters depend on (the command line, plots and reports do not)
 FIT_SOURCES = ("_warn", "fitting", "laws", "provenance", "search", "table", "units")
 # the stored sections: the dcpt_law modules and the functions of this file (besides their own) their lines depend on
-SECTION_SOURCES = {"splits_domain": ((*FIT_SOURCES, "evaluation"), ("md", "_mean_median")),
+SECTION_SOURCES = {"splits_law": ((*FIT_SOURCES, "evaluation"), ()),
                    "cross_section": ((*FIT_SOURCES, "evaluation", "cross_domain", "transfer"),
                                      ("md", "verdict", "complete_domains"))}
 
@@ -155,8 +151,9 @@ def _code_version(section=None) -> str:
     versions; ``--refit`` recomputes everything).
 
     For fits and the sections of SECTION_SOURCES, laws.py counts without its top-level assignments (the built-in
-    laws, their parameters, RATIO_LAWS): a fit's key adds its own law's :func:`_law_signature` instead, and a
-    section the signatures of RATIO_LAWS, so adding a law, or editing one, refits only that law.
+    laws, their parameters, RATIO_LAWS): a fit's key, and one law's splits (:func:`splits_law`), add that law's
+    :func:`_law_signature` instead, and any other section the signatures of RATIO_LAWS, so adding a law, or editing
+    one, refits only that law.
     """
     import inspect
 
@@ -174,9 +171,12 @@ def _code_version(section=None) -> str:
         h.update(_code_tokens(text, definitions=not (by_law and name == "laws")).encode())
     for text in code:
         h.update(_code_tokens(text).encode())
-    if section is not None and by_law:
+    if section is not None and by_law and section.__name__ not in BY_ONE_LAW:
         h.update("".join(_law_signature(n) for n in RATIO_LAWS).encode())
     return h.hexdigest()
+
+
+BY_ONE_LAW = ("splits_law",)  # sections whose third argument is the one law they fit (keyed by its signature)
 
 
 def _law_signature(law) -> str:
@@ -262,10 +262,12 @@ def prune_fits(since: float) -> list[Path]:
     return old
 
 
-def cached_lines(fn, *args) -> list[str]:
-    """``fn(*args)``, a section without figures (one of SECTION_SOURCES), read from FITS when computed before on
-    the same inputs by the same code; touched like a fit (:func:`prune_fits`)."""
-    path = None if FITS is None else FITS / f"{fn.__name__}-{_key(_code_version(fn), fn.__name__, *args)}.json"
+def cached_lines(fn, *args) -> list:
+    """``fn(*args)``, a section without figures (one of SECTION_SOURCES; any JSON), read from FITS when computed
+    before on the same inputs by the same code; touched like a fit (:func:`prune_fits`). A section of BY_ONE_LAW
+    is also keyed by the signature of its law (``args[2]``)."""
+    law = (_law_signature(args[2]),) if fn.__name__ in BY_ONE_LAW else ()
+    path = None if FITS is None else FITS / f"{fn.__name__}-{_key(_code_version(fn), fn.__name__, *args, *law)}.json"
     if path is not None and path.exists() and not REFIT:
         path.touch()
         return json.loads(path.read_text())
@@ -616,12 +618,19 @@ def _mean_median(mean: pd.DataFrame, median: pd.DataFrame) -> pd.DataFrame:
         [f"{x:.4g}" if np.isclose(x, y) else f"{x:.4g} ({y:.4g})" for x, y in zip(a, b)], index=a.index))
 
 
-def splits_domain(small: pd.DataFrame, dom: str, quick: bool) -> list[str]:
-    """Section 2 for one domain: every law of RATIO_LAWS on the paper's splits."""
+def splits_law(small: pd.DataFrame, dom: str, law: str, quick: bool) -> list[dict]:
+    """One law on the paper's splits for one domain: the rows of :func:`dcpt_law.evaluate` (stored per law, so a
+    new law adds its own fits to section 2 and leaves the others')."""
     splits = ["all", "tokens", "model_size"] if quick else ["all", "model_size", "tokens", "ratio"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ev = dl.evaluate(small[small["domain"] == dom], law=list(RATIO_LAWS), split=splits, domain=dom)
+        ev = dl.evaluate(small[small["domain"] == dom], law=law, split=splits, domain=dom)
+    return ev.to_dict("records")
+
+
+def splits_domain(dom: str, per_law: list[list[dict]]) -> list[str]:
+    """Section 2 for one domain: the laws' :func:`splits_law` rows side by side."""
+    ev = pd.DataFrame([row for rows in per_law for row in rows])
     return [f"### {dom}: R^2 on held-out points (mean over folds; median in brackets)", "",
             md(_mean_median(dl.summary(ev, "mean")["r2"], dl.summary(ev, "median")["r2"]), index=True), ""]
 
@@ -798,8 +807,8 @@ def main(argv=None):
     jobs = [(heldout_job, heldout_args(data, label, out / "figures")) for label in EXPERIMENTS]
     titles = {label: experiment_title(label) for label in EXPERIMENTS}
     small = experiment(data[data["table"].isin(GRID_TABLES)], SMALL_SIZES, None)[0]
-    jobs.append((md_lines, ("## 2. The paper's generalisation splits (small sizes)", "")))
-    jobs += [(cached_lines, (splits_domain, small, dom, a.quick)) for dom in complete_domains(small)]
+    split_jobs = [(dom, law) for dom in complete_domains(small) for law in SPLIT_LAWS]
+    jobs += [(cached_lines, (splits_law, small, dom, law, a.quick)) for dom, law in split_jobs]
     jobs += [(cached_lines, (cross_section, small)), (seeds_section, (data,))]
     if a.jobs > 1:
         with ProcessPoolExecutor(a.jobs, initializer=_use_store, initargs=(FITS, REFIT)) as pool:
@@ -808,6 +817,10 @@ def main(argv=None):
         parts = [fn(*args) for fn, args in jobs]
     held_out = dict(zip(EXPERIMENTS, parts[:len(EXPERIMENTS)]))  # (lines, tables) of each heldout_job
     parts[:len(EXPERIMENTS)] = [lines_ for lines_, _ in held_out.values()]
+    at, n = len(EXPERIMENTS), len(split_jobs)  # section 2: each domain's laws side by side
+    split_rows = dict(zip(split_jobs, parts[at:at + n]))
+    parts[at:at + n] = [["## 2. The paper's generalisation splits (small sizes)", ""]] + [
+        splits_domain(dom, [split_rows[dom, law] for law in SPLIT_LAWS]) for dom in complete_domains(small)]
     lines += headline({k: (titles[k], t) for k, (_, t) in held_out.items()}, data)
     lines += [ln for part in parts for ln in part]
     path = out / "validation.md"

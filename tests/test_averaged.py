@@ -56,3 +56,22 @@ def test_fitting_a_mean_law_fits_each_member_on_its_own(tmp_path):
 def test_a_mean_law_has_no_start_grid_of_its_own():
     with pytest.raises(ValueError, match="member by member"):
         AveragedLaw(["dcpt", "dcpt-scaled"]).start_grid({}, 1.0)
+
+
+def test_evaluate_scores_a_mean_law_from_its_members_fitted_per_fold():
+    train = scaled_table((2.5e4, 5e4, 1e5), (5.7, 5.37, 5.45))
+    t = dl.evaluate(train, law=["dcpt", "dcpt-scaled", MEAN], split="model_size", target="domain")
+    folds = t[~t["fold"].isin(["mean", "median"])].set_index(["law", "fold"])
+    assert len(folds.loc[MEAN]) == 3  # one fold per held-out size, like its members
+    # each fold's mean law is the members' fits of that fold: refit them by hand on the same fold
+    fold, test = dl.folds(dl.table.fit_rows(train).reset_index(drop=True), "model_size")[-1]
+    rows = dl.table.fit_rows(train).reset_index(drop=True)
+    fits = {m: dl.fit(rows[~test], law=m, target="domain", warn=False)["domain"] for m in ("dcpt", "dcpt-scaled")}
+    held = rows[test]
+    x = dict(model_size=held["model_size"], tokens=held["tokens"], domain_ratio=held["domain_ratio"], warn=False,
+             base_general_loss=held["base_general_loss"].to_numpy(float))
+    pred = np.sqrt(np.asarray(fits["dcpt"].predict(**x)) * np.asarray(fits["dcpt-scaled"].predict(**x)))
+    obs = held["domain_loss"].to_numpy(float)
+    want = 1 - np.sum((pred - obs) ** 2) / np.sum((obs - obs.mean()) ** 2)
+    assert folds.loc[(MEAN, fold), "r2"] == pytest.approx(want, abs=2e-3)
+    assert folds.loc[(MEAN, fold), "r2"] != pytest.approx(folds.loc[("dcpt", fold), "r2"], abs=1e-6)

@@ -124,6 +124,15 @@ def test_cli_fit_one_law_per_loss(tmp_path, small, capsys):
     assert "--law" in capsys.readouterr().err
 
 
+def test_cli_law_pair_may_name_an_averaged_law():
+    # the commas of mean(...) are not the pair's: the form Fit.law prints reads back
+    pair = {"domain": "mean(dcpt, dcpt-scaled)", "general": "total-data-scaled-gain"}
+    assert cli._law_arg(dl.fitting.pair_name(pair)) == pair
+    assert cli._law_arg("domain:mean(dcpt,dcpt-scaled),general:dcpt") == {"domain": "mean(dcpt,dcpt-scaled)",
+                                                                         "general": "dcpt"}
+    assert cli._law_arg("mean(dcpt, dcpt-scaled)") == "mean(dcpt, dcpt-scaled)"
+
+
 def test_cli_user_errors_are_one_line(tmp_path, small):
     proc = subprocess.run([sys.executable, "-m", "dcpt_law.cli", "fit", str(tmp_path / "nope.csv")],
                           capture_output=True, text=True)

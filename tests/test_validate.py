@@ -283,10 +283,21 @@ def test_a_fit_is_keyed_by_its_own_law_so_editing_another_law_keeps_it(tmp_path,
     wider = dataclasses.replace(law.params[0], upper=law.params[0].upper * 2)  # another bound of E
     edited = dl.laws.PowerSumLaw("additive", law.formula, law.terms, [wider, *law.params[1:]])
     assert validate._law_signature(edited) != validate._law_signature("additive")
-    splits = validate._code_version(validate.splits_domain)
+    cross = validate._code_version(validate.cross_section)
+    calls = []
+
+    def splits_law(df, dom, law, quick):  # the paper's splits of one law: stored per law, like a fit
+        calls.append(law)
+        return [{"law": law, "rows": len(df)}]
+
+    for law in ("dcpt", "additive"):
+        validate.cached_lines(splits_law, train, "code", law, False)
     monkeypatch.setitem(dl.LAWS, "additive", edited)
     validate._code_version.cache_clear()
-    assert validate._code_version(validate.splits_domain) != splits  # a law of RATIO_LAWS changed: the splits refit
+    assert validate._code_version(validate.cross_section) != cross  # a law of RATIO_LAWS changed: this section refits
+    for law in ("dcpt", "additive"):
+        assert validate.cached_lines(splits_law, train, "code", law, False) == [{"law": law, "rows": len(train)}]
+    assert calls == ["dcpt", "additive", "additive"]  # only the edited law's splits are recomputed
     validate.cached_fit(train, "dcpt", "code")  # read back: no third file
     assert sorted(tmp_path.glob("fit-*.json")) == stored
     validate.cached_fit(train, "additive", "code")  # its law changed: refitted under a new key
@@ -330,9 +341,9 @@ def test_cached_lines_are_computed_once_per_input(tmp_path, monkeypatch):
 
 
 def test_a_stored_section_is_keyed_by_its_own_code_not_the_rest_of_the_file(monkeypatch):
-    """The splits section is recomputed (an hour of fits) when its function, a helper or a module it runs
-    changes, not when another part of validate.py or the plotting code does."""
-    key = lambda: validate._code_version(validate.splits_domain)  # noqa: E731
+    """A stored section (here the cross-domain one, ~20 min of fits) is recomputed when its function, a helper or
+    a module it runs changes, not when another part of validate.py or the plotting code does."""
+    key = lambda: validate._code_version(validate.cross_section)  # noqa: E731
     validate._code_version.cache_clear()
     before = key()
     monkeypatch.setattr(validate, "heldout_section", lambda *a: None)  # another function here: same key
