@@ -141,9 +141,12 @@ def cmd_plot(a):
 
 def cmd_report(a):
     from dcpt_law import report
+    from dcpt_law.laws import get_law
 
+    for name in a.compare or []:  # a misspelt law fails here, before the figures
+        get_law(name)
     path = report.write_report(a.fit, a.losses, a.out, model_size=a.model_size, tokens=a.tokens,
-                               tolerance=a.tolerance)
+                               tolerance=a.tolerance, laws=a.compare)
     print(f"report written to {path}")
 
 
@@ -270,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--model-size", help="target N for the recommendation (default: largest fitted size)")
     rp.add_argument("--tokens", help="target D (default: largest fitted D)")
     rp.add_argument("--tolerance", type=float, default=0.03)
+    rp.add_argument("--compare", nargs="+", metavar="LAW", help="laws of the generalisation table (default: every "
+                    "law of RATIO_LAWS; the fit's own laws are always in it)")
     rp.set_defaults(func=cmd_report)
     qs = sub.add_parser("quickstart", help="the README's main job: corpora, a small sweep, fit, recommendation, "
                         "figures and report (about 5 minutes on a 2-core CPU)")

@@ -46,6 +46,8 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
 
     model_size/tokens: the recommendation's target (default: the largest fitted N and D).
     evaluate_splits: splits of the generalisation table (``"every"``, a list, or ``None`` to skip).
+    laws: the laws it compares (default: RATIO_LAWS); the fit's own laws are always among them (an averaged or
+    opt-in law too).
     """
     from . import plots
     from .evaluation import evaluate, summary
@@ -70,7 +72,9 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
         limited = optimal_ratio_limited_domain(N, D * max(rec.ratio, 0.05), fit=f)
         gen = None
         if evaluate_splits:
-            ev = evaluate(losses, law=list(laws or RATIO_LAWS), split=evaluate_splits, domain=f.domain)
+            own = [lf.law.name for lf in f.fits.values() if "K" not in lf.law.needs]  # not a cross-domain law
+            names = list(dict.fromkeys([*(laws or RATIO_LAWS), *own]))
+            ev = evaluate(losses, law=names, split=evaluate_splits, domain=f.domain)
             gen = {stat: summary(ev, stat) for stat in ("mean", "median")}
     caught = sorted({f"{x.category.__name__}: {x.message}" for x in w}
                     | {f"FitWarning: {d}" for lf in f.fits.values() for d in lf.diagnostics})

@@ -81,7 +81,7 @@ def test_save_all_writes_png_and_pdf(tmp_path, small_fit, small):
 
 
 def test_report_is_self_contained(tmp_path, small_fit, small):
-    path = report.write_report(small_fit, small, tmp_path, evaluate_splits=["all", "tokens"], laws=["dcpt"])
+    path = report.write_report(small_fit, small, tmp_path, evaluate_splits=["all", "tokens"], laws=["additive"])
     text = path.read_text()
     for h in ("Recommendation", "Figures", "Fit", "Generalisation"):
         assert f"<h2>{h}" in text
@@ -91,6 +91,10 @@ def test_report_is_self_contained(tmp_path, small_fit, small):
                            fit=small_fit, warn=False)
     assert f"r_d={rec.ratio:.4f}" in text
     assert "src='http" not in text and "src=\"http" not in text  # nothing external
+    # the generalisation table compares the laws asked for and always the fit's own
+    assert small_fit["domain"].law.name == "dcpt"
+    table = text[text.index("<h2>Generalisation"):]
+    assert "<th>additive</th>" in table and "<th>dcpt</th>" in table
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -122,6 +126,9 @@ def test_cli_fit_one_law_per_loss(tmp_path, small, capsys):
     assert dl.load_fit(out).law == "domain:dcpt,general:total-data"
     assert cli.main(["fit", str(csv), "--law", "domain:dcpt,oops"]) == 2
     assert "--law" in capsys.readouterr().err
+    # a misspelt law for the report's table fails at once, before any figure is drawn
+    assert cli.main(["report", str(out), str(csv), "--out", str(tmp_path / "r"), "--compare", "dcpt", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
 def test_cli_law_pair_may_name_an_averaged_law():
