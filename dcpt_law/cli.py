@@ -141,10 +141,7 @@ def cmd_plot(a):
 
 def cmd_report(a):
     from dcpt_law import report
-    from dcpt_law.laws import get_law
 
-    for name in a.compare or []:  # a misspelt law fails here, before the figures
-        get_law(name)
     path = report.write_report(a.fit, a.losses, a.out, model_size=a.model_size, tokens=a.tokens,
                                tolerance=a.tolerance, laws=a.compare)
     print(f"report written to {path}")

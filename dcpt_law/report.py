@@ -51,10 +51,14 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
     """
     from . import plots
     from .evaluation import evaluate, summary
-    from .laws import RATIO_LAWS
+    from .laws import RATIO_LAWS, get_law
     from .optimisation import optimal_ratio_limited_domain, predict_ratio
 
     f = load_fit(fit) if isinstance(fit, (str, Path)) else fit
+    own = [lf.law.name for lf in f.fits.values() if "K" not in lf.law.needs]  # not a cross-domain law
+    names = list(dict.fromkeys([*(laws or RATIO_LAWS), *own]))
+    for name in names:  # a misspelt law fails here, before any figure is drawn
+        get_law(name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(record=True) as w:
@@ -72,8 +76,6 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
         limited = optimal_ratio_limited_domain(N, D * max(rec.ratio, 0.05), fit=f)
         gen = None
         if evaluate_splits:
-            own = [lf.law.name for lf in f.fits.values() if "K" not in lf.law.needs]  # not a cross-domain law
-            names = list(dict.fromkeys([*(laws or RATIO_LAWS), *own]))
             ev = evaluate(losses, law=names, split=evaluate_splits, domain=f.domain)
             gen = {stat: summary(ev, stat) for stat in ("mean", "median")}
     caught = sorted({f"{x.category.__name__}: {x.message}" for x in w}
