@@ -11,8 +11,9 @@ __version__ = "0.1.0"
 from .units import parse_count, format_count  # noqa: E402
 from .table import load_losses  # noqa: E402
 from .laws import LAWS, Law, Param, Term, get_law, register_law  # noqa: E402
-from .fitting import (RECOMMENDED_LAW, ExtrapolationWarning, Fit, FitWarning, LawFit, fit, fit_law, load_fit,  # noqa: E402
-                      metrics, monotonicity, pair_name)
+from ._warn import ExtrapolationWarning, FitWarning  # noqa: E402
+from .diagnostics import monotonicity  # noqa: E402
+from .fitting import RECOMMENDED_LAW, Fit, LawFit, fit, fit_law, load_fit, metrics, pair_name  # noqa: E402
 
 __all__ = [
     "__version__", "parse_count", "format_count", "load_losses", "LAWS", "Law", "Param", "Term", "get_law",

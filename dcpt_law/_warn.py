@@ -1,4 +1,4 @@
-"""``emit``: warnings.warn pointed at the user's line, not at the package's internals."""
+"""``emit``: warnings.warn pointed at the user's line, not at the package's internals; the package's warning classes."""
 import os
 import sys
 import warnings
@@ -12,3 +12,11 @@ def emit(message: str, category=UserWarning) -> None:
     while frame is not None and frame.f_code.co_filename.startswith(_PKG):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
+
+
+class FitWarning(UserWarning):
+    """A fit result that needs care: a parameter at a bound, a non-monotone law."""
+
+
+class ExtrapolationWarning(UserWarning):
+    """A prediction far outside the fitted range of N or D."""

@@ -1,4 +1,4 @@
-"""Fit a law to a loss table: global search, lmfit polish, diagnostics, bootstrap, JSON I/O.
+"""Fit a law to a loss table: global search, lmfit polish, bootstrap, JSON I/O (what a fit can't tell: diagnostics.py).
 
 ``fit(table, law="dcpt", target="both")`` returns a :class:`Fit`: one :class:`LawFit` per loss
 (``"domain"`` uses r = r_d, ``"general"`` uses r = r_g = 1 - r_d). Every prediction takes the
@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from . import _warn
+from ._warn import ExtrapolationWarning, FitWarning  # noqa: F401 - public here too
+from .diagnostics import diagnose, diagnose_fit
 from . import __version__
 from .provenance import git_commit
 from .laws import AveragedLaw, Law, PowerSumLaw, get_law
@@ -35,14 +37,6 @@ def pair_name(names: dict[str, str]) -> str:
     if len(set(names.values())) == 1:
         return next(iter(names.values()))
     return ",".join(f"{t}:{n}" for t, n in names.items())
-
-
-class FitWarning(UserWarning):
-    """A fit result that needs care: a parameter at a bound, a non-monotone law."""
-
-
-class ExtrapolationWarning(UserWarning):
-    """A prediction far outside the fitted range of N or D."""
 
 
 @dataclass
@@ -469,111 +463,6 @@ def _polish(law: Law, X: dict, value0: np.ndarray, delta: float):
     return values, stderr, correl, lmfit.fit_report(out)
 
 
-def _bound_warnings(lf: LawFit) -> None:
-    for p in lf.law.params:
-        if isinstance(lf.law, PowerSumLaw) and p.log and p.name not in ("E", "eps"):
-            continue  # wide safety rails on centred coefficients, not modelling choices
-        v = lf.params[p.name]
-        span = (np.log(p.upper) - np.log(p.lower)) if p.log else (p.upper - p.lower)
-        pos = (np.log(v) - np.log(p.lower)) / span if p.log else (v - p.lower) / span
-        if pos < 1e-4 or pos > 1 - 1e-4:
-            side = "lower" if pos < 0.5 else "upper"
-            bound = p.lower if side == "lower" else p.upper
-            _warn.emit(
-                f"{lf.domain}/{lf.target}-loss law {lf.law.name!r}: parameter {p.name!r} = {v:.4g} ended at its "
-                f"{side} bound {bound:g}; the data do not pin it down (more sizes, tokens or ratios help)",
-                FitWarning)
-
-
-def _negligible_term_warnings(lf: LawFit, X: dict, tol: float = 1e-3) -> None:
-    """A term that is below ``tol`` of the loss at every fitted point has unidentified parameters."""
-    if not isinstance(lf.law, PowerSumLaw):
-        return
-    shares = lf.law.term_shares(lf.params, X["N"], X["D"], X["r"], G=X["G"] if lf.anchored else None)
-    live = {t.coef for t in lf.law.terms if float(np.nanmax(shares[t.coef])) >= tol}
-    shared = {e for t in lf.law.terms if t.coef in live for e, _, _ in t.powers}  # identified by a live term
-    for term in lf.law.terms:
-        top = float(np.nanmax(shares[term.coef]))
-        if term.powers and top < tol:
-            own = [(e, f) for e, f, _ in term.powers if e not in shared]
-            names = ", ".join([term.coef] + [e for e, _ in own])
-            feats = sorted({f.replace("+eps", "") for _, f in own})
-            why = (f"the data show no dependence on {' x '.join(feats)}" if feats else
-                   "its exponents are fitted by the other terms, but the term itself adds nothing")
-            _warn.emit(
-                f"{lf.domain}/{lf.target}-loss law {lf.law.name!r}: the {term.coef}-term is at most {top:.2%} of the loss "
-                f"over the fitted points, so its parameters ({names}) are not identified: {why} (check the runs, "
-                "or use a law without that term)", FitWarning)
-
-
-def ladder_steps(X: dict, by_base_loss: bool = False) -> pd.DataFrame:
-    """How clearly each step up the size ladder lowers the observed loss.
-
-    Cells are (D, r > 0) points that two adjacent sizes share, losses averaged over seeds; r = 0 is left
-    out (a corpus never seen is no test of size). Sizes are ordered by N, or with ``by_base_loss`` by their
-    base model's general loss G, best last (the anchored laws' size). Columns: smaller, larger (N),
-    better_share (share of cells where the larger is lower), median_gain_pct (median of 1 - L_larger/L_smaller).
-    """
-    d = pd.DataFrame({k: X[k] for k in ("N", "D", "r", "loss", "G")})
-    d = d[d["r"] > 0]
-    order = (d.groupby("N")["G"].mean().sort_values(ascending=False).index if by_base_loss
-             else np.sort(d["N"].unique()))
-    cells = d.groupby(["N", "D", "r"])["loss"].mean().unstack("N")
-    rows = []
-    for a, b in zip(order[:-1], order[1:]):
-        both = cells[[a, b]].dropna()
-        gain = 1 - both[b] / both[a]
-        if len(gain):
-            rows.append({"smaller": a, "larger": b, "better_share": float((gain > 0).mean()),
-                         "median_gain_pct": 100 * float(gain.median())})
-    return pd.DataFrame(rows, columns=["smaller", "larger", "better_share", "median_gain_pct"])
-
-
-def _ladder_warning(lf: LawFit, X: dict, min_share: float = 0.9) -> None:
-    """A size that is not clearly better than the one below it leaves the size term fitted on noise."""
-    anchored = lf.anchored
-    if not anchored and "N" not in lf.law.needs:
-        return
-    for step in ladder_steps(X, by_base_loss=anchored).itertuples():
-        if step.better_share < min_share:
-            a, b = format_count(step.smaller), format_count(step.larger)
-            order = "by base-model general loss G" if anchored else "by size"
-            _warn.emit(
-                f"{lf.domain}/{lf.target} loss: the {b} model has a lower loss than the {a} model at only "
-                f"{step.better_share:.0%} of the (tokens, ratio > 0) points both have (median gain "
-                f"{step.median_gain_pct:+.2f}%), so the ladder is not ordered {order} there and the size term is "
-                "fitted on noise; run more seeds of those sizes (fit them all), space the sizes further apart, "
-                + ("or check that the base models were trained alike" if anchored else "or use an anchored law"),
-                FitWarning)
-
-
-def monotonicity(lf: LawFit, n_grid: int = 25) -> dict[str, float]:
-    """Largest relative increase of the fitted law along r (of the evaluated corpus) and along D
-    over the fitted range. 0 means monotone decreasing, as a loss law should be."""
-    rg = lf.ranges
-    # anchored laws: at the fitted sizes, whose base losses G are known
-    Ns = np.array(sorted(lf.base_general)) if lf.anchored else np.geomspace(*rg["model_size"], 3)
-    Ds = np.geomspace(*rg["tokens"], n_grid)
-    rd = np.linspace(*rg["domain_ratio"], n_grid)
-    N, D, R = np.meshgrid(Ns, Ds, rd, indexing="ij")
-    L = lf.predict(N, D, R, warn=False)
-    # along r of the evaluated corpus: r_d for domain, r_g = 1 - r_d for general
-    dr = np.diff(L, axis=2) * (1 if lf.target == "domain" else -1)
-    dD = np.diff(L, axis=1)
-    return {"r": float(max(0.0, np.max(dr / L[:, :, 1:]))), "D": float(max(0.0, np.max(dD / L[:, 1:, :])))}
-
-
-def _monotone_warning(lf: LawFit, tol: float = 1e-4) -> None:
-    mono = monotonicity(lf)
-    for var, inc in mono.items():
-        if inc > tol:
-            what = "its own ratio r" if var == "r" else "tokens D"
-            _warn.emit(
-                f"{lf.domain}/{lf.target}-loss law {lf.law.name!r} is not monotone decreasing in {what} over the "
-                f"fitted range (rises by up to {inc * 100:.2f}% between grid points); recommendations that rely "
-                "on it there deserve a check against measured runs", FitWarning)
-
-
 def fit_law(df: pd.DataFrame, law="dcpt", target: str = "domain", *, domain: str = "",
             settings: FitSettings | None = None, warn: bool = True, starts: np.ndarray | None = None) -> LawFit:
     """Fit one law to one loss on rows ``df`` (tokens > 0, one domain already selected)."""
@@ -609,26 +498,7 @@ def fit_law(df: pd.DataFrame, law="dcpt", target: str = "domain", *, domain: str
     lf._search = res  # kept for bootstrap warm starts (not serialised)
     if settings.bootstrap:
         lf.bootstrap = _bootstrap(lf, df, X, ctx, logy, res, settings)
-    return _diagnose(lf, X, warn, checks=(_bound_warnings, lambda f: _negligible_term_warnings(f, X),
-                                          lambda f: _ladder_warning(f, X)))
-
-
-def _diagnose(lf: LawFit, X: dict, warn: bool, checks=(), inherited=()) -> LawFit:
-    """Run ``checks`` (and the monotonicity check) on ``lf``: what the fit can't tell is kept with it (saved to
-    JSON, shown in reports), after ``inherited`` diagnostics, and warned about."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        for check in checks:
-            check(lf)
-        if "r" in lf.law.needs and "D" in lf.law.needs:
-            _monotone_warning(lf)
-    lf.diagnostics = [*inherited, *(str(w.message) for w in caught)]
-    if warn:
-        for text in inherited:
-            _warn.emit(text, FitWarning)
-        for w in caught:
-            _warn.emit(str(w.message), w.category)
-    return lf
+    return diagnose_fit(lf, X, ctx, warn)
 
 
 def _fit_averaged(df: pd.DataFrame, law: AveragedLaw, target: str, domain: str, settings: FitSettings,
@@ -650,7 +520,7 @@ def _fit_averaged(df: pd.DataFrame, law: AveragedLaw, target: str, domain: str, 
                 base_general=pd.Series(X["G"]).groupby(X["N"]).mean().dropna().to_dict())
     if settings.bootstrap:
         lf.bootstrap = np.concatenate([m.bootstrap for m in members], axis=1)
-    return _diagnose(lf, X, warn, inherited=[f"{m.law.name}: {d}" for m in members for d in m.diagnostics])
+    return diagnose(lf, X, warn, inherited=[f"{m.law.name}: {d}" for m in members for d in m.diagnostics])
 
 
 def stratified_run_counts(groups: np.ndarray, ratio: np.ndarray, B: int, rng) -> np.ndarray:

@@ -150,7 +150,7 @@ def _solve_ratio(dom, gen, L_g0, T):
 def _check_monotone_at(fd, fg, N: float, D: float, r_rec: float, G: float, tol: float = 1e-3, near: float = 0.05) -> None:
     """Warn when, within ``near`` of the recommended r_d at this (N, D), the fitted domain loss rises
     with r_d or the general loss falls with it (e.g. the D-CPT law's jump at r = 0 of its corpus)."""
-    from .fitting import FitWarning
+    from ._warn import FitWarning
 
     r = np.linspace(0.0, 1.0, 401)
     for lf, sign, what in ((fd, 1.0, "domain loss rises"), (fg, -1.0, "general loss falls")):

@@ -39,7 +39,8 @@ from scipy.optimize import minimize, nnls
 
 from .provenance import git_commit
 from . import _warn
-from .fitting import TARGETS, Fit, FitSettings, FitWarning, LawFit, _atomic_write, _jsonable, _metrics
+from ._warn import FitWarning
+from .fitting import TARGETS, Fit, FitSettings, LawFit, _atomic_write, _jsonable, _metrics
 from .laws import DCPT
 from .table import base_losses, law_inputs
 

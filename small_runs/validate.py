@@ -140,9 +140,10 @@ SECTION_SOURCES = {"splits_law": ((*FIT_SOURCES, "evaluation"), ()),
                                      ("md", "verdict", "complete_domains"))}
 
 
-@functools.lru_cache(maxsize=8)
-def _code_version(section=None) -> str:
-    """Hash of the code a stored result depends on: a fit (``section=None``) or a section function's lines.
+@functools.lru_cache(maxsize=16)
+def _code_version(section=None, at: str | None = None) -> str:
+    """Hash of the code a stored result depends on: a fit (``section=None``) or a section function's lines;
+    ``at`` a git commit: with dcpt_law's modules as they were there (see :data:`REKEY_FROM`).
 
     A fit: dcpt_law's fitting sources (FIT_SOURCES). A section of SECTION_SOURCES: its modules, its helpers here
     and its own source; any other section: every dcpt_law module and this whole file. All as the tokens that run
@@ -167,13 +168,23 @@ def _code_version(section=None) -> str:
         modules, code = sorted(f.stem for f in (ROOT / "dcpt_law").glob("*.py")), [Path(__file__).read_text()]
     h = hashlib.sha1(b"fit" if section is None else section.__name__.encode())
     for name in modules:
-        text = (ROOT / "dcpt_law" / f"{name}.py").read_text()
+        text = (ROOT / "dcpt_law" / f"{name}.py").read_text() if at is None else _git_show(at, f"dcpt_law/{name}.py")
         h.update(_code_tokens(text, definitions=not (by_law and name == "laws")).encode())
     for text in code:
         h.update(_code_tokens(text).encode())
     if section is not None and by_law and section.__name__ not in BY_ONE_LAW:
         h.update("".join(_law_signature(n) for n in RATIO_LAWS).encode())
     return h.hexdigest()
+
+
+def _git_show(commit: str, path: str) -> str:
+    """The text of ``path`` at ``commit`` of this repository."""
+    import subprocess
+
+    done = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{path}"], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"--rekey-from {commit}: cannot read {path} there ({done.stderr.strip()})")
+    return done.stdout
 
 
 BY_ONE_LAW = ("splits_law",)  # sections whose third argument is the one law they fit (keyed by its signature)
@@ -226,13 +237,30 @@ def _key(code: str, *parts) -> str:
     return h.hexdigest()[:24]
 
 
-def _use_store(fits: Path | None, refit: bool = False) -> None:
-    """Set FITS and REFIT in a worker process (whatever the start method)."""
-    global FITS, REFIT
-    FITS, REFIT = fits, refit
+def _use_store(fits: Path | None, refit: bool = False, rekey_from: str | None = None) -> None:
+    """Set FITS, REFIT and REKEY_FROM in a worker process (whatever the start method)."""
+    global FITS, REFIT, REKEY_FROM
+    FITS, REFIT, REKEY_FROM = fits, refit, rekey_from
 
 
 REFIT = False  # fit afresh even where FITS holds the fit (and overwrite it there)
+# a git commit whose stored results still hold after a change that moved code without changing a result (a
+# diagnostic, a module split): a result missing under its key is taken from the key the code at that commit gave the
+# same computation (renamed), and the first fit so taken in each process is refitted to check that it is the same
+REKEY_FROM: str | None = None
+_REKEY_CHECKED = False
+
+
+def _rekeyed(path: Path, old_key) -> bool:
+    """Under REKEY_FROM, move the result stored under ``old_key(REKEY_FROM)`` to ``path`` when ``path`` is
+    missing; True if moved."""
+    if REKEY_FROM is None or path.exists() or REFIT:
+        return False
+    old = path.with_name(path.name.rsplit("-", 1)[0] + f"-{old_key(REKEY_FROM)}.json")
+    if not old.exists():
+        return False
+    os.replace(old, path)
+    return True
 
 
 def cached_fit(train: pd.DataFrame, law: str, dom: str) -> dl.Fit:
@@ -241,7 +269,21 @@ def cached_fit(train: pd.DataFrame, law: str, dom: str) -> dl.Fit:
 
     Every fit read or written is touched, so a complete run can prune the ones no longer used (:func:`prune_fits`).
     """
-    path = None if FITS is None else FITS / f"fit-{_key(_code_version(), train, law, dom, _law_signature(law))}.json"
+    global _REKEY_CHECKED
+    key = lambda at=None: _key(_code_version(None, at), train, law, dom, _law_signature(law))  # noqa: E731
+    path = None if FITS is None else FITS / f"fit-{key()}.json"
+    if path is not None and _rekeyed(path, key) and not _REKEY_CHECKED:
+        _REKEY_CHECKED = True
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            again = dl.fit(train, law=law, domain=dom, warn=False)
+        stored = dl.load_fit(path)
+        for t in ("domain", "general"):
+            a, b = (np.array(list(f[t].params.values())) for f in (stored, again))
+            if not np.allclose(a, b, rtol=1e-6, atol=0):
+                os.replace(path, path.with_name(path.name.rsplit("-", 1)[0] + f"-{key(REKEY_FROM)}.json"))
+                raise SystemExit(f"--rekey-from {REKEY_FROM}: the {dom} {t}-loss fit of {law} changed with the code "
+                                 f"({a} stored, {b} now); the change is not a pure move: refit instead (--refit)")
     if path is not None and path.exists() and not REFIT:
         path.touch()
         return dl.load_fit(path)
@@ -267,7 +309,10 @@ def cached_lines(fn, *args) -> list:
     before on the same inputs by the same code; touched like a fit (:func:`prune_fits`). A section of BY_ONE_LAW
     is also keyed by the signature of its law (``args[2]``)."""
     law = (_law_signature(args[2]),) if fn.__name__ in BY_ONE_LAW else ()
-    path = None if FITS is None else FITS / f"{fn.__name__}-{_key(_code_version(fn), fn.__name__, *args, *law)}.json"
+    key = lambda at=None: _key(_code_version(fn, at), fn.__name__, *args, *law)  # noqa: E731
+    path = None if FITS is None else FITS / f"{fn.__name__}-{key()}.json"
+    if path is not None:
+        _rekeyed(path, key)
     if path is not None and path.exists() and not REFIT:
         path.touch()
         return json.loads(path.read_text())
@@ -773,7 +818,11 @@ def main(argv=None):
     ap.add_argument("--refit", action="store_true", help="ignore the stored fits and sections (fits/validate, "
                     "committed): recompute everything and overwrite them (each is keyed by its inputs and the code it "
                     "runs: dcpt_law's fitting modules, and for a section its functions here)")
+    ap.add_argument("--rekey-from", metavar="COMMIT", help="after a change that moves code without changing a result "
+                    "(a diagnostic, a module split): take each stored result missing under its key from the key the "
+                    "code at COMMIT gave it (renamed; the first fit so taken is refitted to check it is the same)")
     a = ap.parse_args(argv)
+    _use_store(FITS, REFIT, a.rekey_from)
     # PDFs without a creation date: a regeneration that changes no number changes no committed figure
     os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
     if a.refit:
@@ -811,7 +860,7 @@ def main(argv=None):
     jobs += [(cached_lines, (splits_law, small, dom, law, a.quick)) for dom, law in split_jobs]
     jobs += [(cached_lines, (cross_section, small)), (seeds_section, (data,))]
     if a.jobs > 1:
-        with ProcessPoolExecutor(a.jobs, initializer=_use_store, initargs=(FITS, REFIT)) as pool:
+        with ProcessPoolExecutor(a.jobs, initializer=_use_store, initargs=(FITS, REFIT, REKEY_FROM)) as pool:
             parts = [fut.result() for fut in [pool.submit(fn, *args) for fn, args in jobs]]
     else:
         parts = [fn(*args) for fn, args in jobs]

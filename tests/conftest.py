@@ -1,4 +1,5 @@
 """Shared synthetic data: losses generated from known D-CPT parameters with multiplicative noise."""
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,16 @@ from dcpt_law.laws import DCPT
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`-n N`) each worker trains with its share of the cores, as a sweep worker does
+    (training.pick_device reads DCPT_CPU_THREADS): N workers x every core each would oversubscribe the CPU."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers and "DCPT_CPU_THREADS" not in os.environ:
+        share = str(max(1, (os.cpu_count() or 1) // int(workers)))
+        os.environ["DCPT_CPU_THREADS"] = share
+        os.environ.setdefault("OMP_NUM_THREADS", share)  # torch is imported after this, by the test modules
 
 TRUE_DOMAIN = dict(E=1.6, A=25.0, alpha=0.28, B=60.0, beta=0.3, eta=0.5, C=0.6, gamma=0.5, eps=0.04)
 TRUE_GENERAL = dict(E=1.9, A=45.0, alpha=0.3, B=40.0, beta=0.28, eta=0.3, C=0.2, gamma=0.6, eps=0.08)

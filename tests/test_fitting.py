@@ -183,6 +183,25 @@ def test_warns_on_non_monotone_and_bound(table, tmp_path):
     assert dl.load_fit(tmp_path / "f.json")["domain"].diagnostics == f["domain"].diagnostics
 
 
+def test_bound_check_reads_the_centred_value_a_scaled_law_is_bounded_in():
+    """dcpt-scaled's E multiplies G^kappa and is bounded on its centred value E*exp(kappa*mean log G): an E below
+    the nominal bound 1e-4 is fine while its centred value is inside; at the bound, the warning says which."""
+    from dcpt_law.diagnostics import check_bounds
+    from dcpt_law.fitting import LawFit
+    from dcpt_law.laws import SCALED
+
+    N, D, r = _grid()
+    G = np.full(N.shape, np.e ** 2)  # mean log G = 2: centred E = E * e^(2 kappa)
+    ctx = SCALED.prepare(N, D, r, G=G)
+    p = dict(E=0.01 * np.exp(-6.0), kappa=3.0, B=1.0, beta=0.3, eta=0.5, C=0.3, gamma=0.5, eps=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dl.FitWarning)
+        check_bounds(LawFit(SCALED, "domain", p), ctx)  # centred E = 0.01: inside, silent
+    p["E"] = 1e-4 * np.exp(-6.0)  # centred E at its lower bound
+    with pytest.warns(dl.FitWarning, match=r"'E' = 2\.479e-07 ended at its lower bound 0\.0001 \(a bound on its centred"):
+        check_bounds(LawFit(SCALED, "domain", p), ctx)
+
+
 def test_monotone_law_is_silent():
     from dcpt_law.laws import ADDITIVE
 
@@ -285,7 +304,7 @@ def test_forgetting_law_formula_jacobian_and_recovery():
 def test_ladder_steps_and_the_warning_for_a_size_no_better_than_the_one_below(table):
     """A clean ladder passes; when the largest size is no better than the one below it (it trained like a
     smaller model), the fit says its size term rests on noise."""
-    from dcpt_law.fitting import ladder_steps
+    from dcpt_law.diagnostics import ladder_steps
     from dcpt_law.table import law_inputs
 
     rows = table[table["tokens"] > 0]

@@ -170,7 +170,7 @@ def test_a_vanishing_level_term_does_not_call_the_shared_exponent_unidentified()
     import copy
     import warnings
 
-    from dcpt_law.fitting import _negligible_term_warnings
+    from dcpt_law.diagnostics import check_negligible_terms
     from dcpt_law.table import law_inputs, with_base_general
 
     train = scaled_table((2.5e4, 5e4, 1e5), (5.7, 5.37, 5.45))
@@ -180,6 +180,6 @@ def test_a_vanishing_level_term_does_not_call_the_shared_exponent_unidentified()
     X = law_inputs(with_base_general(train)[lambda d: d["tokens"] > 0], "domain")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _negligible_term_warnings(lf0, X)
+        check_negligible_terms(lf0, X)
     said = [str(w.message) for w in caught if "not identified" in str(w.message)]
     assert len(said) == 1 and "parameters (E)" in said[0] and "kappa" not in said[0], said

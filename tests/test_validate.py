@@ -236,6 +236,55 @@ def test_fit_cache_reuses_a_fit_of_the_same_rows_and_refits_changed_rows(tmp_pat
         validate.cached_fit(train, "dcpt", "code")
 
 
+def test_rekey_from_a_commit_moves_stored_results_after_a_pure_move_and_refuses_a_changed_result(tmp_path,
+                                                                                                monkeypatch):
+    """--rekey-from COMMIT: after an edit to the fitting code that changes no result, a fit stored under the
+    commit's key is renamed to the new key (checked by one refit), not refitted; a stored fit that the refit
+    contradicts stops the run and stays where it was."""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    (repo / "dcpt_law").mkdir(parents=True)
+    for name in validate.FIT_SOURCES:
+        (repo / "dcpt_law" / f"{name}.py").write_text((validate.ROOT / "dcpt_law" / f"{name}.py").read_text())
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True, text=True)  # noqa: E731
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "before")
+    commit = git("rev-parse", "HEAD").stdout.strip()
+    monkeypatch.setattr(validate, "ROOT", repo)
+    monkeypatch.setattr(validate, "FITS", tmp_path / "fits")
+    validate._code_version.cache_clear()
+    train = synthetic_table(3)
+    first = validate.cached_fit(train, "dcpt", "code")
+    (old,) = (tmp_path / "fits").glob("fit-*.json")
+    fitting = repo / "dcpt_law" / "fitting.py"
+    fitting.write_text(fitting.read_text() + "\n_MOVED_HERE = 1\n")  # code that changes no fitted number
+    validate._code_version.cache_clear()
+    try:
+        monkeypatch.setattr(validate, "REKEY_FROM", commit)
+        monkeypatch.setattr(validate, "_REKEY_CHECKED", False)
+        calls = []
+        real_fit = dl.fit
+        monkeypatch.setattr(dl, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+        again = validate.cached_fit(train, "dcpt", "code")
+        (new,) = (tmp_path / "fits").glob("fit-*.json")
+        assert new != old and not old.exists() and len(calls) == 1  # renamed; the one refit is the check
+        assert again["domain"].params == first["domain"].params
+        # a stored result the code no longer gives: the check refuses it and puts it back
+        monkeypatch.setattr(validate, "_REKEY_CHECKED", False)
+        text = new.read_text()
+        beta = first["domain"].params["beta"]
+        assert repr(beta) in text
+        new.rename(old)
+        old.write_text(text.replace(repr(beta), repr(beta * 1.5)))
+        with pytest.raises(SystemExit, match="not a pure move"):
+            validate.cached_fit(train, "dcpt", "code")
+        assert old.exists() and not new.exists()
+    finally:
+        validate._code_version.cache_clear()
+
+
 def test_fit_key_ignores_the_recommended_pair_and_comments_but_not_the_fitting_code(tmp_path, monkeypatch):
     """Choosing another recommended pair, or editing a comment, a docstring or a law's doc text, reuses every stored
     fit; an edit to a law refits."""
