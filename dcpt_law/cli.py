@@ -294,6 +294,8 @@ def _hint(exc: Exception) -> str:
         return ""
     if "does not exist" in msg:
         return "check the path"
+    if "pass base_general_loss=" in msg:  # the library's keyword, as a flag
+        return "pass --base-general-loss LOSS: your base model's general validation loss before CPT, nats per token"
     return "see `dcpt <command> --help`"
 
 

@@ -108,6 +108,11 @@ def test_cli_fit_predict_roundtrip(tmp_path, small, capsys):
     # usage 3 varies N, which an anchored law cannot: a one-line error that names the way out
     assert cli.main(["predict", str(out), "--model-size", "400K", "--tokens", "30M", "--flops", "1e15"]) == 2
     assert "N-based law" in capsys.readouterr().err
+    # a size the fit has no base model for: the error names the flag that gives its base loss, and the flag works
+    assert cli.main(["predict", str(out), "--model-size", "7B", "--tokens", "30M"]) == 2
+    assert "hint: pass --base-general-loss LOSS" in capsys.readouterr().err
+    assert cli.main(["predict", str(out), "--model-size", "7B", "--tokens", "30M", "--base-general-loss", "1.9"]) == 0
+    assert "RatioResult(" in capsys.readouterr().out
     assert cli.main(["fit", str(csv), "--law", "dcpt", "--out", str(out)]) == 0
     capsys.readouterr()
     assert cli.main(["predict", str(out), "--model-size", "400K", "--tokens", "30M", "--json",
