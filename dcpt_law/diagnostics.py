@@ -1,5 +1,5 @@
 """What a fit can't tell, said with the fit: parameters at a bound, terms too small to identify, a size ladder
-not ordered by size, a law not monotone where it will be used.
+not ordered by size, a law not monotone where it will be used; and, at prediction, inputs far outside what was fitted.
 
 Each check emits a :class:`FitWarning`; :func:`diagnose` records them in ``LawFit.diagnostics`` (saved to JSON, shown
 in reports) and warns. Nothing here changes a fitted number.
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from . import _warn
-from ._warn import FitWarning
+from ._warn import ExtrapolationWarning, FitWarning
 from .laws import PowerSumLaw
 from .units import format_count
 
@@ -156,3 +156,32 @@ def diagnose(lf: LawFit, X: dict, warn: bool, checks=(), inherited=()) -> LawFit
         for w in caught:
             _warn.emit(str(w.message), w.category)
     return lf
+
+
+def _values(x: np.ndarray) -> str:
+    lo, hi = float(np.min(x)), float(np.max(x))
+    return format_count(lo) if lo == hi else f"{format_count(lo)} to {format_count(hi)}"
+
+
+def check_extrapolation(lf: LawFit, N: np.ndarray, D: np.ndarray, G: np.ndarray | None = None) -> None:
+    """Warn (:class:`ExtrapolationWarning`) where a prediction leaves the fitted range: N or D more than 10x
+    outside it, or, for a law that takes the size from the base model's general loss G (nats), G further outside
+    the fitted sizes' base losses than that range is wide (at least 10% of its upper end)."""
+    if not lf.ranges:
+        return
+    for name, x in (("model_size", N), ("tokens", D)):
+        lo, hi = lf.ranges.get(name, (None, None))
+        if lo is not None and (np.any(x > 10 * hi) or np.any(x < lo / 10)):
+            _warn.emit(f"{lf.target}-loss law: {name} {_values(x)} is more than 10x outside the fitted range "
+                       f"[{format_count(lo)}, {format_count(hi)}]; the prediction is an extrapolation",
+                       ExtrapolationWarning)
+    if G is None or not lf.base_general:
+        return
+    known = np.array(list(lf.base_general.values()), float)
+    lo, hi = float(known.min()), float(known.max())
+    margin = max(hi - lo, 0.1 * hi)
+    if np.any(G < lo - margin) or np.any(G > hi + margin):
+        g = f"{float(np.min(G)):.4g}" if np.min(G) == np.max(G) else f"{float(np.min(G)):.4g} to {float(np.max(G)):.4g}"
+        _warn.emit(f"{lf.target}-loss law {lf.law.name!r}: base-model general loss G = {g} nats is far outside the "
+                   f"base losses of the fitted sizes [{lo:.4g}, {hi:.4g}] (by more than that range is wide); the law "
+                   "takes the model's size from G, so the prediction is an extrapolation in size", ExtrapolationWarning)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from . import _warn
 from ._warn import ExtrapolationWarning, FitWarning  # noqa: F401 - public here too
-from .diagnostics import diagnose, diagnose_fit
+from .diagnostics import check_extrapolation, diagnose, diagnose_fit
 from . import __version__
 from .provenance import git_commit
 from .laws import AveragedLaw, Law, PowerSumLaw, get_law
@@ -154,22 +154,11 @@ class LawFit:
             raise ValueError(f"domain_ratio must be in [0, 1] (the domain share of the mixture), got {domain_ratio!r}")
         return r_d if self.target == "domain" else 1.0 - r_d
 
-    def _check_inputs(self, N, D, warn=True):
+    def _check_inputs(self, N, D):
         if np.any(~np.isfinite(N)) or np.any(N <= 0):
             raise ValueError(f"model_size must be > 0 parameters, got {N!r}")
         if np.any(~np.isfinite(D)) or np.any(D <= 0):
             raise ValueError("tokens must be > 0 for a prediction (the base model at tokens=0 is measured, not predicted)")
-        if warn and self.ranges:
-            for name, x in (("model_size", N), ("tokens", D)):
-                lo, hi = self.ranges.get(name, (None, None))
-                if lo is None:
-                    continue
-                if np.any(x > 10 * hi) or np.any(x < lo / 10):
-                    _warn.emit(
-                        f"{self.target}-loss law: {name} up to {format_count(float(np.max(x)))} (down to "
-                        f"{format_count(float(np.min(x)))}) is more than 10x outside the fitted range "
-                        f"[{format_count(lo)}, {format_count(hi)}]; the prediction is an extrapolation",
-                        ExtrapolationWarning)
 
     @property
     def anchored(self) -> bool:
@@ -186,12 +175,17 @@ class LawFit:
         N = parse_counts(model_size, "model_size")
         D = parse_counts(tokens, "tokens")
         r = self._ratio(domain_ratio)
-        self._check_inputs(N, D, warn)
+        self._check_inputs(N, D)
         params = self.params if params is None else params
         if not self.anchored:
+            if warn:
+                check_extrapolation(self, N, D)
             return self.law.predict(params, N, D, r)
         N, D, r = np.broadcast_arrays(N, D, r)
-        return self.law.predict(params, N, D, r, G=lookup_base_general(self.base_general, N, base_general_loss))
+        G = lookup_base_general(self.base_general, N, base_general_loss)
+        if warn:
+            check_extrapolation(self, N, D, G)
+        return self.law.predict(params, N, D, r, G=G)
 
     def predict_samples(self, model_size, tokens, domain_ratio, base_general_loss=None) -> np.ndarray:
         """Predictions under every bootstrap parameter sample, shape (B, ...)."""

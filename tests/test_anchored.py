@@ -1,4 +1,6 @@
 """The anchored laws: the model's size enters through G, its base model's general loss."""
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -65,6 +67,17 @@ def test_anchored_fit_knows_G_at_fitted_sizes_and_asks_for_it_elsewhere(anchored
     back = dl.load_fit(anchored_fit.save(tmp_path / "a.json"))
     assert back["domain"].base_general == lf.base_general
     assert float(back["domain"].predict(2e5, 1e7, 0.5)) == pytest.approx(float(at_known))
+
+
+def test_anchored_law_warns_when_the_base_loss_is_far_outside_the_fitted_ones(anchored_fit):
+    """G carries the size: a base model far better than any fitted one is an extrapolation, whatever N says."""
+    lf = anchored_fit["domain"]
+    lo, hi = min(lf.base_general.values()), max(lf.base_general.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lf.predict(4e5, 1e7, 0.5, base_general_loss=lo - 0.5 * (hi - lo))  # a little beyond: silent
+    with pytest.warns(dl.ExtrapolationWarning, match=r"G = 2 nats is far outside the base losses of the fitted sizes"):
+        lf.predict(4e5, 1e7, 0.5, base_general_loss=2.0)
 
 
 def test_anchored_law_without_base_rows_says_which_sizes_lack_them():

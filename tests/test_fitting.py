@@ -153,7 +153,7 @@ def test_register_custom_law(table):
 
 
 def test_warns_on_extrapolation(fitted):
-    with pytest.warns(dl.ExtrapolationWarning, match="model_size"):
+    with pytest.warns(dl.ExtrapolationWarning, match=r"model_size 7B is more than 10x outside the fitted range"):
         fitted.predict(7e9, 1e7, 0.5, target="domain")
     with pytest.warns(dl.ExtrapolationWarning, match="tokens"):
         fitted.predict(1e6, 1e11, 0.5, target="domain")
