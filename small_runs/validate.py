@@ -397,7 +397,8 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
             recs.append({"domain": dom, "law": law, "predicted r_d": rec.ratio, "best trained r_d": raw["best_ratio"],
                          "bracketing trained r_d": "{:.3g}-{:.3g}".format(*raw["bracket"]),
                          "regret %": 100 * raw["regret"], "regret % (isotonic)": 100 * iso["regret"],
-                         "regret % (seed means)": means, "L_g rise % at predicted": 100 * raw["general_rise"]})
+                         "regret % (seed means)": means, "L_g rise % at predicted": 100 * raw["general_rise"],
+                         "binding": "yes" if rec.constraint_active else "no"})
     if not rows:
         return lines + ["No domain has both a complete small-size grid and held-out runs yet.", ""]
     if tables is not None:
@@ -497,6 +498,7 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
              "held-out size (medians over domains; the sections below give every law, domain and ratio). Regret of "
              "usage 1 on single runs, on their isotonic fits and on seed means (see 1).", "",
              md(pd.concat([pd.DataFrame([goal]), body := _drop_empty(pd.DataFrame(rows))])[body.columns]), ""]
+    lines += binding_headline({label: t["usage"] for label, (_, t) in results.items() if t and not t["usage"].empty})
     lines += noise_headline(noise_rows)
     noise = held_out_seed_noise(data)
     if not noise.empty:
@@ -505,6 +507,27 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
                   "its repeated ratios. Single-run errors and regrets below these are noise.", "",
                   md(noise), ""]
     return lines
+
+
+def binding_headline(usage: dict[str, pd.DataFrame]) -> list[str]:
+    """Where usage 1's constraint binds, the general-loss law alone sets the recommended ratio: how often it binds
+    for the recommended pair, and how often a pair with another domain law but the same general law (MEAN_PAIR)
+    gets the same regret."""
+    name, other = dl.pair_name(dl.RECOMMENDED_LAW), dl.pair_name(MEAN_PAIR)
+    if MEAN_PAIR["general"] != dl.RECOMMENDED_LAW["general"] or not usage:
+        return []
+    rec = pd.concat([u[u["law"] == name].assign(exp=k) for k, u in usage.items()])
+    alt = pd.concat([u[u["law"] == other].assign(exp=k) for k, u in usage.items()])
+    both = rec.merge(alt, on=["exp", "domain"], suffixes=("", " other"))
+    if rec.empty or both.empty:
+        return []
+    same = np.isclose(both["regret %"], both["regret % other"], rtol=0, atol=1e-9)
+    return [f"Usage 1 is the general-loss law's where the {TOLERANCE:.0%} constraint binds: the recommended r_d is "
+            f"then where that law reaches L_g0 + {TOLERANCE:.0%}, whatever the domain law (as long as it falls with "
+            f"r_d). It binds for the recommended pair in {(rec['binding'] == 'yes').sum()} of {len(rec)} (experiment, "
+            f"domain) cases above; {other}, the same general law beside another domain law, has the same regret in "
+            f"{int(same.sum())} of {len(both)}. The domain law's accuracy matters for the predicted losses, for usage 2 "
+            "and where the constraint is slack.", ""]
 
 
 def noise_row(label: str, pick, ceiling: pd.DataFrame) -> dict:

@@ -408,3 +408,13 @@ def test_a_stored_section_is_keyed_by_its_own_code_not_the_rest_of_the_file(monk
     validate._code_version.cache_clear()
 
 
+
+
+def test_binding_headline_counts_binding_cases_and_shared_regrets():
+    rec, alt = dl.pair_name(dl.RECOMMENDED_LAW), dl.pair_name(validate.MEAN_PAIR)
+    usage = {"e1": pd.DataFrame({"domain": ["a", "b", "a", "b"], "law": [rec, rec, alt, alt],
+                                 "regret %": [0.1, 0.2, 0.1, 0.5], "binding": ["yes", "no", "yes", "no"]}),
+             "e2": pd.DataFrame({"domain": ["a", "a"], "law": [rec, alt], "regret %": [0.3, 0.3],
+                                 "binding": ["yes", "yes"]})}
+    (text, _) = validate.binding_headline(usage)
+    assert "in 2 of 3 (experiment, domain) cases" in text and "has the same regret in 2 of 3" in text
