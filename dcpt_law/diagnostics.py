@@ -100,15 +100,18 @@ def check_ladder(lf: LawFit, X: dict, min_share: float = 0.9) -> None:
     anchored = lf.anchored
     if not anchored and "N" not in lf.law.needs:
         return
-    for step in ladder_steps(X, by_base_loss=anchored).itertuples():
+    steps = ladder_steps(X, by_base_loss=anchored)
+    for i, step in enumerate(steps.itertuples()):
         if step.better_share < min_share:
             a, b = format_count(step.smaller), format_count(step.larger)
             order = "by base-model general loss G" if anchored else "by size"
+            top = (" This is the top step, the one a prediction for a larger model extends, so the size "
+                   "extrapolation itself is in doubt." if i == len(steps) - 1 else "")
             _warn.emit(
                 f"{lf.domain}/{lf.target} loss: the {b} model has a lower loss than the {a} model at only "
                 f"{step.better_share:.0%} of the (tokens, ratio > 0) points both have (median gain "
                 f"{step.median_gain_pct:+.2f}%), so the ladder is not ordered {order} there and the size term is "
-                "fitted on noise; run more seeds of those sizes (fit them all), space the sizes further apart, "
+                f"fitted on noise.{top} Run more seeds of those sizes (fit them all), space the sizes further apart, "
                 + ("or check that the base models were trained alike" if anchored else "or use an anchored law"),
                 FitWarning)
 

@@ -346,9 +346,10 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
     lines = [f"## 1{title}", ""]
     if held.empty or small.empty:
         return lines + ["Not run yet (see the configs in small_runs/configs/).", ""]
-    rows, recs, fig_lines, resid, ceil = [], [], [], [], []
+    rows, recs, fig_lines, resid, ceil, ladder = [], [], [], [], [], []
     for dom in sorted(set(held["domain"]) & set(complete_domains(small))):
         train = small[small["domain"] == dom]
+        ladder.append({"domain": dom, "warned": ladder_warned(train)})
         test = with_base_general(held[held["domain"] == dom])  # G of the anchored laws: the held-out base model's
         test = test[test["tokens"] > 0]
         if test.empty:  # only its base row so far
@@ -402,7 +403,8 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
     if not rows:
         return lines + ["No domain has both a complete small-size grid and held-out runs yet.", ""]
     if tables is not None:
-        tables.update(accuracy=pd.DataFrame(rows), usage=pd.DataFrame(recs), ceiling=pd.DataFrame(ceil))
+        tables.update(accuracy=pd.DataFrame(rows), usage=pd.DataFrame(recs), ceiling=pd.DataFrame(ceil),
+                      ladder=pd.DataFrame(ladder))
     base = pd.concat([small, held])
     G = base[base["tokens"] == 0].groupby("size_name")[["model_size", "general_loss"]].mean().sort_values("model_size")
     lines += ["Fit on the small sizes, predict every logged point of the held-out size. MAPE at D max: only the "
@@ -438,6 +440,19 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
     if recs:
         short += ["Usage 1 over domains (the constraint allows a 3% rise):", "", md(_drop_empty(u), index=True), ""]
     return lines[:2] + short + lines[2:]
+
+
+def ladder_warned(train: pd.DataFrame, min_share: float = 0.9) -> bool:
+    """Whether a fit of the recommended (G-based) laws to ``train`` warns about the top step of its ladder: the
+    largest fitted size (by base-model quality) lowers the loss below the next one at fewer than ``min_share`` of
+    their shared points, in either loss (dcpt_law.diagnostics.check_ladder, from the rows, not a stored fit)."""
+    from dcpt_law.diagnostics import ladder_steps
+    from dcpt_law.table import law_inputs
+
+    rows = with_base_general(train)
+    rows = rows[rows["tokens"] > 0]
+    tops = [ladder_steps(law_inputs(rows, t), by_base_loss=True)["better_share"].iloc[-1:] for t in ("domain", "general")]
+    return any(bool((top < min_share).any()) for top in tops)
 
 
 def summarise(acc_rows: pd.DataFrame, recs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -482,7 +497,9 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
         if t.get("ceiling") is not None and not t["ceiling"].empty:
             noise_rows.append(noise_row(label, pick, t["ceiling"]))
         u = use.loc[name] if name in use.index else pd.Series(dtype=float)
+        warned = t["ladder"]["warned"] if "ladder" in t else pd.Series(dtype=bool)
         rows.append({"experiment": f"{label}: {title}", "domains": t["accuracy"]["domain"].nunique(),
+                     "top step warned": f"{int(warned.sum())} of {len(warned)}",
                      "R2 domain": pick("R2", "domain"), "R2 general": pick("R2", "general"),
                      "MAPE % domain": pick("MAPE %", "domain"), "MAPE % general": pick("MAPE %", "general"),
                      **{k: u.get(c, np.nan) for k, c in (
@@ -490,13 +507,16 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
                          ("(seed means)", "median abs regret % (seed means)"), ("max L_g rise %", "max L_g rise %"))}})
     if not rows:
         return []
-    goal = {"experiment": "goal (issue 6)", "domains": ">= 3", "R2 domain": ">= 0.98", "R2 general": ">= 0.98",
+    goal = {"experiment": "goal (issue 6)", "domains": ">= 3", "top step warned": "", "R2 domain": ">= 0.98", "R2 general": ">= 0.98",
             "MAPE % domain": "<= 1", "MAPE % general": "<= 1", "median abs regret %": "<= 0.3", "(isotonic)": "<= 0.3",
             "(seed means)": "<= 0.3", "max L_g rise %": "<= 3"}
     lines = ["## Headline: the recommended laws against the goals", "",
              f"The recommended pair ({name}), fitted on the three small sizes of each experiment and scored at the "
              "held-out size (medians over domains; the sections below give every law, domain and ratio). Regret of "
-             "usage 1 on single runs, on their isotonic fits and on seed means (see 1).", "",
+             "usage 1 on single runs, on their isotonic fits and on seed means (see 1). Top step warned: the domains "
+             "whose fit warns (`dcpt fit` says so) that its largest size is not clearly better than the next (lower "
+             "loss at fewer than 90% of their shared points, sizes ordered by their base models): the step a "
+             "prediction for a larger model extends.", "",
              md(pd.concat([pd.DataFrame([goal]), body := _drop_empty(pd.DataFrame(rows))])[body.columns]), ""]
     lines += binding_headline({label: t["usage"] for label, (_, t) in results.items() if t and not t["usage"].empty})
     lines += noise_headline(noise_rows)

@@ -318,5 +318,21 @@ def test_ladder_steps_and_the_warning_for_a_size_no_better_than_the_one_below(ta
     flat.loc[top, "domain_loss"] = rows.loc[below, "domain_loss"].to_numpy() * 1.001
     steps = ladder_steps(law_inputs(flat, "domain"))
     assert steps["better_share"].iloc[-1] == 0 and steps["median_gain_pct"].iloc[-1] == pytest.approx(-0.1, abs=1e-6)
-    with pytest.warns(dl.FitWarning, match=r"6.4M model has a lower loss than the 1.6M model at only 0%.*not ordered by size"):
+    with pytest.warns(dl.FitWarning, match=r"6.4M model has a lower loss than the 1.6M model at only 0%.*not ordered by "
+                                          r"size.*This is the top step"):
         dl.fit(flat, target="domain")
+    # a flat bottom step warns too, but not as the step a prediction for a larger model extends
+    from dcpt_law.diagnostics import check_ladder
+    from small_runs.validate import ladder_warned
+
+    low, above = rows["model_size"] == SIZES[0], rows["model_size"] == SIZES[1]
+    flat_low = rows.copy()
+    flat_low.loc[above, "domain_loss"] = rows.loc[low, "domain_loss"].to_numpy() * 1.001
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_ladder(dl.LawFit(DCPT, "domain", TRUE_DOMAIN, domain="code"), law_inputs(flat_low, "domain"))
+    (msg,) = [str(w.message) for w in caught]
+    assert "400K model has a lower loss than the 100K model at only 0%" in msg and "top step" not in msg
+    # validate's headline counts the top step only (its sizes ordered by their base models' general loss)
+    base = table[table["tokens"] == 0]
+    assert ladder_warned(pd.concat([base, flat])) and not ladder_warned(pd.concat([base, flat_low]))
