@@ -258,7 +258,7 @@ def test_power_sum_law_with_a_second_ratio_offset():
                                 dl.Param("g", 0.0, 1.0, (0.1,))], overwrite=True)
 
 
-def test_total_data_law_recovers_its_parameters_and_mixes_with_dcpt(table):
+def test_total_data_law_recovers_its_parameters_and_mixes_with_dcpt(table, monkeypatch):
     """total-data: L = E + A/N^alpha + B/(D0 + r*D)^beta + C/(r+eps)^gamma, D0 in tokens."""
     from dcpt_law.laws import TOTAL
 
@@ -269,7 +269,10 @@ def test_total_data_law_recovers_its_parameters_and_mixes_with_dcpt(table):
         1 + 0.003 * rng.standard_normal(len(df)))
     f = dl.fit(df, law={"domain": "dcpt", "general": "total-data"}, warn=False)
     assert f.law == "domain:dcpt,general:total-data"
-    assert dl.fit(table, law="recommended", target="general", warn=False).law == dl.RECOMMENDED_LAW["general"]
+    # "recommended" is looked up per loss when fitting (a cheap stand-in for the recommended general law here;
+    # the real pair is fitted by the command-line tests)
+    monkeypatch.setitem(dl.RECOMMENDED_LAW, "general", "total-data")
+    assert dl.fit(table, law="recommended", target="general", warn=False).law == "total-data"
     assert f["general"].metrics["r2"] > 0.99 and f["domain"].law.name == "dcpt"
     N, D, r = _grid()
     np.testing.assert_allclose(f.predict(N, D, r, target="general"), TOTAL.predict(truth, N, D, 1 - r), rtol=0.01)
