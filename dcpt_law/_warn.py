@@ -19,4 +19,4 @@ class FitWarning(UserWarning):
 
 
 class ExtrapolationWarning(UserWarning):
-    """A prediction far outside the fitted range of N or D."""
+    """A prediction far outside the fitted range of N or D, or of the base losses G of a G-based law."""

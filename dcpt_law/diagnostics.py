@@ -1,8 +1,9 @@
 """What a fit can't tell, said with the fit: parameters at a bound, terms too small to identify, a size ladder
 not ordered by size, a law not monotone where it will be used; and, at prediction, inputs far outside what was fitted.
 
-Each check emits a :class:`FitWarning`; :func:`diagnose` records them in ``LawFit.diagnostics`` (saved to JSON, shown
-in reports) and warns. Nothing here changes a fitted number.
+Each check of a fit emits a :class:`FitWarning`; :func:`diagnose` records them in ``LawFit.diagnostics`` (saved to
+JSON, shown in reports) and warns. :func:`check_extrapolation` warns at each prediction (:class:`ExtrapolationWarning`).
+Nothing here changes a fitted number.
 """
 from __future__ import annotations
 
@@ -161,9 +162,10 @@ def diagnose(lf: LawFit, X: dict, warn: bool, checks=(), inherited=()) -> LawFit
     return lf
 
 
-def _values(x: np.ndarray) -> str:
+def _values(x: np.ndarray, fmt=format_count) -> str:
+    """The one value of ``x``, or its range."""
     lo, hi = float(np.min(x)), float(np.max(x))
-    return format_count(lo) if lo == hi else f"{format_count(lo)} to {format_count(hi)}"
+    return fmt(lo) if lo == hi else f"{fmt(lo)} to {fmt(hi)}"
 
 
 def check_extrapolation(lf: LawFit, N: np.ndarray, D: np.ndarray, G: np.ndarray | None = None) -> None:
@@ -184,7 +186,7 @@ def check_extrapolation(lf: LawFit, N: np.ndarray, D: np.ndarray, G: np.ndarray 
     lo, hi = float(known.min()), float(known.max())
     margin = max(hi - lo, 0.1 * hi)
     if np.any(G < lo - margin) or np.any(G > hi + margin):
-        g = f"{float(np.min(G)):.4g}" if np.min(G) == np.max(G) else f"{float(np.min(G)):.4g} to {float(np.max(G)):.4g}"
-        _warn.emit(f"{lf.target}-loss law {lf.law.name!r}: base-model general loss G = {g} nats is far outside the "
-                   f"base losses of the fitted sizes [{lo:.4g}, {hi:.4g}] (by more than that range is wide); the law "
-                   "takes the model's size from G, so the prediction is an extrapolation in size", ExtrapolationWarning)
+        g = _values(G, "{:.4g}".format)
+        _warn.emit(f"{lf.target}-loss law {lf.law.name!r}: base-model general loss G = {g} nats is far outside the base "
+                   f"losses of the fitted sizes [{lo:.4g}, {hi:.4g}] (by more than that range is wide); the law takes "
+                   "the model's size from G, so the prediction is an extrapolation in size", ExtrapolationWarning)

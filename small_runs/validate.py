@@ -251,16 +251,16 @@ REKEY_FROM: str | None = None
 _REKEY_CHECKED = False
 
 
-def _rekeyed(path: Path, old_key) -> bool:
+def _rekeyed(path: Path, old_key) -> Path | None:
     """Under REKEY_FROM, move the result stored under ``old_key(REKEY_FROM)`` to ``path`` when ``path`` is
-    missing; True if moved."""
+    missing; the path it was moved from, or None."""
     if REKEY_FROM is None or path.exists() or REFIT:
-        return False
+        return None
     old = path.with_name(path.name.rsplit("-", 1)[0] + f"-{old_key(REKEY_FROM)}.json")
     if not old.exists():
-        return False
+        return None
     os.replace(old, path)
-    return True
+    return old
 
 
 def cached_fit(train: pd.DataFrame, law: str, dom: str) -> dl.Fit:
@@ -272,7 +272,8 @@ def cached_fit(train: pd.DataFrame, law: str, dom: str) -> dl.Fit:
     global _REKEY_CHECKED
     key = lambda at=None: _key(_code_version(None, at), train, law, dom, _law_signature(law))  # noqa: E731
     path = None if FITS is None else FITS / f"fit-{key()}.json"
-    if path is not None and _rekeyed(path, key) and not _REKEY_CHECKED:
+    old = None if path is None else _rekeyed(path, key)
+    if old is not None and not _REKEY_CHECKED:
         _REKEY_CHECKED = True
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -281,7 +282,7 @@ def cached_fit(train: pd.DataFrame, law: str, dom: str) -> dl.Fit:
         for t in ("domain", "general"):
             a, b = (np.array(list(f[t].params.values())) for f in (stored, again))
             if not np.allclose(a, b, rtol=1e-6, atol=0):
-                os.replace(path, path.with_name(path.name.rsplit("-", 1)[0] + f"-{key(REKEY_FROM)}.json"))
+                os.replace(path, old)
                 raise SystemExit(f"--rekey-from {REKEY_FROM}: the {dom} {t}-loss fit of {law} changed with the code "
                                  f"({a} stored, {b} now); the change is not a pure move: refit instead (--refit)")
     if path is not None and path.exists() and not REFIT:
@@ -349,11 +350,11 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
     rows, recs, fig_lines, resid, ceil, ladder = [], [], [], [], [], []
     for dom in sorted(set(held["domain"]) & set(complete_domains(small))):
         train = small[small["domain"] == dom]
-        ladder.append({"domain": dom, "warned": ladder_warned(train)})
         test = with_base_general(held[held["domain"] == dom])  # G of the anchored laws: the held-out base model's
         test = test[test["tokens"] > 0]
         if test.empty:  # only its base row so far
             continue
+        ladder.append({"domain": dom, "warned": ladder_warned(train)})
         by_seed = seed_means(held_seeds, dom)
         if not by_seed.empty:
             ceil += [{"domain": dom, "target": t, **seed_ceiling(test, by_seed, t)} for t in ("domain", "general")]
