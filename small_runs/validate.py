@@ -1,6 +1,6 @@
 """Regenerate docs/validation.md (tables and figures) from the committed loss tables, in minutes.
 
-    python -m small_runs.validate [--out docs] [--quick] [--jobs N] [--plan-extra [LABEL ...]] [--refit]
+    python -m small_runs.validate [--out docs] [--quick] [--jobs N] [--plan-extra [LABEL ...]] [--refit | --rekey-from COMMIT]
     python -m small_runs.validate --summary LABEL [LABEL ...]   # medians of some experiments, no document
 
 0. Headline: issue 6's goals against the recommended pair, one row per experiment, and the seed noise of
