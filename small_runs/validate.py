@@ -498,9 +498,9 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
         if t.get("ceiling") is not None and not t["ceiling"].empty:
             noise_rows.append(noise_row(label, pick, t["ceiling"]))
         u = use.loc[name] if name in use.index else pd.Series(dtype=float)
-        warned = t["ladder"]["warned"] if "ladder" in t else pd.Series(dtype=bool)
+        warned = t["ladder"]["warned"] if "ladder" in t else None
         rows.append({"experiment": f"{label}: {title}", "domains": t["accuracy"]["domain"].nunique(),
-                     "top step warned": f"{int(warned.sum())} of {len(warned)}",
+                     "top step warned": np.nan if warned is None else f"{int(warned.sum())} of {len(warned)}",
                      "R2 domain": pick("R2", "domain"), "R2 general": pick("R2", "general"),
                      "MAPE % domain": pick("MAPE %", "domain"), "MAPE % general": pick("MAPE %", "general"),
                      **{k: u.get(c, np.nan) for k, c in (
