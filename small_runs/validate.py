@@ -448,12 +448,11 @@ def ladder_warned(train: pd.DataFrame, min_share: float = 0.9) -> bool:
     largest fitted size (by base-model quality) lowers the loss below the next one at fewer than ``min_share`` of
     their shared points, in either loss (dcpt_law.diagnostics.check_ladder, from the rows, not a stored fit)."""
     from dcpt_law.diagnostics import ladder_steps
-    from dcpt_law.table import law_inputs
+    from dcpt_law.table import fit_rows, law_inputs
 
-    rows = with_base_general(train)
-    rows = rows[rows["tokens"] > 0]
-    tops = [ladder_steps(law_inputs(rows, t), by_base_loss=True)["better_share"].iloc[-1:] for t in ("domain", "general")]
-    return any(bool((top < min_share).any()) for top in tops)
+    rows = fit_rows(train)
+    steps = (ladder_steps(law_inputs(rows, t), by_base_loss=True)["better_share"] for t in ("domain", "general"))
+    return any(not s.empty and s.iloc[-1] < min_share for s in steps)
 
 
 def summarise(acc_rows: pd.DataFrame, recs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -849,7 +848,6 @@ def heldout_args(data: pd.DataFrame, label: str, figs: Path | None) -> tuple:
 
 
 def main(argv=None):
-    global REFIT
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "docs"))
     ap.add_argument("--quick", action="store_true", help="skip the slow ratio split")
@@ -866,11 +864,9 @@ def main(argv=None):
                     "(a diagnostic, a module split): take each stored result missing under its key from the key the "
                     "code at COMMIT gave it (renamed; the first fit so taken is refitted to check it is the same)")
     a = ap.parse_args(argv)
-    _use_store(FITS, REFIT, a.rekey_from)
+    _use_store(FITS, a.refit, a.rekey_from)
     # PDFs without a creation date: a regeneration that changes no number changes no committed figure
     os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
-    if a.refit:
-        REFIT = True
     started = time.time()
     out = Path(a.out)
     data = load(TABLES)
