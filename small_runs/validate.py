@@ -15,7 +15,7 @@
    Accuracy also without the runs whose mixture holds none of the scored corpus, and on seed means.
 2. The paper's four generalisation splits on the small sizes, per domain and law.
 3. Cross-domain law (issue 5): leave one domain out, for each K definition and unit.
-4. Seed noise floor: seeds 1-2 beside seed 0 of the same runs.
+4. Seed noise floor: seeds 1-5 beside seed 0 of the same runs.
 
 Sections whose data are not committed yet say so and are skipped. Only dcpt_law is needed (no torch).
 """
@@ -43,7 +43,9 @@ from dcpt_law.table import LOSS_COLUMNS, with_base_general
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "small_runs" / "results"
 SEED_TABLES = ("seeds", "seeds_ladder", "seeds_ladder_music", "seeds_ladder_law", "seeds_ladder_chemistry",
-               "seeds_ladder_s2", "seeds_ladder4", "seeds_ladder4h", "seeds_heldout")  # seeds 1, 2
+               "seeds_ladder_s2", "seeds_ladder4", "seeds_ladder4h", "seeds_heldout",  # seeds 1, 2
+               "seeds_more_ladder", "seeds_more_ladder4", "seeds_more_heldout")  # seeds 3-5
+HELD_SEED_TABLES = ("seeds_heldout", "seeds_more_heldout")  # the held-out size's repeats
 TABLES = ("pilot", "multidomain", "xxs", "s3", "s2", "ladder4", "ladder4h", "heldout_grid", "heldout_extra",
           *SEED_TABLES)
 SMALL_SIZES = ("xs", "s", "m")  # the grid of the splits and cross-domain sections ...
@@ -55,16 +57,18 @@ GRID_TABLES = ("pilot", "multidomain")  # ... from these tables (complete 9-rati
 # wide) and 2.9x s; these fits stay in the regime where a bigger
 # model is better at our 1M-token base budget. xl (6x m, 0.4 base tokens per parameter) is not, and shows what
 # happens then. The label names the configs of the extra runs next to each experiment's prediction
-# (heldout_extra_<label>_*). The third element: fit on every seed of the fitted sizes (m4c3: all four domains,
-# seeds 0-2 of xs and s3; m4x3: of xs and s2; m4d3, m4h3: of all three), not seed 0 alone; only domains with repeated
-# seeds are then shown.
-# The held-out size is always seed 0.
-EXPERIMENTS = {"m4c": (("xxs", "xs", "s3"), "m", False), "m4c3": (("xxs", "xs", "s3"), "m", True),
-               "m4x": (("xxs", "xs", "s2"), "m", False), "m4x3": (("xxs", "xs", "s2"), "m", True),
-               "m4d": (("xxs4", "xs4", "s4"), "m", False), "m4d3": (("xxs4", "xs4", "s4"), "m", True),
-               "m4h": (("xxs4h", "xs4h", "s4h"), "m", False), "m4h3": (("xxs4h", "xs4h", "s4h"), "m", True),
-               "m": (("xxs", "xs", "s"), "m", False),
-               "xl": (("xs", "s", "m"), "xl", False)}
+# (heldout_extra_<label>_*). The third element: how many seeds of the fitted sizes to fit on, 0 to n - 1 (m4c3: all
+# four domains, seeds 0-2 of xs and s3; m4x3: of xs and s2; m4d3, m4h3: of all three; m4c6, m4d6: seeds 0-5 of the
+# same, xxs keeping one), not seed 0 alone; only domains whose largest fitted size ran every one of them are then
+# shown. The held-out size is scored on seed 0, and on the means of seeds 0-2 (0-5 in the six-seed experiments).
+EXPERIMENTS = {"m4c": (("xxs", "xs", "s3"), "m", 1), "m4c3": (("xxs", "xs", "s3"), "m", 3),
+               "m4c6": (("xxs", "xs", "s3"), "m", 6),
+               "m4x": (("xxs", "xs", "s2"), "m", 1), "m4x3": (("xxs", "xs", "s2"), "m", 3),
+               "m4d": (("xxs4", "xs4", "s4"), "m", 1), "m4d3": (("xxs4", "xs4", "s4"), "m", 3),
+               "m4d6": (("xxs4", "xs4", "s4"), "m", 6),
+               "m4h": (("xxs4h", "xs4h", "s4h"), "m", 1), "m4h3": (("xxs4h", "xs4h", "s4h"), "m", 3),
+               "m": (("xxs", "xs", "s"), "m", 1),
+               "xl": (("xs", "s", "m"), "xl", 1)}
 TOLERANCE = 0.03
 # every fit the document uses and its sections computed by fitting (the paper's splits, the cross-domain law), by
 # content (committed: a fresh clone regenerates the document in minutes, not the hours of ~200 global searches
@@ -92,12 +96,14 @@ PAIRS = [dict(dl.RECOMMENDED_LAW), *(p for p in SCALED_PAIRS if p != dl.RECOMMEN
 CANDIDATES = [*RATIO_LAWS, "total-data-scaled-forgetting", MEAN, *PAIRS]
 SPLIT_LAWS = [*RATIO_LAWS, "total-data-scaled-forgetting", MEAN]  # section 2: every law the package has
 # every law in the headline experiment; the others (other ladders, xl) fit the paper's law, the scaled laws of the
-# recommended pair and the challenger to its general law; those fitted on every seed (each fit on 2.3x the rows)
-# the scaled ones alone. ~200 global searches instead of ~500: a refit takes ~2 h on 2 cores, not ~5.
+# recommended pair and the challenger to its general law; those fitted on several seeds (each fit on 2.3x or 4.3x
+# the rows) the scaled ones alone. ~200 global searches instead of ~500: a refit takes ~2 h on 2 cores, not ~5.
 ALL_LAWS_EXPERIMENTS = ("m4c",)
 CORE_CANDIDATES = ["dcpt", "dcpt-scaled", MEAN, "total-data-scaled-gated", "total-data-scaled-gain",
                    *SCALED_PAIRS[:2], MEAN_PAIR]
 SEED_CANDIDATES = CORE_CANDIDATES[1:]
+# on six seeds (each fit on 4.3x the rows, the gain law's search ~10 min a domain here) the recommended pair's laws
+SIX_SEED_CANDIDATES = [*dict.fromkeys(dl.RECOMMENDED_LAW.values()), dict(dl.RECOMMENDED_LAW)]
 # the extra runs of a held-out size sit 0.03 either side of these pairs' predictions
 EXTRA_LAWS = PAIRS
 FIGURE_LAWS = ("dcpt", PAIRS[0])  # held-out figures for these candidates: the paper's law and the recommended pair
@@ -263,23 +269,24 @@ def _rekeyed(path: Path, old_key) -> Path | None:
     return old
 
 
-def cached_fit(train: pd.DataFrame, law: str, dom: str) -> dl.Fit:
-    """``dl.fit(train, law, domain=dom)``, read from FITS when the same rows were fitted by the same code
-    (a fit is deterministic: same rows, law, code -> same parameters); FITS = None always fits.
+def cached_fit(train: pd.DataFrame, law: str, dom: str, target: str = "both") -> dl.Fit:
+    """``dl.fit(train, law, target, domain=dom)``, read from FITS when the same rows were fitted by the same code
+    (a fit is deterministic: same rows, law, target, code -> same parameters); FITS = None always fits.
 
     Every fit read or written is touched, so a complete run can prune the ones no longer used (:func:`prune_fits`).
     """
     global _REKEY_CHECKED
-    key = lambda at=None: _key(_code_version(None, at), train, law, dom, _law_signature(law))  # noqa: E731
+    one = () if target == "both" else (target,)  # a fit of both losses keeps the key it had before targets
+    key = lambda at=None: _key(_code_version(None, at), train, law, dom, _law_signature(law), *one)  # noqa: E731
     path = None if FITS is None else FITS / f"fit-{key()}.json"
     old = None if path is None else _rekeyed(path, key)
     if old is not None and not _REKEY_CHECKED:
         _REKEY_CHECKED = True
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            again = dl.fit(train, law=law, domain=dom, warn=False)
+            again = dl.fit(train, law=law, target=target, domain=dom, warn=False)
         stored = dl.load_fit(path)
-        for t in ("domain", "general"):
+        for t in again.targets:
             a, b = (np.array(list(f[t].params.values())) for f in (stored, again))
             if not np.allclose(a, b, rtol=1e-6, atol=0):
                 os.replace(path, old)
@@ -290,7 +297,7 @@ def cached_fit(train: pd.DataFrame, law: str, dom: str) -> dl.Fit:
         return dl.load_fit(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        f = dl.fit(train, law=law, domain=dom, warn=False)
+        f = dl.fit(train, law=law, target=target, domain=dom, warn=False)
     if path is not None:
         f.save(path)  # atomic: a killed run never leaves half a fit to be read later
     return f
@@ -326,10 +333,13 @@ def cached_lines(fn, *args) -> list:
 
 def fit_candidates(train: pd.DataFrame, dom: str, candidates=None) -> list[tuple[object, dl.Fit]]:
     """(candidate, Fit) for every candidate (default :data:`CANDIDATES`): each law fitted once, pairs put
-    together from those."""
+    together from those; a law that only a pair uses, for the loss it predicts there."""
     candidates = CANDIDATES if candidates is None else candidates
-    names = sorted({n for c in candidates for n in (c.values() if isinstance(c, dict) else [c])})
-    single = {n: cached_fit(train, n, dom) for n in names}
+    need: dict[str, set] = {}
+    for c in candidates:
+        for t, n in (c.items() if isinstance(c, dict) else ((t, c) for t in ("domain", "general"))):
+            need.setdefault(n, set()).add(t)
+    single = {n: cached_fit(train, n, dom, "both" if len(ts) == 2 else ts.pop()) for n, ts in sorted(need.items())}
     return [(c, dl.Fit({t: single[c[t]][t] for t in ("domain", "general")}, domain=dom,
                        base=single[c["domain"]].base_losses) if isinstance(c, dict) else single[c]) for c in candidates]
 
@@ -355,16 +365,21 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
         if test.empty:  # only its base row so far
             continue
         ladder.append({"domain": dom, "warned": ladder_warned(train)})
-        by_seed = seed_means(held_seeds, dom)
+        by_seed, reps = seed_means(held_seeds, dom), repeated_runs(held_seeds, dom)
         if not by_seed.empty:
             ceil += [{"domain": dom, "target": t, **seed_ceiling(test, by_seed, t)} for t in ("domain", "general")]
         Nh = float(test["model_size"].iloc[0])
         at_dmax = (test["tokens"] == test["tokens"].max()).to_numpy()  # where usage 1 asks the law
-        for candidate, f in fit_candidates(train, dom, candidates):
+        fitted = fit_candidates(train, dom, candidates)
+        plain = {c for c, _ in fitted if not isinstance(c, dict)}
+        for candidate, f in fitted:
             law = f.law
             if candidate in FIGURE_LAWS and figs is not None:
                 fig_lines.append(heldout_figure(f, train, held[held["domain"] == dom], figs, dom, law, label))
-            for t in ("domain", "general") if not isinstance(candidate, dict) else ():  # pairs: rows of their laws
+            # a pair's accuracy rows are those of its laws, under their names; here for a law no plain candidate has
+            for t in (("domain", "general") if not isinstance(candidate, dict) else
+                      [t for t in ("domain", "general") if candidate[t] not in plain]):
+                name = candidate[t] if isinstance(candidate, dict) else law
                 pred = np.asarray(f[t].predict(test["model_size"], test["tokens"], test["domain_ratio"], warn=False,
                                                base_general_loss=test["base_general_loss"].to_numpy(float)))
                 obs = test[LOSS_COLUMNS[t]].to_numpy(float)
@@ -376,14 +391,14 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                     base_general_loss=by_seed["base_general_loss"].to_numpy(float))),
                     by_seed[LOSS_COLUMNS[t]].to_numpy(float), 1e-3)
                 by_ratio = pd.Series(100 * (pred / obs - 1)).groupby(test["domain_ratio"].to_numpy()).mean()
-                resid.append({"domain": dom, "law": law, "target": t,
+                resid.append({"domain": dom, "law": name, "target": t,
                               **{f"{r:.2f}": v for r, v in by_ratio.items()}})
-                rows.append({"domain": dom, "law": law, "target": t, "N fitted": ", ".join(
+                rows.append({"domain": dom, "law": name, "target": t, "N fitted": ", ".join(
                     dl.format_count(n) for n in sorted(train["model_size"].unique())), "N held out": dl.format_count(Nh),
                     "R2": m["r2"], "MAPE %": m["mape"], "Huber": m["huber"],
                     "MAPE % at D max": _metrics(pred[at_dmax], obs[at_dmax], 1e-3)["mape"],
                     "R2 (share > 0)": m_pos["r2"], "MAPE % (share > 0)": m_pos["mape"],
-                    "R2 (seed means)": m_means["r2"]})
+                    "R2 (seed means)": m_means["r2"], **each_seed_scores(f[t], reps, t)})
             base = held[(held["domain"] == dom) & (held["tokens"] == 0)]
             if base.empty:
                 continue
@@ -410,7 +425,9 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
     G = base[base["tokens"] == 0].groupby("size_name")[["model_size", "general_loss"]].mean().sort_values("model_size")
     lines += ["Fit on the small sizes, predict every logged point of the held-out size. MAPE at D max: only the "
               "largest token count, where usage 1 asks the law (the first ~100K tokens of a new corpus are a "
-              "transient that no power of D follows, where the loss of SMILES or ABC falls by half). The anchored laws take the "
+              "transient that no power of D follows, where the loss of SMILES or ABC falls by half). Each seed: the same "
+              "law scored on each repeated seed of the held-out size alone (its own runs and G, at the cells every "
+              "seed ran), median over seeds and the worst seed's MAPE. The anchored laws take the "
               "size from G, the base model's general loss: " + ", ".join(
                   f"{name} ({dl.format_count(r.model_size)}) {r.general_loss:.3f}" for name, r in G.iterrows()) + ".", "",
               md(_drop_empty(pd.DataFrame(rows))), ""]
@@ -430,9 +447,10 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                   "constraint (see the general-loss rise). Regret (isotonic): the same on the isotonic fits of the "
                   "observed curves (L_d non-increasing, L_g non-decreasing in r_d), which pool the ~1% seed noise of "
                   "single runs instead of crediting the best lucky run (dcpt_law.ratio_regret). Regret (seed means): "
-                  "the same on the means over seeds 0-2 of the ratios that every seed ran (at m: the 9 grid ratios and "
-                  "the three around the best one, small_runs/configs/seeds_heldout_*.toml), against the mean L_g0 of "
-                  "the seeds' base models; blank where the prediction falls outside them.", "",
+                  "the same on the means over seeds 0-2 (0-5 in the six-seed experiments) of the ratios that every seed "
+                  "ran (at m: the 9 grid ratios, and with three seeds the three around the best one, "
+                  "small_runs/configs/seeds_heldout_*.toml), against the mean L_g0 of the seeds' base models; blank "
+                  "where the prediction falls outside them.", "",
                   md(_drop_empty(pd.DataFrame(recs))), ""]
     # the short version first: medians over domains
     acc, u = summarise(pd.DataFrame(rows), pd.DataFrame(recs))
@@ -459,7 +477,8 @@ def summarise(acc_rows: pd.DataFrame, recs: pd.DataFrame) -> tuple[pd.DataFrame,
     """Medians over domains of one experiment: (accuracy by law, columns "<metric> <target> (median)"; usage 1 by
     law: median / max |regret| on runs, isotonic fits and seed means, and the largest general-loss rise).
     The headline reads the recommended pair's rows from these."""
-    cols = [c for c in ("R2", "MAPE %", "MAPE % at D max", "R2 (share > 0)", "MAPE % (share > 0)", "R2 (seed means)")
+    cols = [c for c in ("R2", "MAPE %", "MAPE % at D max", "R2 (share > 0)", "MAPE % (share > 0)", "R2 (seed means)",
+                        "R2 (each seed)", "MAPE % (each seed)", "MAPE % (worst seed)")
             if c in acc_rows and acc_rows[c].notna().any()]
     acc = acc_rows.groupby(["law", "target"], sort=False)[cols].median()
     acc = acc.unstack("target")
@@ -522,8 +541,8 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
     lines += noise_headline(noise_rows)
     noise = held_out_seed_noise(data)
     if not noise.empty:
-        lines += ["Seed noise at the held-out size, where runs were repeated (seeds 0-2; each its own base model and "
-                  "data order): coefficient of variation of the loss at the largest token count, per domain over "
+        lines += ["Seed noise at the held-out size, where runs were repeated (seeds 0-5 at the 9 grid ratios, 0-2 at "
+                  "the extra ratios; each its own base model and data order): coefficient of variation of the loss at the largest token count, per domain over "
                   "its repeated ratios. Single-run errors and regrets below these are noise.", "",
                   md(noise), ""]
     return lines
@@ -556,7 +575,9 @@ def noise_row(label: str, pick, ceiling: pd.DataFrame) -> dict:
     c = ceiling.groupby("target").median(numeric_only=True)
     return {"experiment": label, **{k: v for tg in ("domain", "general") for k, v in (
         (f"R2 {tg}", pick("R2", tg)), (f"(seed means) {tg}", pick("R2 (seed means)", tg)),
-        (f"(ceiling) {tg}", c.loc[tg, "R2 ceiling"]))},
+        (f"(ceiling) {tg}", c.loc[tg, "R2 ceiling"]), (f"(each seed) {tg}", pick("R2 (each seed)", tg)))},
+        "MAPE % domain": pick("MAPE %", "domain"), "(each seed)": pick("MAPE % (each seed)", "domain"),
+        "(worst seed)": pick("MAPE % (worst seed)", "domain"),
         "R2 general, r_d < 1": pick("R2 (share > 0)", "general"),
         "(ceiling), r_d < 1": c.loc["general", "R2 ceiling (share > 0)"],
         "MAPE % general, r_d < 1": pick("MAPE % (share > 0)", "general"),
@@ -568,18 +589,21 @@ def noise_headline(rows: list[dict]) -> list[str]:
     was repeated over seeds (rows of :func:`noise_row`): what of the gap to the goals is law, what is noise."""
     if not rows:
         return []
-    return ["Against the seed noise (where the held-out size was repeated with seeds 1-2 over its grid): R2 of "
-            "the recommended pair on seed 0's runs, on the seed means, and the ceiling a noise-free law would reach "
-            "on seed 0's runs (see 1, the ceiling tables); the general loss also without r_d = 1, the runs that see "
+    return ["Against the seed noise (where the held-out size was repeated with seeds 1-2 over its grid, 1-5 in the "
+            "six-seed experiments): R2 of "
+            "the recommended pair on seed 0's runs, on the seed means, the ceiling a noise-free law would reach "
+            "on seed 0's runs (see 1, the ceiling tables), and the median over seeds of R2 on each seed's own runs "
+            "(the cells every seed ran); the domain loss's MAPE on seed 0, each seed (median) and the worst seed; "
+            "the general loss also without r_d = 1, the runs that see "
             "no general data (forgetting without replay, which no usage reads). Medians over domains.", "",
             md(pd.DataFrame(rows)), ""]
 
 
 def held_out_seed_noise(data: pd.DataFrame) -> pd.DataFrame:
     """Mean / max CV (%) over seeds of the losses at D max, per (size, domain), where the held-out runs were repeated."""
-    if data.empty or not (data["table"] == "seeds_heldout").any():
+    if data.empty or not data["table"].isin(HELD_SEED_TABLES).any():
         return pd.DataFrame()
-    cv = seed_cv(data, ("seeds_heldout",))
+    cv = seed_cv(data, HELD_SEED_TABLES)
     out = cv[cv["tokens"] == cv["tokens"].max()].groupby(["size_name", "domain"]).agg(
         **{"ratios": ("domain_ratio", "nunique"), "seeds": ("n", "max"),
            "mean CV % domain": ("cv domain", "mean"), "max CV % domain": ("cv domain", "max"),
@@ -587,22 +611,43 @@ def held_out_seed_noise(data: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index().rename(columns={"size_name": "size"})
 
 
+def repeated_runs(held_seeds: pd.DataFrame | None, dom: str) -> pd.DataFrame:
+    """The held-out size's CPT evaluations of ``dom`` at the (r_d, tokens) cells that every seed ran, one row per
+    seed and cell, each with its own base model's general loss G. Empty without repeats."""
+    if held_seeds is None or held_seeds.empty:
+        return pd.DataFrame()
+    runs = with_base_general(held_seeds[held_seeds["domain"] == dom])
+    runs = runs[runs["tokens"] > 0]
+    n = runs.groupby(["domain_ratio", "tokens"])["seed"].transform("nunique")
+    return pd.DataFrame() if runs.empty or n.max() < 2 else runs[n == n.max()]
+
+
 def seed_means(held_seeds: pd.DataFrame | None, dom: str) -> pd.DataFrame:
     """The held-out size's CPT evaluations of ``dom`` averaged over seeds, at the (r_d, tokens) cells that every
     seed ran: model_size, both losses and base_general_loss (the mean G of the seeds' base models), and the
     variance over seeds of each loss ("var domain", "var general"). Empty without repeats."""
-    if held_seeds is None or held_seeds.empty:
+    runs = repeated_runs(held_seeds, dom)
+    if runs.empty:
         return pd.DataFrame()
-    runs = with_base_general(held_seeds[held_seeds["domain"] == dom])
-    runs, key = runs[runs["tokens"] > 0], ["domain_ratio", "tokens"]
-    n = runs.groupby(key)["seed"].transform("nunique")
-    if runs.empty or n.max() < 2:
-        return pd.DataFrame()
-    g = runs[n == n.max()].groupby(key)
+    g = runs.groupby(["domain_ratio", "tokens"])
     out = g[["model_size", "domain_loss", "general_loss", "base_general_loss"]].mean()
     for t in ("domain", "general"):
         out[f"var {t}"] = g[LOSS_COLUMNS[t]].var(ddof=1)
     return out.reset_index()
+
+
+def each_seed_scores(law_fit, runs: pd.DataFrame, target: str) -> dict:
+    """The law scored on each seed's own runs of :func:`repeated_runs` (the same cells for every seed, each seed
+    with its own G): the median R2 and MAPE over seeds and the worst seed's MAPE. Seed 0, which the other columns
+    score on all of its runs, is one draw of these."""
+    if runs.empty:
+        return {}
+    pred = np.asarray(law_fit.predict(runs["model_size"], runs["tokens"], runs["domain_ratio"], warn=False,
+                                      base_general_loss=runs["base_general_loss"].to_numpy(float)))
+    obs, seed = runs[LOSS_COLUMNS[target]].to_numpy(float), runs["seed"].to_numpy()
+    m = pd.DataFrame([_metrics(pred[seed == s], obs[seed == s], 1e-3) for s in np.unique(seed)])
+    return {"R2 (each seed)": m["r2"].median(), "MAPE % (each seed)": m["mape"].median(),
+            "MAPE % (worst seed)": m["mape"].max()}
 
 
 def _share(df: pd.DataFrame, target: str) -> np.ndarray:
@@ -612,8 +657,8 @@ def _share(df: pd.DataFrame, target: str) -> np.ndarray:
 
 
 CEILING_TEXT = ("Seed-to-seed ceiling at the held-out size: what a law that knew the expected loss of every run exactly "
-                "would score against these single runs, given the spread over seeds 0-2 (each its own base model and "
-                "data order) at the cells every seed ran. R2 ceiling = 1 - (mean variance over seeds) / (variance of "
+                "would score against these single runs, given the spread over seeds 0-2 (0-5 in the six-seed "
+                "experiments; each its own base model and data order) at the cells every seed ran. R2 ceiling = 1 - (mean variance over seeds) / (variance of "
                 "the scored runs); noise MAPE = mean E|e| / L for e ~ N(0, that variance). A scaled or anchored law, "
                 "given each seed's own base loss G, can explain part of that spread and pass the ceiling a little. "
                 "(share > 0): without the "
@@ -684,7 +729,7 @@ def seed_cv(data: pd.DataFrame, tables=SEED_TABLES) -> pd.DataFrame:
 
 
 def seeds_section(data: pd.DataFrame) -> list[str]:
-    """Seed noise: the seeds sweeps (seeds 1, 2) next to seed 0 of the same (size, domain, ratio) runs."""
+    """Seed noise: the seeds sweeps (seeds 1-5) next to seed 0 of the same (size, domain, ratio) runs."""
     lines = ["## 4. Seed noise floor", ""]
     if not (data["table"].isin(SEED_TABLES) & (data["seed"] != 0)).any():
         return lines + ["Not run yet: `dcpt sweep small_runs/configs/seeds.toml`.", ""]
@@ -811,39 +856,52 @@ def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, laws
     return written
 
 
-def experiment(data: pd.DataFrame, fitted, held_out, all_seeds: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rows of the fitted sizes, rows of the held-out size), seed 0 only; with ``all_seeds`` the fitted rows
-    of every seed, for the domains whose largest fitted size has CPT runs of more than one seed (the size whose
+def experiment(data: pd.DataFrame, fitted, held_out, seeds: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows of the fitted sizes, rows of the held-out size), seed 0 only; with ``seeds`` > 1 the fitted rows of
+    seeds 0 to ``seeds`` - 1, for the domains whose largest fitted size has CPT runs of all of them (the size whose
     seed noise the extrapolation carries furthest; m4x3 waits for s2's repeats of a domain, not only xs's)."""
     if data.empty:
         return data, data
     if "seed" not in data.columns:
         data = data.assign(seed=0)
     small, held = data[data["size_name"].isin(fitted)], data[(data["size_name"] == held_out) & (data["seed"] == 0)]
-    if not all_seeds:
+    if seeds <= 1:
         return small[small["seed"] == 0], held
+    small = small[small["seed"] < seeds]
     if small.empty:  # no fitted size swept yet: nothing repeated
         return small, held.iloc[:0]
     top = small.groupby("size_name")["model_size"].first().idxmax()
     cpt = small[(small["tokens"] > 0) & (small["size_name"] == top)]
-    repeated = cpt.groupby("domain")["seed"].nunique().loc[lambda n: n > 1].index
+    repeated = cpt.groupby("domain")["seed"].nunique().loc[lambda n: n >= seeds].index
     small = small[small["domain"].isin(repeated)]
     return small, held[held["domain"].isin(repeated)]
 
 
 def experiment_title(label: str) -> str:
-    fitted, held_out, all_seeds = EXPERIMENTS[label]
-    return f"{', '.join(fitted)} -> {held_out}" + (" (every seed)" if all_seeds else "")
+    fitted, held_out, seeds = EXPERIMENTS[label]
+    return f"{', '.join(fitted)} -> {held_out}" + _seeds_title(seeds)
+
+
+def _seeds_title(seeds: int) -> str:
+    return f" (seeds 0-{seeds - 1})" if seeds > 1 else ""
+
+
+def held_out_seeds(seeds: int) -> int:
+    """How many seeds of the held-out size an experiment's seed means read: 3 (0-2, every ratio they repeat),
+    or as many as it fits on where that is more (0-5 over the 9 grid ratios)."""
+    return max(3, seeds)
 
 
 def heldout_args(data: pd.DataFrame, label: str, figs: Path | None) -> tuple:
     """The arguments of :func:`heldout_section` for experiment ``label`` (figures into ``figs``, None: none)."""
-    fitted, held_out, all_seeds = EXPERIMENTS[label]
-    small, held = experiment(data, fitted, held_out, all_seeds)
-    every_seed = data[(data["size_name"] == held_out) & data["domain"].isin(held["domain"].unique())]
-    laws = None if label in ALL_LAWS_EXPERIMENTS else SEED_CANDIDATES if all_seeds else CORE_CANDIDATES
+    fitted, held_out, seeds = EXPERIMENTS[label]
+    small, held = experiment(data, fitted, held_out, seeds)
+    every_seed = data[(data["size_name"] == held_out) & data["domain"].isin(held["domain"].unique())
+                      & (data["seed"] < held_out_seeds(seeds))]
+    laws = (None if label in ALL_LAWS_EXPERIMENTS else SIX_SEED_CANDIDATES if seeds > 3 else SEED_CANDIDATES
+            if seeds > 1 else CORE_CANDIDATES)
     title = (f"{string.ascii_lowercase[list(EXPERIMENTS).index(label)]}. Held-out size {held_out}, fitted on "
-             f"{', '.join(fitted)}" + (" (every seed)" if all_seeds else ""))
+             f"{', '.join(fitted)}" + _seeds_title(seeds))
     return small, held, figs, title, label, every_seed, laws
 
 
