@@ -282,6 +282,24 @@ def test_fit_cache_reuses_a_fit_of_the_same_rows_and_refits_changed_rows(tmp_pat
         validate.cached_fit(train, "dcpt", "code")
 
 
+def test_a_law_only_a_pair_uses_is_fitted_and_stored_for_that_loss_alone(tmp_path, monkeypatch):
+    import dcpt_law as dl
+
+    monkeypatch.setattr(validate, "FITS", tmp_path)
+    train = synthetic_table(3)
+    pair = {"domain": "dcpt", "general": "additive"}
+    out = dict((validate.dl.pair_name(c) if isinstance(c, dict) else c, f)
+               for c, f in validate.fit_candidates(train, "code", ["dcpt", pair]))
+    assert out["dcpt"].targets == ["domain", "general"] and out[dl.pair_name(pair)].law == dl.pair_name(pair)
+    stored = sorted(dl.load_fit(p).targets for p in tmp_path.glob("fit-*.json"))
+    assert stored == [["domain", "general"], ["general"]]  # additive: the general loss only
+    both = validate.cached_fit(train, "additive", "code")  # the same law for both losses: its own key, a new fit
+    assert both.targets == ["domain", "general"] and len(list(tmp_path.glob("fit-*.json"))) == 3
+    monkeypatch.setattr(dl, "fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("refitted")))
+    again = validate.cached_fit(train, "additive", "code", "general")  # read back, not refitted
+    assert again["general"].params == out[dl.pair_name(pair)]["general"].params
+
+
 def test_rekey_from_a_commit_moves_stored_results_after_a_pure_move_and_refuses_a_changed_result(tmp_path,
                                                                                                 monkeypatch):
     """--rekey-from COMMIT: after an edit to the fitting code that changes no result, a fit stored under the
