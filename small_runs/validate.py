@@ -340,7 +340,8 @@ def fit_candidates(train: pd.DataFrame, dom: str, candidates=None) -> list[tuple
     for c in candidates:
         for t, n in (c.items() if isinstance(c, dict) else ((t, c) for t in ("domain", "general"))):
             need.setdefault(n, set()).add(t)
-    single = {n: cached_fit(train, n, dom, "both" if len(ts) == 2 else ts.pop()) for n, ts in sorted(need.items())}
+    single = {n: cached_fit(train, n, dom, "both" if len(ts) == 2 else next(iter(ts)))
+              for n, ts in sorted(need.items())}
     return [(c, dl.Fit({t: single[c[t]][t] for t in ("domain", "general")}, domain=dom,
                        base=single[c["domain"]].base_losses) if isinstance(c, dict) else single[c]) for c in candidates]
 
@@ -366,7 +367,8 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
         if test.empty:  # only its base row so far
             continue
         ladder.append({"domain": dom, "warned": ladder_warned(train)})
-        by_seed, reps = seed_means(held_seeds, dom), repeated_runs(held_seeds, dom)
+        reps = repeated_runs(held_seeds, dom)
+        by_seed = seed_means(reps)
         if not by_seed.empty:
             ceil += [{"domain": dom, "target": t, **seed_ceiling(test, by_seed, t)} for t in ("domain", "general")]
         Nh = float(test["model_size"].iloc[0])
@@ -543,7 +545,8 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
     noise = held_out_seed_noise(data)
     if not noise.empty:
         lines += ["Seed noise at the held-out size, where runs were repeated (seeds 0-5 at the 9 grid ratios, 0-2 at "
-                  "the extra ratios; each its own base model and data order): coefficient of variation of the loss at the largest token count, per domain over "
+                  "the extra ratios; each its own base model and data order): coefficient of variation of the loss "
+                  "at the largest token count, per domain over "
                   "its repeated ratios. Single-run errors and regrets below these are noise.", "",
                   md(noise), ""]
     return lines
@@ -623,11 +626,10 @@ def repeated_runs(held_seeds: pd.DataFrame | None, dom: str) -> pd.DataFrame:
     return pd.DataFrame() if runs.empty or n.max() < 2 else runs[n == n.max()]
 
 
-def seed_means(held_seeds: pd.DataFrame | None, dom: str) -> pd.DataFrame:
-    """The held-out size's CPT evaluations of ``dom`` averaged over seeds, at the (r_d, tokens) cells that every
-    seed ran: model_size, both losses and base_general_loss (the mean G of the seeds' base models), and the
-    variance over seeds of each loss ("var domain", "var general"). Empty without repeats."""
-    runs = repeated_runs(held_seeds, dom)
+def seed_means(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of :func:`repeated_runs` averaged over seeds, per (r_d, tokens) cell: model_size, both losses and
+    base_general_loss (the mean G of the seeds' base models), and the variance over seeds of each loss ("var
+    domain", "var general"). Empty without repeats."""
     if runs.empty:
         return pd.DataFrame()
     g = runs.groupby(["domain_ratio", "tokens"])
@@ -659,7 +661,8 @@ def _share(df: pd.DataFrame, target: str) -> np.ndarray:
 
 CEILING_TEXT = ("Seed-to-seed ceiling at the held-out size: what a law that knew the expected loss of every run exactly "
                 "would score against these single runs, given the spread over seeds 0-2 (0-5 in the six-seed "
-                "experiments; each its own base model and data order) at the cells every seed ran. R2 ceiling = 1 - (mean variance over seeds) / (variance of "
+                "experiments; each its own base model and data order) at the cells every seed ran. R2 ceiling = "
+                "1 - (mean variance over seeds) / (variance of "
                 "the scored runs); noise MAPE = mean E|e| / L for e ~ N(0, that variance). A scaled or anchored law, "
                 "given each seed's own base loss G, can explain part of that spread and pass the ceiling a little. "
                 "(share > 0): without the "

@@ -237,7 +237,7 @@ def test_seed_ceiling_is_what_a_noise_free_law_scores_on_single_runs():
     rows += [("code", 1e5, 100, 0.25, 0, 4.7, 5.7)]  # a ratio only seed 0 ran: scored, not averaged
     df = pd.DataFrame(rows, columns=["domain", "model_size", "tokens", "domain_ratio", "seed", "domain_loss",
                                      "general_loss"])
-    means = validate.seed_means(df, "code")
+    means = validate.seed_means(validate.repeated_runs(df, "code"))
     assert len(means) == 6 and np.allclose(means["domain_loss"], [truth[k] for k in zip(means["domain_ratio"],
                                                                                        means["tokens"])])
     assert np.allclose(means["var domain"], d ** 2) and np.allclose(means["var general"], d ** 2)
@@ -252,7 +252,7 @@ def test_seed_ceiling_is_what_a_noise_free_law_scores_on_single_runs():
     g = validate.seed_ceiling(test, means, "general")  # r_g = 1 - r_d: now r_d = 1 is the one left out
     pos = test[test["domain_ratio"] < 1]
     assert abs(g["R2 ceiling (share > 0)"] - (1 - d ** 2 / pos["general_loss"].var(ddof=0))) < 1e-12
-    assert validate.seed_means(df[df["seed"] == 0], "code").empty  # no repeats: nothing to average
+    assert validate.seed_means(validate.repeated_runs(df[df["seed"] == 0], "code")).empty  # no repeats: nothing to average
 
 
 def test_fit_cache_reuses_a_fit_of_the_same_rows_and_refits_changed_rows(tmp_path, monkeypatch):
