@@ -383,16 +383,13 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
             for t in (("domain", "general") if not isinstance(candidate, dict) else
                       [t for t in ("domain", "general") if candidate[t] not in plain]):
                 name = candidate[t] if isinstance(candidate, dict) else law
-                pred = np.asarray(f[t].predict(test["model_size"], test["tokens"], test["domain_ratio"], warn=False,
-                                               base_general_loss=test["base_general_loss"].to_numpy(float)))
+                pred = predict_rows(f[t], test)
                 obs = test[LOSS_COLUMNS[t]].to_numpy(float)
                 m = _metrics(pred, obs, 1e-3)
                 share = _share(test, t) > 0  # without the runs that never saw this corpus (see seed_ceiling)
                 m_pos = _metrics(pred[share], obs[share], 1e-3)
-                m_means = {"r2": np.nan} if by_seed.empty else _metrics(np.asarray(f[t].predict(
-                    by_seed["model_size"], by_seed["tokens"], by_seed["domain_ratio"], warn=False,
-                    base_general_loss=by_seed["base_general_loss"].to_numpy(float))),
-                    by_seed[LOSS_COLUMNS[t]].to_numpy(float), 1e-3)
+                m_means = {"r2": np.nan} if by_seed.empty else _metrics(
+                    predict_rows(f[t], by_seed), by_seed[LOSS_COLUMNS[t]].to_numpy(float), 1e-3)
                 by_ratio = pd.Series(100 * (pred / obs - 1)).groupby(test["domain_ratio"].to_numpy()).mean()
                 resid.append({"domain": dom, "law": name, "target": t,
                               **{f"{r:.2f}": v for r, v in by_ratio.items()}})
@@ -639,14 +636,19 @@ def seed_means(runs: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def predict_rows(law_fit, rows: pd.DataFrame) -> np.ndarray:
+    """``law_fit``'s loss at each row's (model_size, tokens, domain_ratio), given the row's base_general_loss G."""
+    return np.asarray(law_fit.predict(rows["model_size"], rows["tokens"], rows["domain_ratio"], warn=False,
+                                      base_general_loss=rows["base_general_loss"].to_numpy(float)))
+
+
 def each_seed_scores(law_fit, runs: pd.DataFrame, target: str) -> dict:
     """The law scored on each seed's own runs of :func:`repeated_runs` (the same cells for every seed, each seed
     with its own G): the median R2 and MAPE over seeds and the worst seed's MAPE. Seed 0, which the other columns
     score on all of its runs, is one draw of these."""
     if runs.empty:
         return {}
-    pred = np.asarray(law_fit.predict(runs["model_size"], runs["tokens"], runs["domain_ratio"], warn=False,
-                                      base_general_loss=runs["base_general_loss"].to_numpy(float)))
+    pred = predict_rows(law_fit, runs)
     obs, seed = runs[LOSS_COLUMNS[target]].to_numpy(float), runs["seed"].to_numpy()
     m = pd.DataFrame([_metrics(pred[seed == s], obs[seed == s], 1e-3) for s in np.unique(seed)])
     return {"R2 (each seed)": m["r2"].median(), "MAPE % (each seed)": m["mape"].median(),
