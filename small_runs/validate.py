@@ -45,9 +45,11 @@ RESULTS = ROOT / "small_runs" / "results"
 SEED_TABLES = ("seeds", "seeds_ladder", "seeds_ladder_music", "seeds_ladder_law", "seeds_ladder_chemistry",
                "seeds_ladder_s2", "seeds_ladder4", "seeds_ladder4h", "seeds_heldout",  # seeds 1, 2
                "seeds_more_ladder", "seeds_more_ladder4", "seeds_more_heldout")  # seeds 3-5
-HELD_SEED_TABLES = ("seeds_heldout", "seeds_more_heldout")  # the held-out size's repeats
+HELD_SEED_TABLES = ("seeds_heldout", "seeds_more_heldout", "long_heldout")  # the held-out size's repeats
+LONG_TABLES = ("long_ladder4", "long_heldout")  # bases pre-trained on 5M tokens, not 1M (seeds 0-2)
+LONG_EXTRA = "small_runs/results/long_heldout"  # their extra held-out runs (every seed), beside the grid
 TABLES = ("pilot", "multidomain", "xxs", "s3", "s2", "ladder4", "ladder4h", "heldout_grid", "heldout_extra",
-          *SEED_TABLES)
+          *SEED_TABLES, *LONG_TABLES)
 SMALL_SIZES = ("xs", "s", "m")  # the grid of the splits and cross-domain sections ...
 GRID_TABLES = ("pilot", "multidomain")  # ... from these tables (complete 9-ratio grids)
 # held-out experiments: label -> (sizes fitted, size held out). m (443K non-embedding parameters) is 4.16x s3,
@@ -68,7 +70,12 @@ EXPERIMENTS = {"m4c": (("xxs", "xs", "s3"), "m", 1), "m4c3": (("xxs", "xs", "s3"
                "m4d6": (("xxs4", "xs4", "s4"), "m", 6),
                "m4h": (("xxs4h", "xs4h", "s4h"), "m", 1), "m4h3": (("xxs4h", "xs4h", "s4h"), "m", 3),
                "m": (("xxs", "xs", "s"), "m", 1),
-               "xl": (("xs", "s", "m"), "xl", 1)}
+               "xl": (("xs", "s", "m"), "xl", 1),
+               "m4L3": (("xxs4", "xs4", "s4"), "m", 3, 5_000_000)}
+# the base models' pre-training tokens of an experiment without a fourth element: every table but the long_* ones.
+# m4L3 is m4d3 with bases pre-trained on 5M general tokens (long_ladder4, long_heldout): m at 11 tokens per
+# non-embedding parameter instead of 2.3, base losses 1.3-1.5 nats lower
+BASE_TOKENS = 1_000_000
 TOLERANCE = 0.03
 # every fit the document uses and its sections computed by fitting (the paper's splits, the cross-domain law), by
 # content (committed: a fresh clone regenerates the document in minutes, not the hours of ~200 global searches
@@ -605,11 +612,11 @@ def held_out_seed_noise(data: pd.DataFrame) -> pd.DataFrame:
     if data.empty or not data["table"].isin(HELD_SEED_TABLES).any():
         return pd.DataFrame()
     cv = seed_cv(data, HELD_SEED_TABLES)
-    out = cv[cv["tokens"] == cv["tokens"].max()].groupby(["size_name", "domain"]).agg(
+    out = cv[cv["tokens"] == cv["tokens"].max()].groupby(["size_name", "base_tokens", "domain"]).agg(
         **{"ratios": ("domain_ratio", "nunique"), "seeds": ("n", "max"),
            "mean CV % domain": ("cv domain", "mean"), "max CV % domain": ("cv domain", "max"),
            "mean CV % general": ("cv general", "mean"), "max CV % general": ("cv general", "max")})
-    return out.reset_index().rename(columns={"size_name": "size"})
+    return out.reset_index().rename(columns={"size_name": "size", "base_tokens": "base tokens"})
 
 
 def repeated_runs(held_seeds: pd.DataFrame | None, dom: str) -> pd.DataFrame:
@@ -723,8 +730,9 @@ def heldout_figure(f, train: pd.DataFrame, held: pd.DataFrame, figs: Path, dom: 
 
 def seed_cv(data: pd.DataFrame, tables=SEED_TABLES) -> pd.DataFrame:
     """One row per (domain, size_name, domain_ratio, tokens > 0) cell that the seed ``tables`` repeat: the CV (%)
-    of each loss over its seeds ("cv domain", "cv general"; seed 0 from whichever table holds it) and n seeds."""
-    key = ["domain", "size_name", "domain_ratio", "tokens"]
+    of each loss over its seeds ("cv domain", "cv general"; seed 0 from whichever table holds it, with the same
+    base-model pre-training tokens) and n seeds."""
+    key = ["domain", "size_name", "base_tokens", "domain_ratio", "tokens"]
     seeds = data[data["table"].isin(tables) & (data["seed"] != 0) & (data["tokens"] > 0)]
     zero = data[data["seed"] == 0].merge(seeds[key].drop_duplicates(), on=key).drop_duplicates(key)
     g = pd.concat([zero, seeds], ignore_index=True).groupby(key)
@@ -739,11 +747,11 @@ def seeds_section(data: pd.DataFrame) -> list[str]:
     lines = ["## 4. Seed noise floor", ""]
     if not (data["table"].isin(SEED_TABLES) & (data["seed"] != 0)).any():
         return lines + ["Not run yet: `dcpt sweep small_runs/configs/seeds.toml`.", ""]
-    cv, rows = seed_cv(data), []
+    cv, rows = seed_cv(data, (*SEED_TABLES, *LONG_TABLES)), []
     for t in ("domain", "general"):
-        for size, sp in cv.groupby("size_name"):
+        for (size, base), sp in cv.groupby(["size_name", "base_tokens"]):
             last = sp[sp["tokens"] == sp["tokens"].max()]
-            rows.append({"target": t, "size": size, "ratios": len(sp["domain_ratio"].unique()), "cells": len(sp),
+            rows.append({"target": t, "size": size, "base tokens": dl.format_count(base), "ratios": len(sp["domain_ratio"].unique()), "cells": len(sp),
                          "seeds per cell": int(sp["n"].max()), "mean CV % (all token counts)": sp[f"cv {t}"].mean(),
                          "max CV %": sp[f"cv {t}"].max(), "mean CV % (last token count)": last[f"cv {t}"].mean()})
     return lines + ["Relative standard deviation (CV) of the loss across seeds (each seed: its own base model "
@@ -820,12 +828,14 @@ def verdict(wide: pd.DataFrame) -> list[str]:
         "both losses at <= 2% of the compute; the table shows where it is met and where not.", ""]
 
 
-def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, laws=None, label: str = "") -> list[Path]:
+def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, laws=None, label: str = "",
+               seeds=(0,), out: str = "small_runs/results/heldout_extra") -> list[Path]:
     """Write small_runs/configs/heldout_extra_<label>_<domain>.toml (label defaults to the held-out size's
     name; one label per experiment of :data:`EXPERIMENTS`): the held-out size at the two ratios next
     to the prediction of each of ``laws`` (default :data:`EXTRA_LAWS`; usage 1, tolerance 3%), from fits on
     the small sizes and L_g0 of the held-out base model, so the regret can be measured. Ratios within
-    step/2 of a trained or already planned one are left out. Needs the held-out base rows."""
+    step/2 of a trained or already planned one are left out. Needs the held-out base rows; the runs start from
+    base models pre-trained on as many tokens as theirs, with ``seeds``, into the table ``out``."""
     laws = EXTRA_LAWS if laws is None else laws
     written = []
     template = "\n".join(ln for ln in (ROOT / "small_runs" / "configs" / "multidomain.toml").read_text().splitlines()
@@ -852,8 +862,9 @@ def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, laws
         if not extra:
             continue
         name = f"heldout_extra_{label or size}_{dom}"
-        fields = {"name =": f'name = "{name}"\nout = "small_runs/results/heldout_extra"', "sizes =": f'sizes = ["{size}"]',
-                  "domains =": f'domains = ["{dom}"]', "ratios =": f"ratios = {extra}"}
+        fields = {"name =": f'name = "{name}"\nout = "{out}"', "sizes =": f'sizes = ["{size}"]',
+                  "domains =": f'domains = ["{dom}"]', "ratios =": f"ratios = {extra}", "seeds =": f"seeds = {list(seeds)}",
+                  "base_tokens =": f"base_tokens = {int(base['base_tokens'].iloc[0]):_}"}
         text = "\n".join(next((v for k, v in fields.items() if ln.startswith(k)), ln) for ln in template.splitlines())
         path = ROOT / "small_runs" / "configs" / f"{name}.toml"
         path.write_text(f"# generated by `python -m small_runs.validate --plan-extra`: size {size}, fitted on "
@@ -862,10 +873,13 @@ def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, laws
     return written
 
 
-def experiment(data: pd.DataFrame, fitted, held_out, seeds: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+def experiment(data: pd.DataFrame, fitted, held_out, seeds: int = 1,
+               base_tokens: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rows of the fitted sizes, rows of the held-out size), seed 0 only; with ``seeds`` > 1 the fitted rows of
     seeds 0 to ``seeds`` - 1, for the domains whose largest fitted size has CPT runs of all of them (the size whose
-    seed noise the extrapolation carries furthest; m4x3 waits for s2's repeats of a domain, not only xs's)."""
+    seed noise the extrapolation carries furthest; m4x3 waits for s2's repeats of a domain, not only xs's).
+    ``base_tokens``: only the runs whose base models were pre-trained on that many tokens (None: every run)."""
+    data = with_base_tokens(data, base_tokens)
     if data.empty:
         return data, data
     if "seed" not in data.columns:
@@ -883,13 +897,28 @@ def experiment(data: pd.DataFrame, fitted, held_out, seeds: int = 1) -> tuple[pd
     return small, held[held["domain"].isin(repeated)]
 
 
+def with_base_tokens(data: pd.DataFrame, base_tokens: int | None) -> pd.DataFrame:
+    """The rows whose base models were pre-trained on ``base_tokens`` general tokens (None: every row)."""
+    if base_tokens is None or data.empty:
+        return data
+    return data[data["base_tokens"] == base_tokens]
+
+
+def experiment_spec(label: str) -> tuple[tuple, str, int, int]:
+    """(sizes fitted, size held out, seeds, base-model pre-training tokens) of experiment ``label``."""
+    fitted, held_out, seeds, *base = EXPERIMENTS[label]
+    return fitted, held_out, seeds, base[0] if base else BASE_TOKENS
+
+
 def experiment_title(label: str) -> str:
-    fitted, held_out, seeds = EXPERIMENTS[label]
-    return f"{', '.join(fitted)} -> {held_out}" + _seeds_title(seeds)
+    fitted, held_out, seeds, base = experiment_spec(label)
+    return f"{', '.join(fitted)} -> {held_out}" + _seeds_title(seeds, base)
 
 
-def _seeds_title(seeds: int) -> str:
-    return f" (seeds 0-{seeds - 1})" if seeds > 1 else ""
+def _seeds_title(seeds: int, base_tokens: int = BASE_TOKENS) -> str:
+    parts = [f"seeds 0-{seeds - 1}"] * (seeds > 1) + [f"{dl.format_count(base_tokens)}-token bases"] * (
+        base_tokens != BASE_TOKENS)
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def held_out_seeds(seeds: int) -> int:
@@ -900,14 +929,15 @@ def held_out_seeds(seeds: int) -> int:
 
 def heldout_args(data: pd.DataFrame, label: str, figs: Path | None) -> tuple:
     """The arguments of :func:`heldout_section` for experiment ``label`` (figures into ``figs``, None: none)."""
-    fitted, held_out, seeds = EXPERIMENTS[label]
-    small, held = experiment(data, fitted, held_out, seeds)
+    fitted, held_out, seeds, base = experiment_spec(label)
+    small, held = experiment(data, fitted, held_out, seeds, base)
+    data = with_base_tokens(data, base)
     every_seed = data[(data["size_name"] == held_out) & data["domain"].isin(held["domain"].unique())
                       & (data["seed"] < held_out_seeds(seeds))]
     laws = (None if label in ALL_LAWS_EXPERIMENTS else SIX_SEED_CANDIDATES if seeds > 3 else SEED_CANDIDATES
-            if seeds > 1 else CORE_CANDIDATES)
+            if seeds > 1 and base == BASE_TOKENS else CORE_CANDIDATES)  # new bases: the paper's law too
     title = (f"{string.ascii_lowercase[list(EXPERIMENTS).index(label)]}. Held-out size {held_out}, fitted on "
-             f"{', '.join(fitted)}" + _seeds_title(seeds))
+             f"{', '.join(fitted)}" + _seeds_title(seeds, base))
     return small, held, figs, title, label, every_seed, laws
 
 
@@ -938,7 +968,9 @@ def main(argv=None):
         for label in a.plan_extra or EXPERIMENTS:
             if label not in EXPERIMENTS:
                 raise SystemExit(f"--plan-extra {label}: the experiments are {', '.join(EXPERIMENTS)}")
-            for p in plan_extra(*experiment(data, *EXPERIMENTS[label]), label=label):
+            fitted, held_out, seeds, base = experiment_spec(label)
+            extra = {} if base == BASE_TOKENS else {"seeds": range(seeds), "out": LONG_EXTRA}
+            for p in plan_extra(*experiment(data, fitted, held_out, seeds, base), label=label, **extra):
                 print(f"wrote {p}: run it with `dcpt sweep {p.relative_to(ROOT)}`")
         return
     if a.summary:

@@ -15,7 +15,7 @@ def fresh_cache(tmp_path, monkeypatch):
 
 
 def test_summary_prints_an_experiments_medians_and_writes_nothing(monkeypatch, tmp_path, capsys):
-    df = synthetic_table(2)
+    df = synthetic_table(2).assign(base_tokens=validate.BASE_TOKENS)
     df["size_name"] = df["model_size"].map(dict(zip(SIZES, ["a", "b", "c", "d"])))
     monkeypatch.setattr(validate, "load", lambda names: df.assign(table="t"))
     monkeypatch.setattr(validate, "EXPERIMENTS", {"t": (("a", "b", "c"), "d", 1)})
@@ -56,7 +56,7 @@ def test_md_table():
 def test_plan_extra_brackets_the_prediction(tmp_path, monkeypatch):
     import tomllib
 
-    df = synthetic_table(2)
+    df = synthetic_table(2).assign(base_tokens=5_000_000)
     df["size_name"] = df["model_size"].map(dict(zip(SIZES, ["a", "b", "c", "d"])))
     small, held = df[df["model_size"] < SIZES[-1]], df[df["model_size"] == SIZES[-1]]
     (tmp_path / "small_runs" / "configs").mkdir(parents=True)
@@ -73,8 +73,12 @@ def test_plan_extra_brackets_the_prediction(tmp_path, monkeypatch):
     predicted = float(path.read_text().split("predicts r_d = ")[1].split()[0].rstrip(";"))
     assert cfg["domains"] == ["code"] and cfg["sizes"] == ["d"] and len(cfg["ratios"]) == 2
     assert path.name == "heldout_extra_d4x_code.toml" and cfg["out"] == "small_runs/results/heldout_extra"
+    assert cfg["base_tokens"] == 5_000_000 and cfg["seeds"] == [0]  # from the held-out base model, not the template
     lo, hi = cfg["ratios"]
     assert lo < predicted < hi and hi - lo < 0.07
+    (path,) = validate.plan_extra(small, held, laws=[pair], label="d4x", seeds=range(3), out="small_runs/results/t")
+    cfg = tomllib.loads(path.read_text())
+    assert cfg["seeds"] == [0, 1, 2] and cfg["out"] == "small_runs/results/t" and cfg["ratios"] == [lo, hi]
 
 
 def test_experiment_keeps_seed_0_or_every_seed_of_repeated_domains():
@@ -89,6 +93,19 @@ def test_experiment_keeps_seed_0_or_every_seed_of_repeated_domains():
     assert set(small["domain"]) == {"code"} and len(small) == 4 and held["domain"].tolist() == ["code"]
     small, held = validate.experiment(df, ("x", "y"), "c", seeds=2)  # sizes never swept: empty, no error
     assert small.empty and held.empty
+
+
+def test_an_experiment_reads_only_the_runs_from_its_base_models_pre_training_budget(monkeypatch):
+    rows = [(size, seed, base) for size in ("a", "b", "c") for seed in (0, 1) for base in (1, 5)]
+    df = pd.DataFrame(rows, columns=["size_name", "seed", "base_tokens"]).assign(domain="code", tokens=10)
+    df["model_size"] = df["size_name"].map({"a": 1e4, "b": 1e5, "c": 1e6})
+    small, held = validate.experiment(df, ("a", "b"), "c", seeds=2, base_tokens=5)
+    assert set(small["base_tokens"]) == set(held["base_tokens"]) == {5} and len(small) == 4 and len(held) == 1
+    assert len(validate.experiment(df, ("a", "b"), "c", seeds=2)[0]) == 8  # None: every run
+    monkeypatch.setattr(validate, "EXPERIMENTS", {"old": (("a", "b"), "c", 2), "new": (("a", "b"), "c", 2, 5)})
+    assert validate.experiment_spec("old")[3] == validate.BASE_TOKENS and validate.experiment_spec("new")[3] == 5
+    assert validate.experiment_title("old") == "a, b -> c (seeds 0-1)"
+    assert validate.experiment_title("new") == "a, b -> c (seeds 0-1, 5-token bases)"
 
 
 def test_experiment_takes_the_first_n_seeds_where_the_largest_size_ran_them_all():
@@ -217,14 +234,18 @@ def test_each_seed_scores_the_law_on_every_repeated_seed_alone():
 
 
 def test_held_out_seed_noise_is_the_spread_of_the_repeats():
-    rows = [("code", "m", 0.8, 100, s, 4.0 + s * 0.1, 5.0, "seeds_heldout" if s else "heldout") for s in (0, 1, 2)]
-    rows += [("code", "m", 0.9, 100, 0, 3.0, 6.0, "heldout")]  # not repeated: not in the table
-    rows += [("code", "m", 0.8, 50, s, 9.0 * (1 + s), 9.0, "t") for s in (0, 1, 2)]  # not the last token count
+    rows = [("code", "m", 0.8, 100, s, 4.0 + s * 0.1, 5.0, "seeds_heldout" if s else "heldout", 1) for s in (0, 1, 2)]
+    rows += [("code", "m", 0.9, 100, 0, 3.0, 6.0, "heldout", 1)]  # not repeated: not in the table
+    rows += [("code", "m", 0.8, 50, s, 9.0 * (1 + s), 9.0, "t", 1) for s in (0, 1, 2)]  # not the last token count
+    # the same cell from bases pre-trained longer: its own row, its seed 0 never pooled with the other bases' seeds
+    rows += [("code", "m", 0.8, 100, s, 3.0 + s * 0.3, 4.0, "long_heldout", 5) for s in (0, 1)]
     df = pd.DataFrame(rows, columns=["domain", "size_name", "domain_ratio", "tokens", "seed", "domain_loss",
-                                     "general_loss", "table"])
+                                     "general_loss", "table", "base_tokens"])
     out = validate.held_out_seed_noise(df)
-    assert out["size"].tolist() == ["m"] and out["ratios"].iloc[0] == 1 and out["seeds"].iloc[0] == 3
+    assert out["size"].tolist() == ["m", "m"] and out["base tokens"].tolist() == [1, 5]
+    assert out["ratios"].tolist() == [1, 1] and out["seeds"].tolist() == [3, 2]
     assert abs(out["mean CV % domain"].iloc[0] - 100 * 0.1 / 4.1) < 1e-9  # std 0.1 of 4.0, 4.1, 4.2
+    assert abs(out["mean CV % domain"].iloc[1] - 100 * np.std([3.0, 3.3], ddof=1) / 3.15) < 1e-9
     assert out["mean CV % general"].iloc[0] == 0
 
 
