@@ -174,8 +174,13 @@ def ratio_regret(observed: pd.DataFrame, ratio: float, base_general_loss: float,
         Lg = isotonic_regression(Lg, increasing=True).x
     ok = Lg <= (1 + tolerance) * base_general_loss
     if not ok.any():
-        raise ValueError(f"ratio_regret: no trained ratio meets L_g <= (1 + {tolerance}) * L_g0 = "
-                         f"{(1 + tolerance) * base_general_loss:.4g}: train smaller ratios")
+        limit = f"L_g <= (1 + {tolerance}) * L_g0 = {(1 + tolerance) * base_general_loss:.4g}"
+        if r[0] > 0:
+            raise ValueError(f"ratio_regret: no trained ratio meets {limit}: train smaller ratios")
+        raise ValueError(f"ratio_regret: not even r_d = 0 (no domain data) meets {limit}: there CPT raises the general "
+                         f"loss {100 * (Lg[0] / base_general_loss - 1):.2g}% above the base model's (re-warming the "
+                         "learning rate does that to a well-trained base model); no mixture can meet the tolerance at "
+                         "this D: raise it above that rise, or train more tokens")
     at_d, at_g = float(np.interp(ratio, r, Ld)), float(np.interp(ratio, r, Lg))
     best = int(np.flatnonzero(ok)[np.argmin(Ld[ok])])
     return {"ratio": float(ratio), "best_ratio": float(r[best]), "regret": at_d / Ld[best] - 1,

@@ -90,7 +90,10 @@ def test_ratio_regret_names_bad_input():
     obs = _curve([3.0, 2.5, 2.2, 2.0, 1.9, 1.85], [4.0, 4.02, 4.06, 4.10, 4.2, 4.5])
     with pytest.raises(ValueError, match="general_loss"):
         dl.ratio_regret(obs.drop(columns="general_loss"), 0.5, 4.0)
-    with pytest.raises(ValueError, match="meets"):
+    # even r_d = 0 breaks the tolerance (CPT on general data alone lifts L_g 33% over 3.0): no mixture can meet it
+    with pytest.raises(ValueError, match=r"not even r_d = 0 .* general loss 33% above .* raise it above"):
         dl.ratio_regret(obs, 0.5, 3.0)
+    with pytest.raises(ValueError, match="meets .*: train smaller ratios"):  # r_d = 0 not trained: it might
+        dl.ratio_regret(obs[obs["domain_ratio"] > 0], 0.5, 3.9)
     with pytest.raises(ValueError, match="outside"):
         dl.ratio_regret(obs[obs["domain_ratio"] <= 0.6], 0.9, 4.0)
