@@ -8,6 +8,7 @@ Config (``small_runs/configs/pilot.toml`` is a full example)::
     ratios = [0, 0.1, 0.2, 0.333333, 0.5, 0.666667, 0.8, 0.9, 1]   # default: the paper's nine
     seeds = [0]
     base_tokens = 2_000_000             # general-corpus pre-training per size
+    base_lr = 0.003                     # its peak learning rate (default: [train] lr, which CPT re-warms to)
     cpt_tokens = 1_000_000              # tokens per CPT run
     eval_points = 8                     # exponentially spaced from first_eval_tokens to cpt_tokens
     first_eval_tokens = 32_768
@@ -53,6 +54,7 @@ class SweepConfig:
     ratios: list = field(default_factory=lambda: list(PAPER_RATIOS))
     seeds: list = field(default_factory=lambda: [0])
     base_tokens: int = 2_000_000
+    base_lr: float = 0.0   # peak learning rate of the base models' pre-training; 0: [train] lr (CPT re-warms to it)
     cpt_tokens: int = 1_000_000
     eval_points: int = 8
     first_eval_tokens: int = 32_768
@@ -78,6 +80,11 @@ class SweepConfig:
         from .training import TrainConfig
 
         return TrainConfig(**self.train)
+
+    def base_train_config(self):
+        """The training config of the base models: [train] with ``base_lr`` as the peak learning rate if set."""
+        tc = self.train_config()
+        return replace(tc, lr=self.base_lr) if self.base_lr else tc
 
     def out_dir(self) -> Path:
         """``out`` (relative paths are relative to the repository root), default small_runs/results/<name>."""
@@ -155,6 +162,9 @@ def validate(cfg: SweepConfig, check_corpora: bool = True) -> None:
         raise ConfigError(f"ratios: duplicates in {cfg.ratios}")
     if cfg.cpt_tokens <= 0 or cfg.base_tokens < 0:
         raise ConfigError("cpt_tokens must be > 0 and base_tokens >= 0")
+    if not isinstance(cfg.base_lr, (int, float)) or cfg.base_lr < 0:
+        raise ConfigError(f"base_lr={cfg.base_lr!r}: give the base models' peak learning rate (> 0), or 0 for the "
+                          "[train] lr")
     unknown = sorted(set(cfg.train) - {f.name for f in fields(TrainConfig)})
     if unknown:
         raise ConfigError(f"[train]: unknown key(s) {unknown}; known: {[f.name for f in fields(TrainConfig)]}")
@@ -204,7 +214,7 @@ class RunJob:
     def base_key(self) -> str:
         c = self.cfg
         blob = {"size": self.size, "seed": self.seed, "base_tokens": c.base_tokens, "vocab": c.vocab_size,
-                "train": asdict(c.train_config()), "tokenizer": tokenizer_for(c)[1], "hf": c.hf_path}
+                "train": asdict(c.base_train_config()), "tokenizer": tokenizer_for(c)[1], "hf": c.hf_path}
         blob["train"].pop("checkpoint_every", None)
         blob["train"].pop("device", None)
         blob["train"].pop("compile", None)
@@ -217,6 +227,8 @@ class RunJob:
         c = self.cfg
         blob = {"base": self.base_key(), "domain": self.domain, "ratio": round(float(self.ratio), 6),
                 "cpt_tokens": c.cpt_tokens, "eval_at": c.eval_at()}
+        if c.base_lr and c.base_lr != c.train_config().lr:  # CPT's own peak (the base key holds the base's)
+            blob["lr"] = c.train_config().lr
         h = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.domain}-{self.size}-r{float(self.ratio):.3f}-s{self.seed}-{h}"
 
@@ -395,7 +407,8 @@ def _common_columns(job: RunJob, counts: dict, device) -> dict:
     _, tkey = tokenizer_for(cfg)
     return {
         "seed": job.seed, "size_name": job.size, "total_params": counts["total"],
-        "base_tokens": cfg.base_tokens, "lr": tc.lr, "schedule": tc.schedule, "batch_size": tc.batch_size,
+        "base_tokens": cfg.base_tokens, **({"base_lr": cfg.base_lr} if cfg.base_lr else {}),
+        "lr": tc.lr, "schedule": tc.schedule, "batch_size": tc.batch_size,
         "seq_len": tc.seq_len, "vocab_size": cfg.vocab_size, "tokenizer": tkey, "device": str(device),
         "precision": resolve_precision(tc.precision, device),
         "package_version": dcpt_law.__version__, "git_commit": git_commit(), "sweep": cfg.name,
@@ -419,7 +432,8 @@ def ensure_base(job: RunJob, device, progress=None, log=print):
         log(f"base {job.size} (seed {job.seed}): pre-training {cfg.base_tokens:,} general tokens")
         ckpt = cfg.out_dir() / "checkpoints" / f"{job.run_id()}.pt"
         ckpt.parent.mkdir(parents=True, exist_ok=True)
-        base_tc = replace(tc, schedule="cosine") if tc.schedule == "wsd" else tc
+        base_tc = cfg.base_train_config()
+        base_tc = replace(base_tc, schedule="cosine") if base_tc.schedule == "wsd" else base_tc
         train(model, general, None, 0.0, cfg.base_tokens, [cfg.base_tokens], lambda m: {}, base_tc, device,
               seed=10_000 + job.seed, checkpoint=str(ckpt), progress=progress)
         path = _base_path(job)

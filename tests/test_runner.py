@@ -185,6 +185,7 @@ def test_config_errors_before_training(tmp_path):
         ('domains = ["law"]', "not prepared"),
         ('tokenizer_corpora = ["poetry"]', "tokenizer_corpora: unknown"),
         ('[train]\nprecision = "fp16"', "precision='fp16'"),
+        ("base_lr = -1", "base_lr=-1: give the base models' peak"),
     ]:
         bad.write_text(f'name = "x"\ncache = "{tmp_path / "c"}"\n' + body)
         with pytest.raises(sweeps.ConfigError, match=msg):
@@ -274,6 +275,26 @@ def test_killed_run_resumes_with_identical_rows(tmp_path):
     a = pd.DataFrame(full)[cols]
     b = pd.DataFrame(resumed)[cols]
     pd.testing.assert_frame_equal(a, b, rtol=1e-5)
+
+
+def test_base_lr_trains_the_base_models_and_cpt_runs_are_keyed_by_their_own_lr(tmp_path, monkeypatch):
+    cfg = ci_config(tmp_path, sizes=["xxs"], ratios=[0.5])
+    lr = cfg.train_config().lr
+    ids = lambda c: [j.run_id() for stage in sweeps.plan(c) for j in stage]  # noqa: E731
+    assert ids(ci_config(tmp_path, sizes=["xxs"], ratios=[0.5], base_lr=lr)) == ids(cfg)  # the default, spelt out
+    low = ci_config(tmp_path, sizes=["xxs"], ratios=[0.5], base_lr=lr, train={**cfg.train, "lr": lr / 3})
+    (base, cpt), (base_low, cpt_low) = ids(cfg), ids(low)
+    assert base_low == base and cpt_low != cpt  # the same base model; CPT at a third of its peak is another run
+    seen = []
+
+    def train(model, *args, **kw):
+        seen.append(args[6].lr)  # the TrainConfig the base model is pre-trained with
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train", train)
+    with pytest.raises(KeyboardInterrupt):
+        sweeps.ensure_base(sweeps.plan(low)[0][0], torch.device("cpu"))
+    assert seen == [lr]
 
 
 def test_parallel_workers_log_the_same_runs_as_one_process(tmp_path):
