@@ -45,8 +45,9 @@ RESULTS = ROOT / "small_runs" / "results"
 SEED_TABLES = ("seeds", "seeds_ladder", "seeds_ladder_music", "seeds_ladder_law", "seeds_ladder_chemistry",
                "seeds_ladder_s2", "seeds_ladder4", "seeds_ladder4h", "seeds_heldout",  # seeds 1, 2
                "seeds_more_ladder", "seeds_more_ladder4", "seeds_more_heldout")  # seeds 3-5
-HELD_SEED_TABLES = ("seeds_heldout", "seeds_more_heldout", "long_heldout")  # the held-out size's repeats
-LONG_TABLES = ("long_ladder4", "long_heldout")  # bases pre-trained on 5M tokens, not 1M (seeds 0-2)
+HELD_SEED_TABLES = ("seeds_heldout", "seeds_more_heldout", "long_heldout", "long_lowlr_heldout")  # the held-out size's repeats
+LONG_TABLES = ("long_ladder4", "long_heldout",  # bases pre-trained on 5M tokens, not 1M (seeds 0-2) ...
+               "long_lowlr_ladder4", "long_lowlr_heldout")  # ... and CPT at a third of their peak lr (seeds 0-1)
 LONG_EXTRA = "small_runs/results/long_heldout"  # their extra held-out runs (every seed), beside the grid
 TABLES = ("pilot", "multidomain", "xxs", "s3", "s2", "ladder4", "ladder4h", "heldout_grid", "heldout_extra",
           *SEED_TABLES, *LONG_TABLES)
@@ -71,11 +72,13 @@ EXPERIMENTS = {"m4c": (("xxs", "xs", "s3"), "m", 1), "m4c3": (("xxs", "xs", "s3"
                "m4h": (("xxs4h", "xs4h", "s4h"), "m", 1), "m4h3": (("xxs4h", "xs4h", "s4h"), "m", 3),
                "m": (("xxs", "xs", "s"), "m", 1),
                "xl": (("xs", "s", "m"), "xl", 1),
-               "m4L3": (("xxs4", "xs4", "s4"), "m", 3, 5_000_000)}
-# the base models' pre-training tokens of an experiment without a fourth element: every table but the long_* ones.
-# m4L3 is m4d3 with bases pre-trained on 5M general tokens (long_ladder4, long_heldout): m at 11 tokens per
-# non-embedding parameter instead of 2.3, base losses 1.3-1.5 nats lower
-BASE_TOKENS = 1_000_000
+               "m4L3": (("xxs4", "xs4", "s4"), "m", 3, {"base_tokens": 5_000_000}),
+               "m4L2": (("xxs4", "xs4", "s4"), "m", 2, {"base_tokens": 5_000_000, "lr": 0.001})}
+# the run settings (loss-table columns) of an experiment's runs, where its fourth element does not say otherwise:
+# every table but the long_* ones. m4L3 is m4d3 with bases pre-trained on 5M general tokens (long_ladder4,
+# long_heldout): m at 11 tokens per non-embedding parameter instead of 2.3, base losses 1.3-1.5 nats lower. m4L2:
+# the same bases, CPT at peak lr 0.001, a third of theirs (long_lowlr_*), seeds 0-1
+RUN_SETTINGS = {"base_tokens": 1_000_000, "lr": 0.003}
 TOLERANCE = 0.03
 # usage 1's tolerance where it is not TOLERANCE. With 5M-token bases, re-warming the learning rate to the bases' peak
 # lifts m's general loss 3.3% above its base model's at D max even at r_d = 0 (general data only; +5.6% at 160K
@@ -113,6 +116,9 @@ ALL_LAWS_EXPERIMENTS = ("m4c",)
 CORE_CANDIDATES = ["dcpt", "dcpt-scaled", MEAN, "total-data-scaled-gated", "total-data-scaled-gain",
                    *SCALED_PAIRS[:2], MEAN_PAIR]
 SEED_CANDIDATES = CORE_CANDIDATES[1:]
+# the experiments of other run settings (the long_* tables): the paper's law, ours, and the pair
+LONG_CANDIDATES = ["dcpt", "dcpt-scaled", MEAN, "total-data-scaled-gated", "total-data-scaled-gain",
+                   dict(dl.RECOMMENDED_LAW)]
 # on six seeds (each fit on 4.3x the rows; a global search of the gain law on both losses took > 15 min a domain
 # here) the recommended pair, each of its laws fitted on the loss it predicts there, and its domain law on both
 SIX_SEED_CANDIDATES = [dl.RECOMMENDED_LAW["domain"], dict(dl.RECOMMENDED_LAW)]
@@ -617,11 +623,11 @@ def held_out_seed_noise(data: pd.DataFrame) -> pd.DataFrame:
     if data.empty or not data["table"].isin(HELD_SEED_TABLES).any():
         return pd.DataFrame()
     cv = seed_cv(data, HELD_SEED_TABLES)
-    out = cv[cv["tokens"] == cv["tokens"].max()].groupby(["size_name", "base_tokens", "domain"]).agg(
+    out = cv[cv["tokens"] == cv["tokens"].max()].groupby(["size_name", *RUN_SETTINGS, "domain"]).agg(
         **{"ratios": ("domain_ratio", "nunique"), "seeds": ("n", "max"),
            "mean CV % domain": ("cv domain", "mean"), "max CV % domain": ("cv domain", "max"),
            "mean CV % general": ("cv general", "mean"), "max CV % general": ("cv general", "max")})
-    return out.reset_index().rename(columns={"size_name": "size", "base_tokens": "base tokens"})
+    return out.reset_index().rename(columns={"size_name": "size", "base_tokens": "base tokens", "lr": "CPT lr"})
 
 
 def repeated_runs(held_seeds: pd.DataFrame | None, dom: str) -> pd.DataFrame:
@@ -736,8 +742,8 @@ def heldout_figure(f, train: pd.DataFrame, held: pd.DataFrame, figs: Path, dom: 
 def seed_cv(data: pd.DataFrame, tables=SEED_TABLES) -> pd.DataFrame:
     """One row per (domain, size_name, domain_ratio, tokens > 0) cell that the seed ``tables`` repeat: the CV (%)
     of each loss over its seeds ("cv domain", "cv general"; seed 0 from whichever table holds it, with the same
-    base-model pre-training tokens) and n seeds."""
-    key = ["domain", "size_name", "base_tokens", "domain_ratio", "tokens"]
+    run settings: RUN_SETTINGS's columns) and n seeds."""
+    key = ["domain", "size_name", *RUN_SETTINGS, "domain_ratio", "tokens"]
     seeds = data[data["table"].isin(tables) & (data["seed"] != 0) & (data["tokens"] > 0)]
     zero = data[data["seed"] == 0].merge(seeds[key].drop_duplicates(), on=key).drop_duplicates(key)
     g = pd.concat([zero, seeds], ignore_index=True).groupby(key)
@@ -754,9 +760,9 @@ def seeds_section(data: pd.DataFrame) -> list[str]:
         return lines + ["Not run yet: `dcpt sweep small_runs/configs/seeds.toml`.", ""]
     cv, rows = seed_cv(data, (*SEED_TABLES, *LONG_TABLES)), []
     for t in ("domain", "general"):
-        for (size, base), sp in cv.groupby(["size_name", "base_tokens"]):
+        for (size, base, lr), sp in cv.groupby(["size_name", *RUN_SETTINGS]):
             last = sp[sp["tokens"] == sp["tokens"].max()]
-            rows.append({"target": t, "size": size, "base tokens": dl.format_count(base), "ratios": len(sp["domain_ratio"].unique()), "cells": len(sp),
+            rows.append({"target": t, "size": size, "base tokens": dl.format_count(base), "CPT lr": lr, "ratios": len(sp["domain_ratio"].unique()), "cells": len(sp),
                          "seeds per cell": int(sp["n"].max()), "mean CV % (all token counts)": sp[f"cv {t}"].mean(),
                          "max CV %": sp[f"cv {t}"].max(), "mean CV % (last token count)": last[f"cv {t}"].mean()})
     return lines + ["Relative standard deviation (CV) of the loss across seeds (each seed: its own base model "
@@ -869,7 +875,9 @@ def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, laws
         name = f"heldout_extra_{label or size}_{dom}"
         fields = {"name =": f'name = "{name}"\nout = "{out}"', "sizes =": f'sizes = ["{size}"]',
                   "domains =": f'domains = ["{dom}"]', "ratios =": f"ratios = {extra}", "seeds =": f"seeds = {list(seeds)}",
-                  "base_tokens =": f"base_tokens = {int(base['base_tokens'].iloc[0]):_}"}
+                  "base_tokens =": f"base_tokens = {int(base['base_tokens'].iloc[0]):_}" + (
+                      f"\nbase_lr = {base['base_lr'].iloc[0]:g}" if base.get("base_lr", pd.Series([np.nan])).notna().iloc[0]
+                      else ""), "lr =": f"lr = {base['lr'].iloc[0]:g}"}
         text = "\n".join(next((v for k, v in fields.items() if ln.startswith(k)), ln) for ln in template.splitlines())
         path = ROOT / "small_runs" / "configs" / f"{name}.toml"
         path.write_text(f"# generated by `python -m small_runs.validate --plan-extra`: size {size}, fitted on "
@@ -879,12 +887,12 @@ def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, laws
 
 
 def experiment(data: pd.DataFrame, fitted, held_out, seeds: int = 1,
-               base_tokens: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+               settings: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rows of the fitted sizes, rows of the held-out size), seed 0 only; with ``seeds`` > 1 the fitted rows of
     seeds 0 to ``seeds`` - 1, for the domains whose largest fitted size has CPT runs of all of them (the size whose
     seed noise the extrapolation carries furthest; m4x3 waits for s2's repeats of a domain, not only xs's).
-    ``base_tokens``: only the runs whose base models were pre-trained on that many tokens (None: every run)."""
-    data = with_base_tokens(data, base_tokens)
+    ``settings``: only the runs with these values in these columns (e.g. base_tokens; None: every run)."""
+    data = with_settings(data, settings)
     if data.empty:
         return data, data
     if "seed" not in data.columns:
@@ -902,29 +910,36 @@ def experiment(data: pd.DataFrame, fitted, held_out, seeds: int = 1,
     return small, held[held["domain"].isin(repeated)]
 
 
-def with_base_tokens(data: pd.DataFrame, base_tokens: int | None) -> pd.DataFrame:
-    """The rows whose base models were pre-trained on ``base_tokens`` general tokens (None: every row)."""
-    if base_tokens is None or data.empty:
+def with_settings(data: pd.DataFrame, settings: dict | None) -> pd.DataFrame:
+    """The rows whose columns hold ``settings`` (column -> value, e.g. base_tokens, lr; None: every row)."""
+    if not settings or data.empty:
         return data
-    return data[data["base_tokens"] == base_tokens]
+    keep = np.ones(len(data), bool)
+    for col, value in settings.items():
+        keep &= np.isclose(data[col].to_numpy(float), value, rtol=1e-9, atol=0)
+    return data[keep]
 
 
-def experiment_spec(label: str) -> tuple[tuple, str, int, int]:
-    """(sizes fitted, size held out, seeds, base-model pre-training tokens) of experiment ``label``."""
-    fitted, held_out, seeds, *base = EXPERIMENTS[label]
-    return fitted, held_out, seeds, base[0] if base else BASE_TOKENS
+def experiment_spec(label: str) -> tuple[tuple, str, int, dict]:
+    """(sizes fitted, size held out, seeds, run settings: RUN_SETTINGS updated by its fourth element)."""
+    fitted, held_out, seeds, *own = EXPERIMENTS[label]
+    return fitted, held_out, seeds, {**RUN_SETTINGS, **(own[0] if own else {})}
 
 
 def experiment_title(label: str) -> str:
-    fitted, held_out, seeds, base = experiment_spec(label)
+    fitted, held_out, seeds, settings = experiment_spec(label)
     tol = TOLERANCES.get(label, TOLERANCE)
-    return f"{', '.join(fitted)} -> {held_out}" + _seeds_title(seeds, base) + (
+    return f"{', '.join(fitted)} -> {held_out}" + _seeds_title(seeds, settings) + (
         f", tolerance {tol:.0%}" if tol != TOLERANCE else "")
 
 
-def _seeds_title(seeds: int, base_tokens: int = BASE_TOKENS) -> str:
-    parts = [f"seeds 0-{seeds - 1}"] * (seeds > 1) + [f"{dl.format_count(base_tokens)}-token bases"] * (
-        base_tokens != BASE_TOKENS)
+def _seeds_title(seeds: int, settings: dict | None = None) -> str:
+    settings = {**RUN_SETTINGS, **(settings or {})}
+    parts = [f"seeds 0-{seeds - 1}"] * (seeds > 1)
+    if settings["base_tokens"] != RUN_SETTINGS["base_tokens"]:
+        parts.append(f"{dl.format_count(settings['base_tokens'])}-token bases")
+    if settings["lr"] != RUN_SETTINGS["lr"]:
+        parts.append(f"CPT lr {settings['lr']:g}")
     return f" ({', '.join(parts)})" if parts else ""
 
 
@@ -936,15 +951,15 @@ def held_out_seeds(seeds: int) -> int:
 
 def heldout_args(data: pd.DataFrame, label: str, figs: Path | None) -> tuple:
     """The arguments of :func:`heldout_section` for experiment ``label`` (figures into ``figs``, None: none)."""
-    fitted, held_out, seeds, base = experiment_spec(label)
-    small, held = experiment(data, fitted, held_out, seeds, base)
-    data = with_base_tokens(data, base)
+    fitted, held_out, seeds, settings = experiment_spec(label)
+    small, held = experiment(data, fitted, held_out, seeds, settings)
+    data = with_settings(data, settings)
     every_seed = data[(data["size_name"] == held_out) & data["domain"].isin(held["domain"].unique())
                       & (data["seed"] < held_out_seeds(seeds))]
     laws = (None if label in ALL_LAWS_EXPERIMENTS else SIX_SEED_CANDIDATES if seeds > 3 else SEED_CANDIDATES
-            if seeds > 1 and base == BASE_TOKENS else CORE_CANDIDATES)  # new bases: the paper's law too
+            if seeds > 1 and settings == RUN_SETTINGS else LONG_CANDIDATES)
     title = (f"{string.ascii_lowercase[list(EXPERIMENTS).index(label)]}. Held-out size {held_out}, fitted on "
-             f"{', '.join(fitted)}" + _seeds_title(seeds, base))
+             f"{', '.join(fitted)}" + _seeds_title(seeds, settings))
     return small, held, figs, title, label, every_seed, laws, TOLERANCES.get(label, TOLERANCE)
 
 
@@ -975,9 +990,9 @@ def main(argv=None):
         for label in a.plan_extra or EXPERIMENTS:
             if label not in EXPERIMENTS:
                 raise SystemExit(f"--plan-extra {label}: the experiments are {', '.join(EXPERIMENTS)}")
-            fitted, held_out, seeds, base = experiment_spec(label)
-            extra = {} if base == BASE_TOKENS else {"seeds": range(seeds), "out": LONG_EXTRA, "laws": CORE_CANDIDATES}
-            for p in plan_extra(*experiment(data, fitted, held_out, seeds, base), label=label,
+            fitted, held_out, seeds, settings = experiment_spec(label)
+            extra = {} if settings == RUN_SETTINGS else {"seeds": range(seeds), "out": LONG_EXTRA, "laws": LONG_CANDIDATES}
+            for p in plan_extra(*experiment(data, fitted, held_out, seeds, settings), label=label,
                                 tolerance=TOLERANCES.get(label, TOLERANCE), **extra):
                 print(f"wrote {p}: run it with `dcpt sweep {p.relative_to(ROOT)}`")
         return

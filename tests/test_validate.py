@@ -15,7 +15,7 @@ def fresh_cache(tmp_path, monkeypatch):
 
 
 def test_summary_prints_an_experiments_medians_and_writes_nothing(monkeypatch, tmp_path, capsys):
-    df = synthetic_table(2).assign(base_tokens=validate.BASE_TOKENS)
+    df = synthetic_table(2).assign(**validate.RUN_SETTINGS)
     df["size_name"] = df["model_size"].map(dict(zip(SIZES, ["a", "b", "c", "d"])))
     monkeypatch.setattr(validate, "load", lambda names: df.assign(table="t"))
     monkeypatch.setattr(validate, "EXPERIMENTS", {"t": (("a", "b", "c"), "d", 1)})
@@ -56,7 +56,7 @@ def test_md_table():
 def test_plan_extra_brackets_the_prediction(tmp_path, monkeypatch):
     import tomllib
 
-    df = synthetic_table(2).assign(base_tokens=5_000_000)
+    df = synthetic_table(2).assign(base_tokens=5_000_000, base_lr=0.003, lr=0.001)
     df["size_name"] = df["model_size"].map(dict(zip(SIZES, ["a", "b", "c", "d"])))
     small, held = df[df["model_size"] < SIZES[-1]], df[df["model_size"] == SIZES[-1]]
     (tmp_path / "small_runs" / "configs").mkdir(parents=True)
@@ -73,7 +73,9 @@ def test_plan_extra_brackets_the_prediction(tmp_path, monkeypatch):
     predicted = float(path.read_text().split("predicts r_d = ")[1].split()[0].rstrip(";"))
     assert cfg["domains"] == ["code"] and cfg["sizes"] == ["d"] and len(cfg["ratios"]) == 2
     assert path.name == "heldout_extra_d4x_code.toml" and cfg["out"] == "small_runs/results/heldout_extra"
-    assert cfg["base_tokens"] == 5_000_000 and cfg["seeds"] == [0]  # from the held-out base model, not the template
+    # the held-out runs' settings, not the template's: the same base models and CPT learning rate
+    assert cfg["base_tokens"] == 5_000_000 and cfg["base_lr"] == 0.003 and cfg["train"]["lr"] == 0.001
+    assert cfg["seeds"] == [0]
     lo, hi = cfg["ratios"]
     assert lo < predicted < hi and hi - lo < 0.07
     (path,) = validate.plan_extra(small, held, laws=[pair], label="d4x", seeds=range(3), out="small_runs/results/t")
@@ -98,17 +100,22 @@ def test_experiment_keeps_seed_0_or_every_seed_of_repeated_domains():
     assert small.empty and held.empty
 
 
-def test_an_experiment_reads_only_the_runs_from_its_base_models_pre_training_budget(monkeypatch):
-    rows = [(size, seed, base) for size in ("a", "b", "c") for seed in (0, 1) for base in (1, 5)]
-    df = pd.DataFrame(rows, columns=["size_name", "seed", "base_tokens"]).assign(domain="code", tokens=10)
+def test_an_experiment_reads_only_the_runs_of_its_settings(monkeypatch):
+    rows = [(size, seed, base, lr) for size in ("a", "b", "c") for seed in (0, 1) for base in (1, 5) for lr in (3e-3, 1e-3)]
+    df = pd.DataFrame(rows, columns=["size_name", "seed", "base_tokens", "lr"]).assign(domain="code", tokens=10)
     df["model_size"] = df["size_name"].map({"a": 1e4, "b": 1e5, "c": 1e6})
-    small, held = validate.experiment(df, ("a", "b"), "c", seeds=2, base_tokens=5)
-    assert set(small["base_tokens"]) == set(held["base_tokens"]) == {5} and len(small) == 4 and len(held) == 1
-    assert len(validate.experiment(df, ("a", "b"), "c", seeds=2)[0]) == 8  # None: every run
-    monkeypatch.setattr(validate, "EXPERIMENTS", {"old": (("a", "b"), "c", 2), "new": (("a", "b"), "c", 2, 5)})
-    assert validate.experiment_spec("old")[3] == validate.BASE_TOKENS and validate.experiment_spec("new")[3] == 5
+    small, held = validate.experiment(df, ("a", "b"), "c", seeds=2, settings={"base_tokens": 5, "lr": 0.001})
+    assert set(small["base_tokens"]) == set(held["base_tokens"]) == {5} and set(small["lr"]) == {0.001}
+    assert len(small) == 4 and len(held) == 1
+    assert len(validate.experiment(df, ("a", "b"), "c", seeds=2)[0]) == 16  # None: every run
+    monkeypatch.setattr(validate, "RUN_SETTINGS", {"base_tokens": 1, "lr": 3e-3})
+    monkeypatch.setattr(validate, "EXPERIMENTS", {"old": (("a", "b"), "c", 2), "new": (("a", "b"), "c", 2, {"base_tokens": 5}),
+                                                  "low": (("a", "b"), "c", 1, {"base_tokens": 5, "lr": 1e-3})})
+    assert validate.experiment_spec("old")[3] == {"base_tokens": 1, "lr": 3e-3}
+    assert validate.experiment_spec("new")[3] == {"base_tokens": 5, "lr": 3e-3}  # the rest from RUN_SETTINGS
     assert validate.experiment_title("old") == "a, b -> c (seeds 0-1)"
     assert validate.experiment_title("new") == "a, b -> c (seeds 0-1, 5-token bases)"
+    assert validate.experiment_title("low") == "a, b -> c (5-token bases, CPT lr 0.001)"
 
 
 def test_experiment_takes_the_first_n_seeds_where_the_largest_size_ran_them_all():
@@ -243,12 +250,16 @@ def test_held_out_seed_noise_is_the_spread_of_the_repeats():
     # the same cell from bases pre-trained longer: its own row, its seed 0 never pooled with the other bases' seeds
     rows += [("code", "m", 0.8, 100, s, 3.0 + s * 0.3, 4.0, "long_heldout", 5) for s in (0, 1)]
     df = pd.DataFrame(rows, columns=["domain", "size_name", "domain_ratio", "tokens", "seed", "domain_loss",
-                                     "general_loss", "table", "base_tokens"])
+                                     "general_loss", "table", "base_tokens"]).assign(lr=0.003)
+    # ... and from the same bases with another CPT learning rate: a third row
+    df = pd.concat([df, df[df["table"] == "long_heldout"].assign(lr=0.001, table="long_lowlr_heldout", domain_loss=[3.0, 3.1])])
     out = validate.held_out_seed_noise(df)
-    assert out["size"].tolist() == ["m", "m"] and out["base tokens"].tolist() == [1, 5]
-    assert out["ratios"].tolist() == [1, 1] and out["seeds"].tolist() == [3, 2]
+    assert out["size"].tolist() == ["m"] * 3 and out["base tokens"].tolist() == [1, 5, 5]
+    assert out["CPT lr"].tolist() == [0.003, 0.001, 0.003]
+    assert out["ratios"].tolist() == [1, 1, 1] and out["seeds"].tolist() == [3, 2, 2]
     assert abs(out["mean CV % domain"].iloc[0] - 100 * 0.1 / 4.1) < 1e-9  # std 0.1 of 4.0, 4.1, 4.2
-    assert abs(out["mean CV % domain"].iloc[1] - 100 * np.std([3.0, 3.3], ddof=1) / 3.15) < 1e-9
+    assert abs(out["mean CV % domain"].iloc[2] - 100 * np.std([3.0, 3.3], ddof=1) / 3.15) < 1e-9
+    assert abs(out["mean CV % domain"].iloc[1] - 100 * np.std([3.0, 3.1], ddof=1) / 3.05) < 1e-9
     assert out["mean CV % general"].iloc[0] == 0
 
 
