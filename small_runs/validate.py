@@ -254,10 +254,12 @@ def _code_tokens(text: str, definitions: bool = True) -> str:
 
 
 def _key(code: str, *parts) -> str:
-    """Content key of a computation: the code version, then DataFrames by their CSV text, anything else by repr."""
+    """Content key of a computation: the code version, then DataFrames by their CSV text (without the columns
+    empty in every row: a column that another loss table brings, such as base_lr, changes no key), anything else
+    by repr."""
     h = hashlib.sha1(code.encode())
     for x in parts:
-        h.update((x.to_csv(index=False) if isinstance(x, pd.DataFrame) else repr(x)).encode())
+        h.update((x.dropna(axis=1, how="all").to_csv(index=False) if isinstance(x, pd.DataFrame) else repr(x)).encode())
     return h.hexdigest()[:24]
 
 

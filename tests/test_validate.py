@@ -312,6 +312,10 @@ def test_fit_cache_reuses_a_fit_of_the_same_rows_and_refits_changed_rows(tmp_pat
         validate.cached_fit(changed, "dcpt", "code")
     with pytest.raises(AssertionError, match="refitted"):
         validate.cached_fit(train, "dcpt-gated", "code")
+    # a column another loss table brings, empty in these rows, is not content: the stored fit serves; filled, it is
+    validate.cached_fit(train.assign(base_lr=np.nan), "dcpt", "code")
+    with pytest.raises(AssertionError, match="refitted"):
+        validate.cached_fit(train.assign(base_lr=0.003), "dcpt", "code")
     monkeypatch.setattr(validate, "REFIT", True)  # --refit: fits again although the fit is stored
     with pytest.raises(AssertionError, match="refitted"):
         validate.cached_fit(train, "dcpt", "code")
