@@ -629,7 +629,8 @@ def held_out_seed_noise(data: pd.DataFrame) -> pd.DataFrame:
         **{"ratios": ("domain_ratio", "nunique"), "seeds": ("n", "max"),
            "mean CV % domain": ("cv domain", "mean"), "max CV % domain": ("cv domain", "max"),
            "mean CV % general": ("cv general", "mean"), "max CV % general": ("cv general", "max")})
-    return out.reset_index().rename(columns={"size_name": "size", "base_tokens": "base tokens", "lr": "CPT lr"})
+    out = out.reset_index().rename(columns={"size_name": "size", "base_tokens": "base tokens", "lr": "CPT lr"})
+    return out.assign(**{"base tokens": out["base tokens"].map(dl.format_count)})
 
 
 def repeated_runs(held_seeds: pd.DataFrame | None, dom: str) -> pd.DataFrame:
@@ -958,8 +959,8 @@ def heldout_args(data: pd.DataFrame, label: str, figs: Path | None) -> tuple:
     data = with_settings(data, settings)
     every_seed = data[(data["size_name"] == held_out) & data["domain"].isin(held["domain"].unique())
                       & (data["seed"] < held_out_seeds(seeds))]
-    laws = (None if label in ALL_LAWS_EXPERIMENTS else SIX_SEED_CANDIDATES if seeds > 3 else SEED_CANDIDATES
-            if seeds > 1 and settings == RUN_SETTINGS else LONG_CANDIDATES)
+    laws = (None if label in ALL_LAWS_EXPERIMENTS else LONG_CANDIDATES if settings != RUN_SETTINGS else
+            SIX_SEED_CANDIDATES if seeds > 3 else SEED_CANDIDATES if seeds > 1 else CORE_CANDIDATES)
     title = (f"{string.ascii_lowercase[list(EXPERIMENTS).index(label)]}. Held-out size {held_out}, fitted on "
              f"{', '.join(fitted)}" + _seeds_title(seeds, settings))
     return small, held, figs, title, label, every_seed, laws, TOLERANCES.get(label, TOLERANCE)

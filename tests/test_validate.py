@@ -116,6 +116,11 @@ def test_an_experiment_reads_only_the_runs_of_its_settings(monkeypatch):
     assert validate.experiment_title("old") == "a, b -> c (seeds 0-1)"
     assert validate.experiment_title("new") == "a, b -> c (seeds 0-1, 5-token bases)"
     assert validate.experiment_title("low") == "a, b -> c (5-token bases, CPT lr 0.001)"
+    # the laws each experiment fits: one seed the core set, repeated seeds fewer, other settings their own set
+    monkeypatch.setitem(validate.EXPERIMENTS, "one", (("a", "b"), "c", 1))
+    laws = {label: validate.heldout_args(df, label, None)[6] for label in ("one", "old", "new", "low")}
+    assert laws["one"] == validate.CORE_CANDIDATES and laws["old"] == validate.SEED_CANDIDATES
+    assert laws["new"] == laws["low"] == validate.LONG_CANDIDATES
 
 
 def test_experiment_takes_the_first_n_seeds_where_the_largest_size_ran_them_all():
@@ -254,7 +259,7 @@ def test_held_out_seed_noise_is_the_spread_of_the_repeats():
     # ... and from the same bases with another CPT learning rate: a third row
     df = pd.concat([df, df[df["table"] == "long_heldout"].assign(lr=0.001, table="long_lowlr_heldout", domain_loss=[3.0, 3.1])])
     out = validate.held_out_seed_noise(df)
-    assert out["size"].tolist() == ["m"] * 3 and out["base tokens"].tolist() == [1, 5, 5]
+    assert out["size"].tolist() == ["m"] * 3 and out["base tokens"].tolist() == ["1", "5", "5"]
     assert out["CPT lr"].tolist() == [0.003, 0.001, 0.003]
     assert out["ratios"].tolist() == [1, 1, 1] and out["seeds"].tolist() == [3, 2, 2]
     assert abs(out["mean CV % domain"].iloc[0] - 100 * 0.1 / 4.1) < 1e-9  # std 0.1 of 4.0, 4.1, 4.2
