@@ -45,7 +45,8 @@ RESULTS = ROOT / "small_runs" / "results"
 SEED_TABLES = ("seeds", "seeds_ladder", "seeds_ladder_music", "seeds_ladder_law", "seeds_ladder_chemistry",
                "seeds_ladder_s2", "seeds_ladder4", "seeds_ladder4h", "seeds_heldout",  # seeds 1, 2
                "seeds_more_ladder", "seeds_more_ladder4", "seeds_more_heldout")  # seeds 3-5
-HELD_SEED_TABLES = ("seeds_heldout", "seeds_more_heldout", "long_heldout", "long_lowlr_heldout")  # the held-out size's repeats
+# the held-out size's repeats
+HELD_SEED_TABLES = ("seeds_heldout", "seeds_more_heldout", "long_heldout", "long_lowlr_heldout")
 LONG_TABLES = ("long_ladder4", "long_heldout",  # bases pre-trained on 5M tokens, not 1M (seeds 0-2) ...
                "long_lowlr_ladder4", "long_lowlr_heldout")  # ... and CPT at a third of their peak lr (seeds 0-1)
 LONG_EXTRA = "small_runs/results/long_heldout"  # their extra held-out runs (every seed), beside the grid
@@ -117,8 +118,7 @@ CORE_CANDIDATES = ["dcpt", "dcpt-scaled", MEAN, "total-data-scaled-gated", "tota
                    *SCALED_PAIRS[:2], MEAN_PAIR]
 SEED_CANDIDATES = CORE_CANDIDATES[1:]
 # the experiments of other run settings (the long_* tables): the paper's law, ours, and the pair
-LONG_CANDIDATES = ["dcpt", "dcpt-scaled", MEAN, "total-data-scaled-gated", "total-data-scaled-gain",
-                   dict(dl.RECOMMENDED_LAW)]
+LONG_CANDIDATES = [*CORE_CANDIDATES[:5], dict(dl.RECOMMENDED_LAW)]
 # on six seeds (each fit on 4.3x the rows; a global search of the gain law on both losses took > 15 min a domain
 # here) the recommended pair, each of its laws fitted on the loss it predicts there, and its domain law on both
 SIX_SEED_CANDIDATES = [dl.RECOMMENDED_LAW["domain"], dict(dl.RECOMMENDED_LAW)]
@@ -477,7 +477,8 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
     short = [f"Summary over {len(set(r['domain'] for r in rows))} domains: accuracy at the held-out size (medians).", "",
              md(acc, index=True), ""]
     if recs:
-        short += [f"Usage 1 over domains (the constraint allows a {tolerance:.0%} rise):", "", md(_drop_empty(u), index=True), ""]
+        short += [f"Usage 1 over domains (the constraint allows a {tolerance:.0%} rise):", "",
+                  md(_drop_empty(u), index=True), ""]
     return lines[:2] + short + lines[2:]
 
 
@@ -765,7 +766,8 @@ def seeds_section(data: pd.DataFrame) -> list[str]:
     for t in ("domain", "general"):
         for (size, base, lr), sp in cv.groupby(["size_name", *RUN_SETTINGS]):
             last = sp[sp["tokens"] == sp["tokens"].max()]
-            rows.append({"target": t, "size": size, "base tokens": dl.format_count(base), "CPT lr": lr, "ratios": len(sp["domain_ratio"].unique()), "cells": len(sp),
+            rows.append({"target": t, "size": size, "base tokens": dl.format_count(base), "CPT lr": lr,
+                         "ratios": len(sp["domain_ratio"].unique()), "cells": len(sp),
                          "seeds per cell": int(sp["n"].max()), "mean CV % (all token counts)": sp[f"cv {t}"].mean(),
                          "max CV %": sp[f"cv {t}"].max(), "mean CV % (last token count)": last[f"cv {t}"].mean()})
     return lines + ["Relative standard deviation (CV) of the loss across seeds (each seed: its own base model "
@@ -879,7 +881,7 @@ def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, laws
         fields = {"name =": f'name = "{name}"\nout = "{out}"', "sizes =": f'sizes = ["{size}"]',
                   "domains =": f'domains = ["{dom}"]', "ratios =": f"ratios = {extra}", "seeds =": f"seeds = {list(seeds)}",
                   "base_tokens =": f"base_tokens = {int(base['base_tokens'].iloc[0]):_}" + (
-                      f"\nbase_lr = {base['base_lr'].iloc[0]:g}" if base.get("base_lr", pd.Series([np.nan])).notna().iloc[0]
+                      f"\nbase_lr = {base['base_lr'].iloc[0]:g}" if "base_lr" in base and base["base_lr"].notna().iloc[0]
                       else ""), "lr =": f"lr = {base['lr'].iloc[0]:g}"}
         text = "\n".join(next((v for k, v in fields.items() if ln.startswith(k)), ln) for ln in template.splitlines())
         path = ROOT / "small_runs" / "configs" / f"{name}.toml"
@@ -955,8 +957,8 @@ def held_out_seeds(seeds: int) -> int:
 def heldout_args(data: pd.DataFrame, label: str, figs: Path | None) -> tuple:
     """The arguments of :func:`heldout_section` for experiment ``label`` (figures into ``figs``, None: none)."""
     fitted, held_out, seeds, settings = experiment_spec(label)
-    small, held = experiment(data, fitted, held_out, seeds, settings)
     data = with_settings(data, settings)
+    small, held = experiment(data, fitted, held_out, seeds)
     every_seed = data[(data["size_name"] == held_out) & data["domain"].isin(held["domain"].unique())
                       & (data["seed"] < held_out_seeds(seeds))]
     laws = (None if label in ALL_LAWS_EXPERIMENTS else LONG_CANDIDATES if settings != RUN_SETTINGS else
