@@ -424,7 +424,7 @@ def ensure_base(job: RunJob, device, progress=None, log=print):
 
     from .training import train
 
-    cfg, tc = job.cfg, job.cfg.train_config()
+    cfg = job.cfg
     job = RunJob(job.config, job.size, job.seed)  # the base job of this size and seed
     model, cached = _load_base(job, device)
     if not cached and cfg.base_tokens > 0 and not cfg.hf_path:

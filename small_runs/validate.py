@@ -938,8 +938,9 @@ def experiment_title(label: str) -> str:
         f", tolerance {tol:.0%}" if tol != TOLERANCE else "")
 
 
-def _seeds_title(seeds: int, settings: dict | None = None) -> str:
-    settings = {**RUN_SETTINGS, **(settings or {})}
+def _seeds_title(seeds: int, settings: dict = RUN_SETTINGS) -> str:
+    """The "(seeds 0-n, ...)" part of a title: the seeds fitted and the run settings (a dict with every key of
+    RUN_SETTINGS, as :func:`experiment_spec` gives) that differ from RUN_SETTINGS."""
     parts = [f"seeds 0-{seeds - 1}"] * (seeds > 1)
     if settings["base_tokens"] != RUN_SETTINGS["base_tokens"]:
         parts.append(f"{dl.format_count(settings['base_tokens'])}-token bases")
