@@ -20,6 +20,7 @@ Built-in laws (:data:`LAWS`):
 ``total-data-scaled-gated``  L = G^kappa*(r^eta*E + B/(D0+r*D)^beta) + C/(r+eps)^gamma (ours, 9)
 ``total-data-scaled-gain``   L = G^kappa*(r^eta*E + B/(D0+G^-nu*r*D)^beta) + C/(r+eps)^gamma (ours, 10)
 ``total-data-scaled-forgetting``  the gated law + F*G^-lam*((1-r)*D)^zeta/(Dr + r*D)^rho (ours, 14; opt in)
+``total-data-scaled-rewarm``      the gain law + F*G^-lam*(D/(Dw + D))^zeta (ours, 14; opt in)
 ``mean(a, b, ...)``  log L = mean of the members' log L, each fitted on its own (ours; any registered laws)
 ==============  ======================================================================
 
@@ -50,6 +51,14 @@ F*G^-lam*((1-r)*D)^zeta/(Dr + r*D)^rho. Measured on our runs (law domain, genera
 rises to 1.03-1.11 by 107K-160K CPT tokens and falls back to 1.00-1.02 by 524K, as the replayed general tokens
 accumulate; the peak grows with size (+4% at 27K, +11% at 443K parameters), i.e. as G falls. No power of D in
 the gated law follows a rise and a fall, and its shape in D is the same at every size.
+
+``total-data-scaled-rewarm`` (ours, opt in: 14 parameters) is the general law for CPT that re-warms the learning
+rate of an annealed base model: the gain law plus a step F*G^-lam*(D/(Dw + D))^zeta, the part of the base model's
+cool-down that re-warming loses, at every mixture; what the model then learns brings the loss back down. Measured on
+our runs with base models pre-trained on 5M tokens and CPT back at their peak lr (docs/validation.md 1m): at r_d = 0
+the general loss rises by 1.7% (27K parameters) to 5.7% (443K) by ~100K CPT tokens, and at the largest D is still
+0-3% above G. The gain law, whose curve in D only falls, cannot follow a rise. Its shape in D belongs to the CPT
+schedule it was fitted on (peak lr, warm-up, cool-down): fit it on runs with the schedule you will use.
 
 The *gated* laws (ours) switch the size term on with the corpus: r^eta multiplies what the model learns
 of the corpus (A/N^alpha and B/D^beta), so a model that never sees it (r = 0) has the loss E + C/eps^gamma
@@ -178,22 +187,28 @@ class Law:
         return f"<Law {self.name!r}: {self.formula}>"
 
 
+_TOKEN_BASES = ("rD", "D")  # shifted features in tokens: centred like D, their offsets in units of the data's mean D
+
+
 def _offset(feat: str) -> str | None:
-    """The offset parameter of a shifted feature: "r+eps" -> "eps", "rD+D0" and "rD*G^-nu+D0" -> "D0"; else None."""
-    return _shifted(feat)[2] if feat.startswith("r") and "+" in feat else None
+    """The offset parameter of a shifted feature: "r+eps" -> "eps", "rD+D0", "rD*G^-nu+D0" -> "D0", "D+Dw" -> "Dw";
+    else None."""
+    return _shifted(feat)[2] if feat.startswith(("r", "D")) and "+" in feat else None
 
 
 def _shifted(feat: str) -> tuple[str, tuple[str, str, float] | None, str]:
-    """Parts of a shifted feature "BASE[*X^[-]exponent]+offset": (base "r" or "rD", scale, offset parameter).
+    """Parts of a shifted feature "BASE[*X^[-]exponent]+offset": (base "r", "rD" or "D", scale, offset parameter).
 
     The scale, (X, exponent parameter, sign) with X = "N" or "G", multiplies the base: "rD*G^-nu+D0" is
     D0 + G^-nu * r*D, the tokens of the corpus seen before CPT plus those seen during it, each CPT token worth
-    more to a better base model (lower G); "rD*N^nu+D0" makes it worth more to a larger one.
+    more to a better base model (lower G); "rD*N^nu+D0" makes it worth more to a larger one. "D+Dw": all CPT
+    tokens D plus fitted tokens Dw.
     """
     head, _, offset = feat.rpartition("+")
     base, _, scale = head.partition("*")
-    if base not in ("r", "rD") or not offset:
-        raise ValueError(f"bad shifted feature {feat!r}: write r+<offset>, rD+<offset> or rD*<N|G>^[-]<exponent>+<offset>")
+    if base not in ("r", "rD", "D") or not offset:
+        raise ValueError(f"bad shifted feature {feat!r}: write r+<offset>, rD+<offset>, D+<offset> or "
+                         "rD*<N|G>^[-]<exponent>+<offset>")
     if not scale:
         return base, None, offset
     x, _, e = scale.partition("^")
@@ -231,7 +246,7 @@ class PowerSumLaw(Law):
         used = feats | {b for b, _, _ in shifted} | {s[0] for _, s, _ in shifted if s is not None}
         self.needs = tuple(f for f in ("N", "D", "r", "K", "G")
                            if f in used or (f in ("r", "D") and ("rD" in used or "oD" in used)))
-        self._token_offsets = {o for b, _, o in shifted if b == "rD"}
+        self._token_offsets = {o for b, _, o in shifted if b in _TOKEN_BASES}
 
     # Centring: coef_c * (x / x0)^(-a) == coef * x^(-a) with coef = coef_c * x0^a (sign -1).
     def prepare(self, N, D, r, K=None, G=None, centre: dict | None = None) -> dict:
@@ -248,6 +263,7 @@ class PowerSumLaw(Law):
             "logD": np.log(D) - centre["D"],
             "r": r,
             "rD": r * D,
+            "D": D,
             "r0": r <= 0,
             "logr": np.where(r > 0, logr, 0.0),
             "o0": r >= 1,
@@ -265,7 +281,7 @@ class PowerSumLaw(Law):
         out = np.array(theta, float, copy=True)
         for t in self.terms:
             for e, feat, sign in t.powers:
-                tokens = feat.startswith("rD")
+                tokens = _offset(feat) is not None and _shifted(feat)[0] in _TOKEN_BASES
                 if feat in ("N", "D", "K", "G", "oD") or tokens:
                     c = ctx["centre"]["D" if tokens or feat == "oD" else feat]
                     out[..., self._idx[t.coef]] += direction * (-sign) * theta[..., self._idx[e]] * c
@@ -324,7 +340,7 @@ class PowerSumLaw(Law):
                     x = x * np.exp(s * theta[:, self._idx[nu]][:, None] * phi)
                     grad = (self._idx[nu], s * phi * x / (x + eps))
                 x = x + eps
-                offsets[feat] = (i, eps, x, np.log(x) - (ctx["centre"]["D"] if base == "rD" else 0.0), grad)
+                offsets[feat] = (i, eps, x, np.log(x) - (ctx["centre"]["D"] if base in _TOKEN_BASES else 0.0), grad)
             return offsets[feat]
 
         logs = []
@@ -626,6 +642,23 @@ TOTAL_SCALED_FORGETTING = _add(PowerSumLaw(
     doc="total-data-scaled-gated plus forgetting that replay recovers (ours): the loss on a corpus rises with the "
         "(1-r)*D tokens of other data and falls back as the r*D replayed tokens pass Dr, more for a better base "
         "model (G^-lam). Vanishes at r = 1; grows without recovery at r = 0.",
+))
+_F_REWARM = Param("F", 1e-12, 1e15, (0.03,), log=True, doc="re-warming rise coefficient")
+_LAM_REWARM = Param("lam", -30.0, 30.0, (0.0,),
+                    doc="exponent of 1/G on the re-warming rise (> 0: a better base model loses more)")
+_ZETA_REWARM = Param("zeta", 0.0, 10.0, (2.0,), doc="sharpness of the rise as the CPT tokens D pass Dw")
+_DW = Param("Dw", 1e-3, 1e15, (1.0,), log=True,
+            doc="CPT tokens by which the re-warming rise sets in (grid in units of the data's mean D)")
+TOTAL_SCALED_REWARM = _add(PowerSumLaw(
+    "total-data-scaled-rewarm",
+    "L = G^kappa*(r^eta*E + B/(D0 + G^-nu*r*D)^beta) + C/(r+eps)^gamma + F*G^-lam*(D/(Dw + D))^zeta",
+    [*TOTAL_SCALED_GAIN.terms, Term("F", (("lam", "G", -1), ("zeta", "D", 1), ("zeta", "D+Dw", -1)))],
+    [*TOTAL_SCALED_GAIN.params, _F_REWARM, _LAM_REWARM, _ZETA_REWARM, _DW],
+    doc="total-data-scaled-gain plus the rise of re-warming the learning rate (ours): CPT from an annealed base model "
+        "warms the learning rate back up and loses part of what the base model's cool-down gained, F*G^-lam, a step "
+        "that sets in as the CPT tokens D pass Dw, at every mixture; what the model then learns (the gain law's "
+        "terms) brings the loss back down. 0 at D = 0. Its shape in D belongs to the CPT schedule it was fitted on "
+        "(peak lr, warm-up, cool-down).",
 ))
 # laws that model r (forgetting: 11 parameters, total-data-scaled-forgetting: 14; slower, opt in)
 RATIO_LAWS = ("dcpt", "additive", "effective", "total-data", "dcpt-anchored", "total-data-anchored", "dcpt-gated",

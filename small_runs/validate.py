@@ -117,8 +117,11 @@ ALL_LAWS_EXPERIMENTS = ("m4c",)
 CORE_CANDIDATES = ["dcpt", "dcpt-scaled", MEAN, "total-data-scaled-gated", "total-data-scaled-gain",
                    *SCALED_PAIRS[:2], MEAN_PAIR]
 SEED_CANDIDATES = CORE_CANDIDATES[1:]
-# the experiments of other run settings (the long_* tables): the paper's law, ours, and the pair
-LONG_CANDIDATES = [*CORE_CANDIDATES[:5], dict(dl.RECOMMENDED_LAW)]
+# the experiments of other run settings (the long_* tables): the paper's law, ours, the pair, and the general law
+# for CPT that re-warms the learning rate of an annealed base model (total-data-scaled-rewarm: the gain law plus the
+# rise of re-warming; opt in, 14 parameters) with the pair's domain law
+REWARM_PAIR = {"domain": "dcpt-scaled", "general": "total-data-scaled-rewarm"}
+LONG_CANDIDATES = [*CORE_CANDIDATES[:5], dict(dl.RECOMMENDED_LAW), REWARM_PAIR]
 # on six seeds (each fit on 4.3x the rows; a global search of the gain law on both losses took > 15 min a domain
 # here) the recommended pair, each of its laws fitted on the loss it predicts there, and its domain law on both
 SIX_SEED_CANDIDATES = [dl.RECOMMENDED_LAW["domain"], dict(dl.RECOMMENDED_LAW)]
