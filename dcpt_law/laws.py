@@ -660,7 +660,7 @@ TOTAL_SCALED_REWARM = _add(PowerSumLaw(
         "terms) brings the loss back down. 0 at D = 0. Its shape in D belongs to the CPT schedule it was fitted on "
         "(peak lr, warm-up, cool-down).",
 ))
-# laws that model r (forgetting: 11 parameters, total-data-scaled-forgetting: 14; slower, opt in)
+# laws that model r (forgetting: 11 parameters, total-data-scaled-forgetting and -rewarm: 14; slower, opt in)
 RATIO_LAWS = ("dcpt", "additive", "effective", "total-data", "dcpt-anchored", "total-data-anchored", "dcpt-gated",
               "dcpt-gated-anchored", "dcpt-scaled", "total-data-scaled", "total-data-scaled-gated",
               "total-data-scaled-gain")
