@@ -21,9 +21,9 @@ __all__ = [
     "ExtrapolationWarning", "metrics", "monotonicity", "pair_name",
 ]
 from .optimisation import (ComputeResult, LimitedDomainResult, RatioResult, allocate_compute,  # noqa: E402
-                           optimal_ratio_limited_domain, predict_ratio, use_fit)
+                           optimal_ratio_limited_domain, predict_ratio, ratio_frontier, use_fit)
 
-__all__ += ["predict_ratio", "optimal_ratio_limited_domain", "allocate_compute", "use_fit", "RatioResult",
+__all__ += ["predict_ratio", "ratio_frontier", "optimal_ratio_limited_domain", "allocate_compute", "use_fit", "RatioResult",
             "LimitedDomainResult", "ComputeResult"]
 from .evaluation import SPLITS, evaluate, folds, ratio_regret, summary  # noqa: E402
 

@@ -90,6 +90,9 @@ def cmd_fit(a):
 
 
 def cmd_predict(a):
+    import numpy as np
+    import pandas as pd
+
     import dcpt_law as dl
 
     f = dl.load_fit(a.fit)
@@ -107,6 +110,14 @@ def cmd_predict(a):
                                                                 base_general_loss=a.base_general_loss).__dict__
     if a.flops:
         out["compute"] = dl.allocate_compute(a.flops, r.ratio, fit=f).__dict__
+    if a.frontier is not None and a.frontier < 2:
+        raise UserError(f"--frontier {a.frontier}: the list needs at least 2 rows", "e.g. --frontier 11")
+    if a.frontier:
+        front = dl.ratio_frontier(a.model_size, a.tokens, fit=f, base_general_loss=a.base_general_loss)
+        # a.frontier rows at evenly spaced increases: the answer for each tolerance from that increase up
+        steps = np.linspace(*front["general_loss_increase"].iloc[[0, -1]], a.frontier)
+        rows = np.unique(np.searchsorted(front["general_loss_increase"].to_numpy(), steps, side="right") - 1)
+        out["frontier"] = front.iloc[np.clip(rows, 0, len(front) - 1)].to_dict("records")
     if a.json:
         print(json.dumps(out, indent=1, default=float))
         return
@@ -115,6 +126,10 @@ def cmd_predict(a):
         print(repr(dl.LimitedDomainResult(**out["limited_domain"])))
     if a.flops:
         print(repr(dl.ComputeResult(**out["compute"])))
+    if a.frontier:
+        print("\nfrontier: the answer r_d for every tolerance from the row's general-loss increase up to the next row's")
+        print(pd.DataFrame(out["frontier"]).to_string(index=False, float_format=lambda x: f"{x:.4f}",
+                                                      formatters={"general_loss_increase": "{:+.2%}".format}))
 
 
 def cmd_evaluate(a):
@@ -245,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--domain-tokens", help="usage 2: domain tokens available, e.g. 5B")
     pd_.add_argument("--flops", help="usage 3: compute budget C = 6ND, e.g. 1e21")
     pd_.add_argument("--domain", help="which domain of a cross-domain fit")
+    pd_.add_argument("--frontier", type=int, nargs="?", const=11, metavar="ROWS",
+                     help="also list r_d for every tolerance (the Pareto front of the two losses), ROWS rows (11)")
     pd_.add_argument("--json", action="store_true")
     pd_.set_defaults(func=cmd_predict)
 

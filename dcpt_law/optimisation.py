@@ -1,6 +1,7 @@
 """The three uses of a fitted D-CPT Law (Que et al. 2024, section 4).
 
-1. :func:`predict_ratio`: min_r L_d(N, D, r)  s.t.  (L_g(N, D, 1-r) - L_g0) / L_g0 <= T.
+1. :func:`predict_ratio`: min_r L_d(N, D, r)  s.t.  (L_g(N, D, 1-r) - L_g0) / L_g0 <= T;
+   :func:`ratio_frontier`: its answer for every tolerance T at once (the Pareto front of the two losses).
 2. :func:`optimal_ratio_limited_domain`: only D_dom domain tokens exist; min_r L_d(N, D_dom/r, r).
 3. :func:`allocate_compute`: fixed compute C = 6 N D at ratio r; min over N of L_d(N, C/(6N), r).
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import brentq, minimize_scalar
 
 from . import _warn
@@ -85,6 +87,8 @@ class RatioResult:
     interval: tuple[float, float] | None = None
     domain_loss_interval: tuple[float, float] | None = None
     infeasible_share: float = 0.0  # bootstrap resamples in which no ratio meets the tolerance
+    least_increase: float = float("nan")  # min over r_d of (L_g - L_g0) / L_g0: the smallest tolerance that any
+    #                                       ratio meets (set when infeasible: then ``ratio`` is where it is reached)
 
     def __float__(self) -> float:
         return float(self.ratio)
@@ -98,7 +102,9 @@ class RatioResult:
         if self.infeasible_share > 0:
             ci = ci[:-1] + f"; infeasible in {self.infeasible_share:.0%} of bootstrap resamples)"
         bind = "binding" if self.constraint_active else "not binding"
-        feas = "" if self.feasible else "  [INFEASIBLE: no ratio meets the tolerance; shown: least general-loss increase]"
+        feas = "" if self.feasible else (
+            f"  [INFEASIBLE: no ratio meets the tolerance; shown: the least general-loss increase, "
+            f"{self.least_increase:+.2%}; dcpt_law.ratio_frontier gives r_d for every larger tolerance]")
         return (f"RatioResult(N={format_count(self.model_size)}, D={format_count(self.tokens)}: domain ratio "
                 f"r_d={self.ratio:.4f}{ci}; domain loss {self.domain_loss:.4f}, general loss {self.general_loss:.4f} "
                 f"({self.general_loss_increase * 100:+.2f}% vs base {self.base_general_loss:.4f}, "
@@ -194,9 +200,13 @@ def predict_ratio(model_size, tokens, *, fit=None, tolerance: float = 0.03, base
     Ld = float(fd.predict(N, D, r, warn=False, base_general_loss=L_g0))
     Lg = float(fg.predict(N, D, r, warn=False, base_general_loss=L_g0))
     result = RatioResult(r, Ld, Lg, L_g0, tolerance, active, feasible, N, D)
-    if not feasible and warn:
-        _warn.emit(f"no domain ratio keeps the general loss within {tolerance:.1%} of L_g0={L_g0:.4f} at "
-                       f"N={format_count(N)}, D={format_count(D)}; returned the ratio with the least increase",
+    if not feasible:
+        result.least_increase = result.general_loss_increase
+        if warn:
+            _warn.emit(f"no domain ratio keeps the general loss within {tolerance:.1%} of L_g0={L_g0:.4f} at "
+                       f"N={format_count(N)}, D={format_count(D)}: the least increase any ratio reaches is "
+                       f"{result.least_increase:+.2%} (at r_d={r:.3f}, returned). Its domain loss may be far from "
+                       "the best: dcpt_law.ratio_frontier(...) lists the answer for every tolerance above that",
                        UserWarning)
     if f.has_bootstrap:
         names_d, names_g = fd.law.param_names, fg.law.param_names
@@ -212,6 +222,34 @@ def predict_ratio(model_size, tokens, *, fit=None, tolerance: float = 0.03, base
         result.interval, result.domain_loss_interval = _interval(rs), _interval(lds)
         result.infeasible_share = infeasible / len(fd.bootstrap)
     return result
+
+
+def ratio_frontier(model_size, tokens, *, fit=None, base_general_loss=None, domain: str | None = None,
+                   points: int = _SCAN) -> pd.DataFrame:
+    """Usage 1 for every tolerance at once: the ratios r_d that no other ratio beats on both losses at (N, D).
+
+    Scans ``points`` ratios in [0, 1] and keeps the Pareto front of (general-loss increase, domain loss): rows
+    sorted by ``general_loss_increase`` = (L_g - L_g0) / L_g0 rising and ``domain_loss`` falling. Row i is the
+    answer of :func:`predict_ratio` (to the scan's step, 1 / (points - 1)) for every tolerance T from its
+    increase up to the next row's; the first row's increase is the smallest tolerance any ratio meets. Read it
+    when a tolerance is infeasible, or to see what each extra 0.1% of general loss buys in domain loss.
+    Columns: ratio (r_d), domain_loss, general_loss, general_loss_increase (fraction; nats per token for losses).
+    """
+    f = _resolve(fit, domain)
+    N, D = parse_count(model_size, "model_size"), parse_count(tokens, "tokens")
+    if int(points) < 2:
+        raise ValueError(f"points={points!r}: the scan over r_d in [0, 1] needs at least 2 points")
+    L_g0 = _base_general_loss(f, N, base_general_loss)
+    f["domain"].predict(N, D, 0.5, base_general_loss=L_g0)  # input checks + extrapolation warning, once
+    r = np.linspace(0.0, 1.0, int(points))
+    Ld = f["domain"].predict(N, D, r, warn=False, base_general_loss=L_g0)
+    Lg = f["general"].predict(N, D, r, warn=False, base_general_loss=L_g0)
+    rise = (Lg - L_g0) / L_g0
+    order = np.lexsort((Ld, rise))  # by increase, ties by domain loss
+    best_before = np.minimum.accumulate(np.concatenate([[np.inf], Ld[order]]))[:-1]
+    keep = order[Ld[order] < best_before]  # strictly better domain loss than every ratio with less increase
+    return pd.DataFrame({"ratio": r[keep], "domain_loss": Ld[keep], "general_loss": Lg[keep],
+                         "general_loss_increase": rise[keep]}).reset_index(drop=True)
 
 
 @dataclass

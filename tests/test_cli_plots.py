@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 import dcpt_law as dl  # noqa: E402
@@ -121,6 +122,17 @@ def test_cli_fit_predict_roundtrip(tmp_path, small, capsys):
     want = dl.predict_ratio(4e5, 3e7, fit=dl.load_fit(out), warn=False)
     assert got["ratio"]["ratio"] == pytest.approx(want.ratio)
     assert {"limited_domain", "compute"} <= set(got)
+    # --frontier: r_d for every tolerance, as rows of dl.ratio_frontier
+    assert cli.main(["predict", str(out), "--model-size", "400K", "--tokens", "30M", "--json", "--frontier", "5"]) == 0
+    rows = pd.DataFrame(json.loads(capsys.readouterr().out)["frontier"])
+    front = dl.ratio_frontier(4e5, 3e7, fit=dl.load_fit(out))
+    assert 2 <= len(rows) <= 5 and rows["ratio"].isin(front["ratio"]).all()
+    assert rows["general_loss_increase"].iloc[0] == front["general_loss_increase"].iloc[0]
+    assert rows["general_loss_increase"].iloc[-1] == front["general_loss_increase"].iloc[-1]
+    assert cli.main(["predict", str(out), "--model-size", "400K", "--tokens", "30M", "--frontier"]) == 0
+    assert "frontier: the answer r_d for every tolerance" in capsys.readouterr().out
+    assert cli.main(["predict", str(out), "--model-size", "400K", "--tokens", "30M", "--frontier", "1"]) == 2
+    assert "--frontier 1" in capsys.readouterr().err
 
 
 def test_cli_fit_one_law_per_loss(tmp_path, small, capsys):

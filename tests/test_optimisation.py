@@ -44,9 +44,33 @@ def test_binding_and_free_cases(truth):
 
 
 def test_infeasible_tolerance_warns(truth):
-    with pytest.warns(UserWarning, match="no domain ratio keeps"):
+    with pytest.warns(UserWarning, match="no domain ratio keeps.*least increase any ratio reaches is"):
         res = dl.predict_ratio(4e5, 3e7, fit=truth, tolerance=0.0, base_general_loss=1.0)
     assert not res.feasible
+    # the smallest tolerance any ratio meets is reported, and it is the frontier's first row
+    front = dl.ratio_frontier(4e5, 3e7, fit=truth, base_general_loss=1.0)
+    assert res.least_increase == pytest.approx(front["general_loss_increase"].iloc[0], rel=1e-6)
+    assert f"{res.least_increase:+.2%}" in repr(res) and "ratio_frontier" in repr(res)
+    assert np.isnan(dl.predict_ratio(4e5, 3e7, fit=truth, tolerance=0.5, warn=False).least_increase)
+
+
+@pytest.mark.parametrize("N,D", [(4e5, 3e7), (1.6e6, 1e8)])
+def test_ratio_frontier_answers_every_tolerance(truth, N, D):
+    """The frontier is a Pareto front (increase rising, domain loss falling), and at each tolerance its last row
+    within it is predict_ratio's answer, to the scan's step."""
+    front = dl.ratio_frontier(N, D, fit=truth)
+    assert len(front) > 10 and list(front.columns) == ["ratio", "domain_loss", "general_loss", "general_loss_increase"]
+    assert (np.diff(front["general_loss_increase"]) >= 0).all() and (np.diff(front["domain_loss"]) < 0).all()
+    G = dl.predict_ratio(N, D, fit=truth, warn=False).base_general_loss
+    assert np.allclose(front["general_loss_increase"], front["general_loss"] / G - 1)
+    lo, hi = front["general_loss_increase"].iloc[[0, -1]]
+    for T in np.linspace(max(lo, 0.0), hi, 7)[1:-1]:  # predict_ratio takes T >= 0; the front may start below 0
+        res = dl.predict_ratio(N, D, fit=truth, tolerance=T, warn=False)
+        row = front[front["general_loss_increase"] <= T].iloc[-1]
+        assert abs(row["ratio"] - res.ratio) <= 1.5 / (2001 - 1)
+        assert row["domain_loss"] >= res.domain_loss - 1e-9  # the exact solver is never worse than the scan
+    with pytest.raises(ValueError, match="points"):
+        dl.ratio_frontier(N, D, fit=truth, points=1)
 
 
 def test_base_loss_sources(truth):
