@@ -199,8 +199,9 @@ def ratio_vs_size(fit, tokens, *, sizes=None, tolerance: float = 0.03, base_gene
 
 
 def tradeoff(fit, model_size, tokens, *, tolerance: float = 0.03, base_general_loss=None):
-    """General against domain loss as r_d sweeps [0, 1] at (N, D): the trade-off frontier."""
-    from .optimisation import predict_ratio
+    """General against domain loss as r_d sweeps [0, 1] at (N, D), with the Pareto front
+    (:func:`dcpt_law.ratio_frontier`: usage 1's answer at every tolerance) drawn as a line."""
+    from .optimisation import predict_ratio, ratio_frontier
 
     f = load_fit(fit) if isinstance(fit, (str, Path)) else fit
     N, D = parse_count(model_size, "model_size"), parse_count(tokens, "tokens")
@@ -210,10 +211,13 @@ def tradeoff(fit, model_size, tokens, *, tolerance: float = 0.03, base_general_l
         r = np.linspace(0, 1, 201)
         G = rec.base_general_loss
         Ld, Lg = (f[t].predict(N, D, r, warn=False, base_general_loss=G) for t in ("domain", "general"))
+        front = ratio_frontier(N, D, fit=f, base_general_loss=G)
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(5.4, 4.2))
         sc = ax.scatter(Ld, Lg, c=r, cmap="cividis", s=10, zorder=2)
         fig.colorbar(sc, ax=ax, label="domain ratio $r_d$")
+        ax.plot(front["domain_loss"], front["general_loss"], "-", color=OKABE_ITO[0], lw=1.4, zorder=1,
+                label="Pareto front (best $r_d$ at each tolerance)")
         ax.axhline(rec.base_general_loss * (1 + tolerance), color=OKABE_ITO[3], ls="--", lw=1.2,
                    label=f"$L_{{g0}}$ + {tolerance:.0%} (tolerance)")
         ax.axhline(rec.base_general_loss, color="0.5", ls=":", lw=1, label="$L_{g0}$ (base model)")

@@ -70,6 +70,8 @@ def test_ratio_vs_size_and_tradeoff(small_fit):
     rec = dl.predict_ratio(4e5, 3e7, fit=small_fit, warn=False)
     assert star.get_xdata()[0] == pytest.approx(rec.domain_loss)
     assert f"{rec.ratio:.3f}" in star.get_label()
+    front = [ln for ln in fig.get_axes()[0].get_lines() if ln.get_label().startswith("Pareto front")][0]
+    np.testing.assert_allclose(front.get_xdata(), dl.ratio_frontier(4e5, 3e7, fit=small_fit)["domain_loss"])
 
 
 def test_save_all_writes_png_and_pdf(tmp_path, small_fit, small):
