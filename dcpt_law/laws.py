@@ -231,8 +231,9 @@ class PowerSumLaw(Law):
                 # "r+eps": r plus a fitted offset; "rD+D0": r*D plus fitted tokens; "rD*G^-nu+D0": r*D scaled
                 offset = _offset(feat)
                 if e not in idx or (feat not in FEATURES and offset is None):
-                    raise ValueError(f"law {name!r}: bad power ({e!r}, {feat!r}); features are {FEATURES} "
-                                     "or r+<offset parameter>")
+                    raise ValueError(f"law {name!r}: bad power ({e!r}, {feat!r}); features are {FEATURES} or a "
+                                     "shifted feature: r+<offset>, rD+<offset>, D+<offset> or "
+                                     "rD*<N|G>^[-]<exponent>+<offset> (offset, exponent: parameter names)")
                 if offset is not None and (offset not in idx or not self.params[idx[offset]].log):
                     raise ValueError(f"law {name!r} uses {feat}: it needs a parameter {offset!r} with log=True "
                                      "(offsets are fitted in log space, so they stay > 0)")
@@ -247,6 +248,15 @@ class PowerSumLaw(Law):
         self.needs = tuple(f for f in ("N", "D", "r", "K", "G")
                            if f in used or (f in ("r", "D") and ("rD" in used or "oD" in used)))
         self._token_offsets = {o for b, _, o in shifted if b in _TOKEN_BASES}
+        # what centring moves, per power: (coef index, exponent index, sign, centre key or None, scale, offset index)
+        self._centring = []
+        for t in self.terms:
+            for e, feat, sign in t.powers:
+                base, scale, off = _shifted(feat) if _offset(feat) is not None else (None, None, None)
+                tokens = base in _TOKEN_BASES
+                key = "D" if tokens or feat == "oD" else feat if feat in ("N", "D", "K", "G") else None
+                self._centring.append((idx[t.coef], idx[e], sign, key, scale if tokens else None,
+                                       idx[off] if tokens else None))
 
     # Centring: coef_c * (x / x0)^(-a) == coef * x^(-a) with coef = coef_c * x0^a (sign -1).
     def prepare(self, N, D, r, K=None, G=None, centre: dict | None = None) -> dict:
@@ -279,18 +289,14 @@ class PowerSumLaw(Law):
     def _shift(self, theta: np.ndarray, ctx: dict, direction: float) -> np.ndarray:
         """Move log coefficients between centred and natural parametrisation."""
         out = np.array(theta, float, copy=True)
-        for t in self.terms:
-            for e, feat, sign in t.powers:
-                tokens = _offset(feat) is not None and _shifted(feat)[0] in _TOKEN_BASES
-                if feat in ("N", "D", "K", "G", "oD") or tokens:
-                    c = ctx["centre"]["D" if tokens or feat == "oD" else feat]
-                    out[..., self._idx[t.coef]] += direction * (-sign) * theta[..., self._idx[e]] * c
-                scale = _shifted(feat)[1] if tokens else None
-                if scale is not None:  # raw x = D0_raw + (X/X_c)^(s*nu)*rD = X_c^(-s*nu) * natural x
-                    x, nu, s = scale
-                    shift = s * theta[..., self._idx[nu]] * ctx["centre"][x]
-                    out[..., self._idx[t.coef]] += direction * (-sign) * theta[..., self._idx[e]] * shift
-                    out[..., self._idx[_offset(feat)]] += direction * shift
+        for ci, ei, sign, key, scale, oi in self._centring:
+            if key is not None:
+                out[..., ci] += direction * (-sign) * theta[..., ei] * ctx["centre"][key]
+            if scale is not None:  # raw x = D0_raw + (X/X_c)^(s*nu)*rD = X_c^(-s*nu) * natural x
+                x, nu, s = scale
+                shift = s * theta[..., self._idx[nu]] * ctx["centre"][x]
+                out[..., ci] += direction * (-sign) * theta[..., ei] * shift
+                out[..., oi] += direction * shift
         return out
 
     def natural(self, theta, ctx):

@@ -439,7 +439,8 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                          "bracketing trained r_d": "{:.3g}-{:.3g}".format(*raw["bracket"]),
                          "regret %": 100 * raw["regret"], "regret % (isotonic)": 100 * iso["regret"],
                          "regret % (seed means)": means, "L_g rise % at predicted": 100 * raw["general_rise"],
-                         "binding": "yes" if rec.constraint_active else "no"})
+                         "binding": ("yes" if rec.constraint_active else "no") if rec.feasible else
+                         f"infeasible: the law's least rise {100 * rec.least_increase:.2f}%"})
     if not rows:
         return lines + ["No domain has both a complete small-size grid and held-out runs yet.", ""]
     if tables is not None:
@@ -587,10 +588,13 @@ def binding_headline(usage: dict[str, pd.DataFrame]) -> list[str]:
     if rec.empty or both.empty:
         return []
     same = np.isclose(both["regret %"], both["regret % other"], rtol=0, atol=1e-9)
+    n_inf = int(rec["binding"].str.startswith("infeasible").sum())
+    infeasible = (f" (in {n_inf} more, by the law no ratio meets it: it then answers the r_d of the least rise, and "
+                  "dcpt_law.ratio_frontier gives the r_d of each larger tolerance)") if n_inf else ""
     return ["Usage 1 is the general-loss law's where the constraint binds: the recommended r_d is "
             "then where that law reaches L_g0 + the tolerance, whatever the domain law (as long as it falls with "
             f"r_d). It binds for the recommended pair in {(rec['binding'] == 'yes').sum()} of {len(rec)} (experiment, "
-            f"domain) cases above; {other}, the same general law beside another domain law, has the same regret in "
+            f"domain) cases above{infeasible}; {other}, the same general law beside another domain law, has the same regret in "
             f"{int(same.sum())} of {len(both)}. The domain law's accuracy matters for the predicted losses, for usage 2 "
             "and where the constraint is slack.", ""]
 
