@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from . import _warn
-from .fitting import TARGETS, _check_distinct, _metrics, law_context, start_points
+from .fitting import TARGETS, _check_distinct, _metrics, law_context, prescreened, start_points
 from .laws import RATIO_LAWS, AveragedLaw, get_law
-from .search import lm_search, objective
+from .search import lm_search
 from .table import fit_rows, law_inputs, load_losses, run_groups, single_domain
 
 SPLITS = ("all", "model_size", "tokens", "ratio")
@@ -65,9 +65,8 @@ def _fit_folds(law, X, fold_masks: list[np.ndarray], delta: float, starts_per_fo
     theta0, weights, owner = [], [], []
     for f, test in enumerate(fold_masks):
         w = (~test).astype(float)
-        obj = objective(law, grid, ctx, logy, w, delta)
-        k = min(starts_per_fold, len(grid))
-        theta0.append(grid[np.argsort(obj)[:k]])
+        theta0.append(prescreened(law, grid, ctx, logy, delta, starts_per_fold, w))
+        k = len(theta0[-1])
         weights.append(np.repeat(w[None], k, axis=0))
         owner += [f] * k
     res = lm_search(law, ctx, logy, np.concatenate(theta0), weights=np.concatenate(weights), delta=delta)

@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import lmfit
@@ -415,6 +415,14 @@ def start_points(law: Law, ctx: dict, loss_scale: float, grid_scale: int = 1, se
     return grid
 
 
+def prescreened(law: Law, grid: np.ndarray, ctx: dict, logy: np.ndarray, delta: float, k: int,
+                weights=1.0) -> np.ndarray:
+    """The ``k`` points of ``grid`` (raw starts, (S, P)) with the lowest objective (weighted by ``weights``: a
+    fold's training points), in order: one evaluation per start, no Jacobian, no step."""
+    obj = objective(law, grid, ctx, logy, weights, delta)
+    return grid[np.argsort(obj)[:min(k, len(grid))]]
+
+
 def _polish(law: Law, X: dict, value0: np.ndarray, delta: float):
     """lmfit least_squares(loss='huber', f_scale=delta) from value0 in natural parametrisation.
 
@@ -457,28 +465,10 @@ def _polish(law: Law, X: dict, value0: np.ndarray, delta: float):
     return values, stderr, correl, lmfit.fit_report(out)
 
 
-NESTED_BEST = 16  # a law that extends another starts from this many of the parent's best distinct optima
-
-
-def nested_starts(df: pd.DataFrame, law: PowerSumLaw, target: str, domain: str, settings: FitSettings,
-                  ctx: dict, loss_scale: float) -> np.ndarray:
-    """Starts of a law that extends ``law.parent`` (the parent's terms and parameters first, then its own): the
-    parent's NESTED_BEST best distinct optima from its own global search, each extended by every point of
-    :meth:`PowerSumLaw.extension_grid`. The shared parameters mean the same in both laws, centring included
-    (same data), so the parent's raw optima are the child's. A 14-parameter law costs its parent's search plus
-    a few hundred starts instead of a grid as large as the parent's of a slower law."""
-    parent = fit_law(df, law.parent, target, domain=domain, settings=replace(settings, bootstrap=0, polish=False),
-                     warn=False)
-    res = parent._search
-    best = res.theta[res.distinct(NESTED_BEST)]
-    ext = law.extension_grid(ctx, loss_scale)
-    return np.concatenate([np.repeat(best, len(ext), axis=0), np.tile(ext, (len(best), 1))], axis=1)
-
-
 def fit_law(df: pd.DataFrame, law="dcpt", target: str = "domain", *, domain: str = "",
             settings: FitSettings | None = None, warn: bool = True, starts: np.ndarray | None = None) -> LawFit:
-    """Fit one law to one loss on rows ``df`` (tokens > 0, one domain already selected). Starts: ``starts``
-    (raw), else for a law with a parent :func:`nested_starts`, else the law's start grid (:func:`start_points`)."""
+    """Fit one law to one loss on rows ``df`` (tokens > 0, one domain already selected). Starts: ``starts`` (raw),
+    else the law's start grid, cut to its ``prescreen`` best points where the law sets one (:func:`prescreened`)."""
     law = get_law(law)
     settings = settings or FitSettings()
     if isinstance(law, AveragedLaw):
@@ -487,10 +477,10 @@ def fit_law(df: pd.DataFrame, law="dcpt", target: str = "domain", *, domain: str
     X = law_inputs(df, target)
     ctx = law_context(law, X)
     logy = np.log(X["loss"])
-    scale = float(np.median(X["loss"]))
-    theta0 = (starts if starts is not None else
-              nested_starts(df, law, target, domain, settings, ctx, scale) if law.parent else
-              start_points(law, ctx, scale, settings.grid_scale, settings.seed))
+    theta0 = starts if starts is not None else start_points(law, ctx, float(np.median(X["loss"])),
+                                                            settings.grid_scale, settings.seed)
+    if starts is None and law.prescreen:
+        theta0 = prescreened(law, theta0, ctx, logy, settings.delta, law.prescreen)
     res = lm_search(law, ctx, logy, theta0, delta=settings.delta, max_iter=settings.max_iter)
     best = res.best
     values = law.natural(res.theta[best], ctx)

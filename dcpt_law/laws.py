@@ -131,7 +131,7 @@ class Law:
     formula: str
     params: tuple[Param, ...]
     needs: tuple[str, ...] = ("N", "D", "r")  # inputs whose variation identifies the law
-    parent: str | None = None  # a law this one extends (see PowerSumLaw: fitted from the parent's optima)
+    prescreen: int | None = None  # fit from this many best points of the start grid (see PowerSumLaw)
 
     @property
     def param_names(self) -> list[str]:
@@ -222,25 +222,15 @@ class PowerSumLaw(Law):
     """L = sum_k coef_k * prod_j feature_kj ** (sign_kj * exponent_kj), fitted as logsumexp."""
 
     def __init__(self, name: str, formula: str, terms: Sequence[Term], params: Sequence[Param], doc: str = "",
-                 parent: "PowerSumLaw | None" = None, nested_grids: Mapping[str, Sequence[float]] | None = None):
-        """``parent``: a law whose terms and parameters this one starts with (it adds terms). Its fit then starts
-        from the parent's best optima, each extended by the grid of the added parameters (``nested_grids``
-        replaces their own grids there; same units as Param.grid): see :func:`dcpt_law.fitting.fit_law`."""
+                 prescreen: int | None = None):
+        """``prescreen``: the global search starts from the ``prescreen`` points of the start grid with the lowest
+        objective (one evaluation each), not from every point: for a law whose grid is large and slow to polish
+        (see :func:`dcpt_law.fitting.fit_law`)."""
         self.name, self.formula, self.terms, self.params = name, formula, tuple(terms), tuple(params)
         self.__doc__ = doc or formula
-        self.nested_grids = {k: tuple(v) for k, v in (nested_grids or {}).items()}
-        if parent is not None:
-            k = len(parent.params)
-            if self.terms[:len(parent.terms)] != parent.terms or [
-                    (p.name, p.lower, p.upper, p.log) for p in self.params[:k]] != [
-                    (p.name, p.lower, p.upper, p.log) for p in parent.params] or k == len(self.params):
-                raise ValueError(f"law {name!r} cannot extend {parent.name!r}: it must start with the parent's terms "
-                                 "and parameters (same names, bounds and log flags) and add parameters after them")
-            self.parent = parent.name
-        unknown = set(self.nested_grids) - {p.name for p in self.params[len(parent.params) if parent else 0:]}
-        if unknown or (self.nested_grids and parent is None):
-            raise ValueError(f"law {name!r}: nested_grids are for the parameters it adds to its parent; "
-                             f"{sorted(unknown) or sorted(self.nested_grids)} are not among them")
+        if prescreen is not None and int(prescreen) < 1:
+            raise ValueError(f"law {name!r}: prescreen={prescreen!r} must be a number of starts >= 1, or None")
+        self.prescreen = None if prescreen is None else int(prescreen)
         idx = {p.name: i for i, p in enumerate(self.params)}
         for t in self.terms:
             if t.coef not in idx:
@@ -323,24 +313,15 @@ class PowerSumLaw(Law):
     def raw(self, values, ctx):
         return self._shift(Law.raw(self, values, ctx), ctx, -1.0)
 
-    def _grid_axes(self, ctx, loss_scale, params, grids=None) -> list[np.ndarray]:
-        """Raw start values of each of ``params``: its grid (or ``grids[name]``); coefficient grids are in units
-        of the median loss, token offsets in units of the data's mean D."""
-        coefs = {t.coef for t in self.terms}
-        axes = []
-        for p in params:
-            unit = loss_scale if p.name in coefs else (np.exp(ctx["centre"]["D"]) if p.name in self._token_offsets else 1.0)
-            axes.append(p.to_raw(np.array((grids or {}).get(p.name, p.grid), float) * unit))
-        return axes
-
     def start_grid(self, ctx, loss_scale):
-        mesh = np.meshgrid(*self._grid_axes(ctx, loss_scale, self.params), indexing="ij")
-        return np.stack([m.ravel() for m in mesh], axis=1)
-
-    def extension_grid(self, ctx, loss_scale) -> np.ndarray:
-        """Raw start values of the parameters this law adds to its parent (``nested_grids``), shape (M, P - P_parent)."""
-        added = self.params[len(get_law(self.parent).params):]
-        mesh = np.meshgrid(*self._grid_axes(ctx, loss_scale, added, self.nested_grids), indexing="ij")
+        axes = []
+        coefs = {t.coef for t in self.terms}
+        for p in self.params:
+            # coefficient grids are in units of the median loss, token offsets in units of the data's mean D
+            unit = loss_scale if p.name in coefs else (np.exp(ctx["centre"]["D"]) if p.name in self._token_offsets else 1.0)
+            vals = np.array(p.grid, float) * unit
+            axes.append(p.to_raw(vals))
+        mesh = np.meshgrid(*axes, indexing="ij")
         return np.stack([m.ravel() for m in mesh], axis=1)
 
     def _feature_log(self, ctx, feat: str) -> np.ndarray:
@@ -686,8 +667,7 @@ TOTAL_SCALED_REWARM = _add(PowerSumLaw(
     "total-data-scaled-rewarm",
     "L = G^kappa*(r^eta*E + B/(D0 + G^-nu*r*D)^beta) + C/(r+eps)^gamma + F*G^-lam*(D/(Dw + D))^zeta",
     [*TOTAL_SCALED_GAIN.terms, Term("F", (("lam", "G", -1), ("zeta", "D", 1), ("zeta", "D+Dw", -1)))],
-    [*TOTAL_SCALED_GAIN.params, _F_REWARM, _LAM_REWARM, _ZETA_REWARM, _DW],
-    parent=TOTAL_SCALED_GAIN, nested_grids={"F": (0.003, 0.03, 0.3), "zeta": (1.0, 2.0, 4.0), "Dw": (0.3, 1.0, 3.0)},
+    [*TOTAL_SCALED_GAIN.params, _F_REWARM, _LAM_REWARM, _ZETA_REWARM, _DW], prescreen=256,
     doc="total-data-scaled-gain plus the rise of re-warming the learning rate (ours): CPT from an annealed base model "
         "warms the learning rate back up and loses part of what the base model's cool-down gained, F*G^-lam, a step "
         "that sets in as the CPT tokens D pass Dw, at every mixture; what the model then learns (the gain law's "

@@ -224,8 +224,8 @@ def _law_signature(law) -> str:
     law = dl.get_law(law)
     params = [(p.name, p.lower, p.upper, p.grid, p.log) for p in law.params]
     members = "".join(_law_signature(m) for m in getattr(law, "members", ()))
-    nested = repr((law.parent, law.nested_grids)) if getattr(law, "parent", None) else ""  # from its parent's optima
-    return repr((type(law).__name__, law.name, getattr(law, "terms", None), params)) + members + nested
+    prescreen = f"prescreen={law.prescreen}" if getattr(law, "prescreen", None) else ""  # fitted from that many starts
+    return repr((type(law).__name__, law.name, getattr(law, "terms", None), params)) + members + prescreen
 
 
 def _code_tokens(text: str, definitions: bool = True) -> str:

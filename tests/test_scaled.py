@@ -220,50 +220,33 @@ def test_rewarm_law_predicts_the_rise_of_re_warming_a_larger_model():
     assert errs["total-data-scaled-rewarm"] < min(0.5, errs["total-data-scaled-gain"] / 3), errs
 
 
-def test_a_law_that_extends_another_is_fitted_from_the_parents_optima(monkeypatch):
-    """total-data-scaled-rewarm extends total-data-scaled-gain: its fit starts from the gain law's best distinct
-    optima, each extended by the grid of F, zeta and Dw (27 points), not from a grid as large as the gain law's.
-    It contains the gain law (F -> 0), so it never fits worse; and the parent's optima really are its starts."""
+def test_a_law_with_a_prescreen_is_fitted_from_the_best_points_of_its_grid(monkeypatch):
+    """total-data-scaled-rewarm (prescreen=256): Levenberg-Marquardt polishes the 256 points of its 11664-point start
+    grid with the lowest objective, not every point. It contains the gain law (F -> 0); on a ladder with a real
+    step it fits far better than the gain law."""
     from dcpt_law import fitting
+    from dcpt_law.search import objective
+    from dcpt_law.table import fit_rows, law_inputs, load_losses
 
     D0 = 3e5 * 5.2 ** -3
     gain = dict(E=0.85, kappa=1.0, B=0.08 * D0 ** 0.5, beta=0.5, D0=D0, C=0.1, gamma=0.3, eps=1e-3, eta=0.02, nu=3.0)
     true = gain | dict(F=0.25 * 5.2 ** 6, lam=6.0, zeta=2.0, Dw=4e4)
     train = ladder_table(TOTAL_SCALED_REWARM, true, "general", (2.5e4, 5e4, 1e5), (5.7, 5.45, 5.2), [0, .5, .9, 1.0])
-    seen = {}
+    seen = []
     real = fitting.lm_search
-
-    def spy(law, ctx, logy, theta0, **kw):
-        seen.setdefault(law.name, []).append(theta0.copy())
-        res = real(law, ctx, logy, theta0, **kw)
-        seen[law.name + " result"] = res
-        return res
-
-    monkeypatch.setattr(fitting, "lm_search", spy)
+    monkeypatch.setattr(fitting, "lm_search", lambda law, ctx, logy, theta0, **kw: seen.append(theta0.copy()) or
+                        real(law, ctx, logy, theta0, **kw))
     rew = dl.fit(train, law="total-data-scaled-rewarm", target="general", warn=False)["general"]
-    starts = seen["total-data-scaled-rewarm"][0]
-    parent = seen["total-data-scaled-gain result"]
-    k = len(TOTAL_SCALED_GAIN.params)
-    assert len(starts) == rew.n_starts and len(starts) % 27 == 0 and len(starts) <= fitting.NESTED_BEST * 27
-    np.testing.assert_array_equal(np.unique(starts[:, :k], axis=0),
-                                  np.unique(parent.theta[parent.distinct(fitting.NESTED_BEST)], axis=0))
-    assert len(np.unique(starts[:, k:], axis=0)) == 27
-    assert rew.objective <= parent.objective.min() * (1 + 1e-9)
-    assert rew.objective < 0.5 * dl.fit(train, law="total-data-scaled-gain", target="general", warn=False)[
-        "general"].objective  # the step is real here: the gain law cannot follow it
-
-
-def test_a_law_must_start_with_its_parents_terms_and_parameters():
-    from dcpt_law.laws import PowerSumLaw, Term
-
-    F = dl.Param("F", 1e-6, 1e6, (1.0,), log=True)
-    zeta = dl.Param("zeta", 0.0, 4.0, (1.0,))
-    ok = PowerSumLaw("x", "", [*TOTAL_SCALED_GAIN.terms, Term("F", (("zeta", "D", 1),))],
-                     [*TOTAL_SCALED_GAIN.params, F, zeta], parent=TOTAL_SCALED_GAIN, nested_grids={"F": (0.1, 1.0)})
-    assert ok.parent == "total-data-scaled-gain"
-    with pytest.raises(ValueError, match="cannot extend"):  # the parent's parameters must come first
-        PowerSumLaw("x", "", [*TOTAL_SCALED_GAIN.terms, Term("F", (("zeta", "D", 1),))],
-                    [F, zeta, *TOTAL_SCALED_GAIN.params], parent=TOTAL_SCALED_GAIN)
-    with pytest.raises(ValueError, match="nested_grids"):  # grids only for the parameters it adds
-        PowerSumLaw("x", "", [*TOTAL_SCALED_GAIN.terms, Term("F", (("zeta", "D", 1),))],
-                    [*TOTAL_SCALED_GAIN.params, F, zeta], parent=TOTAL_SCALED_GAIN, nested_grids={"kappa": (1.0,)})
+    (starts,) = seen
+    X = law_inputs(fit_rows(load_losses(train), "x"), "general")
+    ctx, logy = fitting.law_context(TOTAL_SCALED_REWARM, X), np.log(X["loss"])
+    grid = fitting.start_points(TOTAL_SCALED_REWARM, ctx, float(np.median(X["loss"])))
+    assert len(grid) == 11664 and len(starts) == rew.n_starts == 256
+    every = np.sort(objective(TOTAL_SCALED_REWARM, grid, ctx, logy, 1.0, 1e-3))
+    kept = np.sort(objective(TOTAL_SCALED_REWARM, starts, ctx, logy, 1.0, 1e-3))
+    np.testing.assert_array_equal(kept, every[:256])
+    gain_fit = dl.fit(train, law="total-data-scaled-gain", target="general", warn=False)["general"]
+    assert gain_fit.n_starts == 11664  # a law without a prescreen polishes its whole grid
+    assert rew.objective < 0.5 * gain_fit.objective
+    with pytest.raises(ValueError, match="prescreen"):
+        type(TOTAL_SCALED_REWARM)("x", "", TOTAL_SCALED_REWARM.terms, TOTAL_SCALED_REWARM.params, prescreen=0)
