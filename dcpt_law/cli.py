@@ -95,6 +95,8 @@ def cmd_predict(a):
 
     import dcpt_law as dl
 
+    if a.frontier is not None and a.frontier < 2:
+        raise UserError(f"--frontier {a.frontier}: the list needs at least 2 rows", "e.g. --frontier 11")
     f = dl.load_fit(a.fit)
     if a.domain:
         if not hasattr(f, "for_domain"):
@@ -110,8 +112,6 @@ def cmd_predict(a):
                                                                 base_general_loss=a.base_general_loss).__dict__
     if a.flops:
         out["compute"] = dl.allocate_compute(a.flops, r.ratio, fit=f).__dict__
-    if a.frontier is not None and a.frontier < 2:
-        raise UserError(f"--frontier {a.frontier}: the list needs at least 2 rows", "e.g. --frontier 11")
     if a.frontier:
         front = dl.ratio_frontier(a.model_size, a.tokens, fit=f, base_general_loss=a.base_general_loss)
         # a.frontier rows at evenly spaced increases: the answer for each tolerance from that increase up
