@@ -203,15 +203,19 @@ def test_rewarm_formula_and_jacobian():
     assert TOTAL_SCALED_REWARM.needs == ("D", "r", "G")  # G carries the size: no N
 
 
+_D0_LADDER = 3e5 * 5.2 ** -3  # tokens weighted by G^-nu: 3e5 at G = 5.2
+# re-warming as on our 5M-token bases: the gain law plus a step of 0.25 nats at G = 5.2, 0.40 at G = 4.8 (L/G at
+# r_d = 0 rises 1.6% by D = 5e5 at G = 5.2, 3.8% at 4.8)
+REWARM_LADDER = dict(E=0.85, kappa=1.0, B=0.08 * _D0_LADDER ** 0.5, beta=0.5, D0=_D0_LADDER, C=0.1, gamma=0.3,
+                     eps=1e-3, eta=0.02, nu=3.0, F=0.25 * 5.2 ** 6, lam=6.0, zeta=2.0, Dw=4e4)
+
+
 def test_rewarm_law_predicts_the_rise_of_re_warming_a_larger_model():
     """General losses of CPT that re-warms the learning rate of annealed base models, as on our 5M-token bases: at
     every mixture the loss first rises (the lost cool-down, more for a better base model: at r_d = 0 +1.7% at 27K to
     +5.7% at 443K parameters) and then falls as the model learns. Fitted on 3 sizes, the rewarm law predicts a 4x
     larger model at r_d <= 0.5; the gain law, whose curve in D only falls, misses it several times more."""
-    D0 = 3e5 * 5.2 ** -3  # tokens weighted by G^-nu: 3e5 at G = 5.2
-    gain = dict(E=0.85, kappa=1.0, B=0.08 * D0 ** 0.5, beta=0.5, D0=D0, C=0.1, gamma=0.3, eps=1e-3, eta=0.02, nu=3.0)
-    # a step of 0.25 nats at G = 5.2, 0.40 at G = 4.8: L/G at r_d = 0 rises 1.6% by D = 5e5 at G = 5.2, 3.8% at 4.8
-    true = gain | dict(F=0.25 * 5.2 ** 6, lam=6.0, zeta=2.0, Dw=4e4)
+    true = REWARM_LADDER
     ratios = [0, .2, .5, .8, .9, 1.0]
     train = ladder_table(TOTAL_SCALED_REWARM, true, "general", (2.5e4, 5e4, 1e5), (5.7, 5.45, 5.2), ratios)
     held = ladder_table(TOTAL_SCALED_REWARM, true, "general", (4e5,), (4.8,), ratios, noise=0.0)
@@ -228,10 +232,7 @@ def test_a_law_with_a_prescreen_is_fitted_from_the_best_points_of_its_grid(monke
     from dcpt_law.search import objective
     from dcpt_law.table import fit_rows, law_inputs, load_losses
 
-    D0 = 3e5 * 5.2 ** -3
-    gain = dict(E=0.85, kappa=1.0, B=0.08 * D0 ** 0.5, beta=0.5, D0=D0, C=0.1, gamma=0.3, eps=1e-3, eta=0.02, nu=3.0)
-    true = gain | dict(F=0.25 * 5.2 ** 6, lam=6.0, zeta=2.0, Dw=4e4)
-    train = ladder_table(TOTAL_SCALED_REWARM, true, "general", (2.5e4, 5e4, 1e5), (5.7, 5.45, 5.2), [0, .5, .9, 1.0])
+    train = ladder_table(TOTAL_SCALED_REWARM, REWARM_LADDER, "general", (2.5e4, 5e4, 1e5), (5.7, 5.45, 5.2), [0, .5, .9, 1.0])
     seen = []
     real = fitting.lm_search
     monkeypatch.setattr(fitting, "lm_search", lambda law, ctx, logy, theta0, **kw: seen.append(theta0.copy()) or
