@@ -218,13 +218,14 @@ def _git_show(commit: str, path: str) -> str:
 BY_ONE_LAW = ("splits_law",)  # sections whose third argument is the one law they fit (keyed by its signature)
 
 
-def _law_signature(law) -> str:
+def _law_signature(law, prescreen: bool = True) -> str:
     """What a fit of ``law`` depends on besides the code that fits it: its kind, terms, and its parameters' bounds,
-    grids and log flags (not their docs); for an averaged law, its members'."""
+    grids and log flags (not their docs); for an averaged law, its members'. ``prescreen``: and the number of
+    starts its fit polishes where it sets one (dl.fit reads it; section 2's folds do not, see :func:`cached_lines`)."""
     law = dl.get_law(law)
     params = [(p.name, p.lower, p.upper, p.grid, p.log) for p in law.params]
-    members = "".join(_law_signature(m) for m in getattr(law, "members", ()))
-    prescreen = f"prescreen={law.prescreen}" if getattr(law, "prescreen", None) else ""  # fitted from that many starts
+    members = "".join(_law_signature(m, prescreen) for m in getattr(law, "members", ()))
+    prescreen = f"prescreen={law.prescreen}" if prescreen and getattr(law, "prescreen", None) else ""
     return repr((type(law).__name__, law.name, getattr(law, "terms", None), params)) + members + prescreen
 
 
@@ -340,8 +341,9 @@ def prune_fits(since: float) -> list[Path]:
 def cached_lines(fn, *args) -> list:
     """``fn(*args)``, a section without figures (one of SECTION_SOURCES; any JSON), read from FITS when computed
     before on the same inputs by the same code; touched like a fit (:func:`prune_fits`). A section of BY_ONE_LAW
-    is also keyed by the signature of its law (``args[2]``)."""
-    law = (_law_signature(args[2]),) if fn.__name__ in BY_ONE_LAW else ()
+    is also keyed by the signature of its law (``args[2]``), without its prescreen: evaluate polishes its own
+    per-fold prescreen of the law's grid."""
+    law = (_law_signature(args[2], prescreen=False),) if fn.__name__ in BY_ONE_LAW else ()
     key = lambda at=None: _key(_code_version(fn, at), fn.__name__, *args, *law)  # noqa: E731
     path = None if FITS is None else FITS / f"{fn.__name__}-{key()}.json"
     if path is not None:

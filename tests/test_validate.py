@@ -462,6 +462,28 @@ def test_a_fit_is_keyed_by_its_own_law_so_editing_another_law_keeps_it(tmp_path,
     validate._code_version.cache_clear()
 
 
+def test_a_new_prescreen_refits_the_law_but_keeps_its_splits(tmp_path, monkeypatch):
+    """dl.fit polishes a law's ``prescreen`` best starts (its fit's key holds it); section 2's folds polish their own
+    prescreen of the grid, so its stored splits stay valid."""
+    monkeypatch.setattr(validate, "FITS", tmp_path)
+    train = synthetic_table(3)
+    calls = []
+
+    def splits_law(df, dom, law, quick):
+        calls.append(law)
+        return [{"law": law}]
+
+    validate.cached_fit(train, "additive", "code")
+    validate.cached_lines(splits_law, train, "code", "additive", False)
+    law = dl.get_law("additive")
+    monkeypatch.setitem(dl.LAWS, "additive", dl.laws.PowerSumLaw("additive", law.formula, law.terms, law.params,
+                                                                  prescreen=8))
+    assert validate.cached_lines(splits_law, train, "code", "additive", False) == [{"law": "additive"}]
+    assert calls == ["additive"]  # read back, not recomputed
+    assert validate.cached_fit(train, "additive", "code")["domain"].n_starts == 8  # refitted from 8 starts
+    assert len(list(tmp_path.glob("fit-*.json"))) == 2
+
+
 def test_prune_fits_keeps_only_the_fits_a_run_used(tmp_path, monkeypatch):
     import os
     import time
