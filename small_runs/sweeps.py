@@ -641,6 +641,19 @@ def run_probe(cfg: SweepConfig, domain: str, probe_tokens: int | None = None, lo
             "losses": str(path)}
 
 
+def record_config(cfg: SweepConfig, out: Path) -> Path:
+    """Write the sweep's config and the code's git commit beside its loss table ``out``, atomically. The table's own
+    sweep writes config.json; a sweep that adds runs to another sweep's table (extra ratios beside a grid) writes
+    config-<name>.json and leaves the table's own record as it was (each row's ``sweep`` column names its file)."""
+    path = out / "config.json"
+    if path.exists() and json.loads(path.read_text()).get("name") != cfg.name:
+        path = out / f"config-{cfg.name}.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({**cfg.to_dict(), "git_commit": git_commit()}, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
 def run_sweep(cfg: SweepConfig, launcher: str = "local", log=print, executor=None, jobs: int = 1) -> Path:
     """Run every unfinished job of the sweep; returns the path of losses.csv.
 
@@ -654,7 +667,7 @@ def run_sweep(cfg: SweepConfig, launcher: str = "local", log=print, executor=Non
     out.mkdir(parents=True, exist_ok=True)
     path = out / "losses.csv"
     check_tokenizer(cfg, path)
-    (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "git_commit": git_commit()}, indent=1))
+    record_config(cfg, out)
     # prepare the tokenizer and every shard once, before any job (jobs then only read)
     for d in [cfg.general_domain, *cfg.domains]:
         shard(cfg, d, "train"), shard(cfg, d, "val")

@@ -252,6 +252,19 @@ def test_ci_sweep_end_to_end_and_skip_on_rerun(tmp_path):
     assert len(df3) == len(df2) + len(cfg.sizes) * (1 + n_eval)
 
 
+def test_a_sweep_adding_runs_to_another_sweeps_table_keeps_that_tables_config(tmp_path):
+    grid = ci_config(tmp_path)
+    out = Path(grid.out)
+    out.mkdir(parents=True)
+    assert sweeps.record_config(grid, out) == out / "config.json"
+    extra = ci_config(tmp_path, name="extra_ratios", ratios=[0.42])
+    assert sweeps.record_config(extra, out) == out / "config-extra_ratios.json"
+    assert json.loads((out / "config.json").read_text())["ratios"] == grid.ratios  # the grid's record is kept
+    assert json.loads((out / "config-extra_ratios.json").read_text())["ratios"] == [0.42]
+    assert sweeps.record_config(grid, out) == out / "config.json"  # the table's own sweep again: its own file
+    assert sorted(p.name for p in out.iterdir()) == ["config-extra_ratios.json", "config.json"]  # no temp file left
+
+
 def test_killed_run_resumes_with_identical_rows(tmp_path):
     cfg = ci_config(tmp_path, sizes=["xxs"], ratios=[0.5])
     bases, (job,) = sweeps.plan(cfg)
