@@ -39,14 +39,20 @@ def cmd_data_prepare(a):
 
 def cmd_sweep(a):
     _, sweeps = _runner()
-    cfg = sweeps.load_config(a.config)
+    if len(a.config) > 1 and (a.out or a.launcher != "local"):
+        raise SystemExit("dcpt sweep: several configs run together on this machine (--launcher local), each into "
+                         "its own table: drop --out / --launcher, or give one config")
+    cfgs = [sweeps.load_config(c) for c in a.config]
     if a.out:
-        cfg.out = str(Path(a.out).resolve())  # a command-line path is relative to where you are
+        cfgs[0].out = str(Path(a.out).resolve())  # a command-line path is relative to where you are
     if a.dry_run:
-        sweeps.dry_run(cfg)
+        for cfg in cfgs:
+            sweeps.dry_run(cfg)
         return
-    path = sweeps.run_sweep(cfg, launcher=a.launcher, jobs=a.jobs)
-    print(f"loss table: {path}")
+    paths = ([sweeps.run_sweep(cfgs[0], launcher=a.launcher, jobs=a.jobs)] if len(cfgs) == 1
+             else sweeps.run_sweeps(cfgs, jobs=a.jobs))
+    for path in paths:
+        print(f"loss table: {path}")
 
 
 def cmd_probe(a):
@@ -213,8 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--cache", help="cache folder (default $DCPT_CACHE or ~/.cache/dcpt-law)")
     pr.set_defaults(func=cmd_data_prepare)
 
-    sw = sub.add_parser("sweep", help="run a sweep config (base models, then CPT runs) into <out>/losses.csv")
-    sw.add_argument("config")
+    sw = sub.add_parser("sweep", help="run a sweep config (base models, then CPT runs) into <out>/losses.csv; several "
+                        "configs: one pool, each base model once, then every CPT run")
+    sw.add_argument("config", nargs="+")
     sw.add_argument("--launcher", choices=["local", "slurm", "ray"], default="local")
     sw.add_argument("--jobs", type=int, default=1, help="local launcher: worker processes side by side (bases first, "
                     "then CPT runs); on one GPU tiny models train faster together (benchmarks/bench_parallel.py)")

@@ -654,21 +654,19 @@ def record_config(cfg: SweepConfig, out: Path) -> Path:
     return path
 
 
-def run_sweep(cfg: SweepConfig, launcher: str = "local", log=print, executor=None, jobs: int = 1) -> Path:
-    """Run every unfinished job of the sweep; returns the path of losses.csv.
-
-    launcher: ``local`` (this process; with ``jobs`` > 1, that many worker processes on this machine),
-    ``slurm`` (submitit; ``executor`` may be any submitit executor, e.g. ``submitit.LocalExecutor`` in
-    tests), ``ray`` (Ray tasks). Base models always finish before the CPT runs that start from them.
-    """
+def _check_jobs(jobs) -> None:
     if not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"jobs={jobs!r}: the number of parallel worker processes must be an integer >= 1")
+
+
+def _unfinished(cfg: SweepConfig, log=print) -> tuple[Path, list[RunJob], list[RunJob]]:
+    """Set up a sweep's table (tokenizer check, config record, the tokenizer and every shard, once, so that jobs
+    only read) and list its unfinished base and CPT runs: (losses.csv, bases, CPT runs)."""
     out = cfg.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     path = out / "losses.csv"
     check_tokenizer(cfg, path)
     record_config(cfg, out)
-    # prepare the tokenizer and every shard once, before any job (jobs then only read)
     for d in [cfg.general_domain, *cfg.domains]:
         shard(cfg, d, "train"), shard(cfg, d, "val")
     bases, cpt = plan(cfg)
@@ -678,6 +676,40 @@ def run_sweep(cfg: SweepConfig, launcher: str = "local", log=print, executor=Non
     skipped = len(bases) + len(cpt) - len(todo_b) - len(todo_c)
     log(f"sweep {cfg.name!r}: {len(todo_b)} base + {len(todo_c)} CPT runs to do, {skipped} finished and skipped "
         f"-> {path}")
+    return path, todo_b, todo_c
+
+
+def run_sweeps(cfgs: list[SweepConfig], jobs: int = 1, log=print) -> list[Path]:
+    """Several sweeps on this machine in one pool of ``jobs`` workers: first each base model they need, once (sweeps
+    that start from the same base model, such as extra ratios for several domains, share its cache), then the
+    other base rows and every sweep's CPT runs side by side, so that a GPU stays full across small sweeps. Each
+    sweep logs into its own table; returns their losses.csv paths."""
+    _check_jobs(jobs)
+    todo = [_unfinished(cfg, log) for cfg in cfgs]
+    first: dict[str, RunJob] = {}
+    again: list[RunJob] = []  # a base model another sweep trains first: loaded from the cache, its rows logged here
+    for _, bases, _ in todo:
+        for job in bases:
+            (again.append(job) if job.base_key() in first else first.setdefault(job.base_key(), job))
+    stages = (list(first.values()), again + [job for _, _, cpt in todo for job in cpt])
+    if jobs > 1:
+        run_parallel(stages, jobs, log)
+    else:
+        for stage in stages:
+            for job in stage:
+                execute(job, log=log)
+    return [path for path, _, _ in todo]
+
+
+def run_sweep(cfg: SweepConfig, launcher: str = "local", log=print, executor=None, jobs: int = 1) -> Path:
+    """Run every unfinished job of the sweep; returns the path of losses.csv.
+
+    launcher: ``local`` (this process; with ``jobs`` > 1, that many worker processes on this machine),
+    ``slurm`` (submitit; ``executor`` may be any submitit executor, e.g. ``submitit.LocalExecutor`` in
+    tests), ``ray`` (Ray tasks). Base models always finish before the CPT runs that start from them.
+    """
+    _check_jobs(jobs)
+    path, todo_b, todo_c = _unfinished(cfg, log)
     if launcher == "local" and jobs > 1:
         run_parallel((todo_b, todo_c), jobs, log)
     elif launcher == "local":

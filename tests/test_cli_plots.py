@@ -181,6 +181,13 @@ def test_cli_help_for_every_subcommand(capsys):
         assert "usage: dcpt" in capsys.readouterr().out
 
 
+def test_sweep_of_several_configs_refuses_one_out_folder_before_any_work(tmp_path):
+    pytest.importorskip("torch")
+    with pytest.raises(SystemExit, match="several configs"):
+        cli.main(["sweep", "a.toml", "b.toml", "--out", str(tmp_path)])  # not read: refused first
+    assert not any(tmp_path.iterdir())
+
+
 def test_quickstart_rejects_an_unknown_compare_law_before_any_work(tmp_path, capsys):
     pytest.importorskip("torch")
     out = tmp_path / "qs"

@@ -332,6 +332,28 @@ def test_parallel_workers_log_the_same_runs_as_one_process(tmp_path):
         sweeps.run_sweep(cfg, jobs=0)
 
 
+def test_several_sweeps_share_each_base_model_and_log_into_their_own_tables(tmp_path, capfd):
+    """run_sweeps: a grid and its extra ratios (another table) start from the same base model: in one pool of two
+    workers it is pre-trained once (not by both side by side), both tables get its rows and their own CPT runs;
+    a re-run skips everything."""
+    grid = ci_config(tmp_path, sizes=["xxs"], ratios=[0.0])
+    extra = ci_config(tmp_path, sizes=["xxs"], ratios=[1.0], name="extra")
+    extra.out = str(tmp_path / "extra")
+    capfd.readouterr()
+    paths = sweeps.run_sweeps([grid, extra], jobs=2, log=print)
+    out = capfd.readouterr().out
+    assert out.count("pre-training") == 1, out  # the workers' output: one base model, trained once
+    assert out.count(" done") == 4  # 2 base rows (one per table) + 2 CPT runs
+    a, b = (dl.load_losses(p) for p in paths)
+    assert set(a.loc[a["tokens"] > 0, "domain_ratio"]) == {0.0} and set(b.loc[b["tokens"] > 0, "domain_ratio"]) == {1.0}
+    base_a, base_b = (t[t["tokens"] == 0].sort_values("domain") for t in (a, b))
+    assert len(base_a) and np.array_equal(base_a["general_loss"], base_b["general_loss"])  # the same base model
+    assert (tmp_path / "extra" / "config.json").exists()  # its own table: its own record
+    before = [p.read_bytes() for p in paths]
+    sweeps.run_sweeps([grid, extra], log=lambda m: None)
+    assert [p.read_bytes() for p in paths] == before
+
+
 def test_submitit_local_executor(tmp_path):
     submitit = pytest.importorskip("submitit")
     cfg = ci_config(tmp_path, sizes=["xxs"], ratios=[0.0, 1.0])
