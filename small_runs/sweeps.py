@@ -690,7 +690,10 @@ def run_sweeps(cfgs: list[SweepConfig], jobs: int = 1, log=print) -> list[Path]:
     again: list[RunJob] = []  # a base model another sweep trains first: loaded from the cache, its rows logged here
     for _, bases, _ in todo:
         for job in bases:
-            (again.append(job) if job.base_key() in first else first.setdefault(job.base_key(), job))
+            if job.base_key() in first:
+                again.append(job)
+            else:
+                first[job.base_key()] = job
     stages = (list(first.values()), again + [job for _, _, cpt in todo for job in cpt])
     if jobs > 1:
         run_parallel(stages, jobs, log)

@@ -225,8 +225,8 @@ def _law_signature(law, prescreen: bool = True) -> str:
     law = dl.get_law(law)
     params = [(p.name, p.lower, p.upper, p.grid, p.log) for p in law.params]
     members = "".join(_law_signature(m, prescreen) for m in getattr(law, "members", ()))
-    prescreen = f"prescreen={law.prescreen}" if prescreen and getattr(law, "prescreen", None) else ""
-    return repr((type(law).__name__, law.name, getattr(law, "terms", None), params)) + members + prescreen
+    starts = f"prescreen={law.prescreen}" if prescreen and getattr(law, "prescreen", None) else ""
+    return repr((type(law).__name__, law.name, getattr(law, "terms", None), params)) + members + starts
 
 
 def _code_tokens(text: str, definitions: bool = True) -> str:
