@@ -695,13 +695,26 @@ def run_sweeps(cfgs: list[SweepConfig], jobs: int = 1, log=print) -> list[Path]:
             else:
                 first[job.base_key()] = job
     stages = (list(first.values()), again + [job for _, _, cpt in todo for job in cpt])
+    _run_local(stages, jobs, log, " + ".join(cfg.name for cfg in cfgs))
+    return [path for path, _, _ in todo]
+
+
+def _run_local(stages, jobs: int, log, desc: str) -> None:
+    """Run the stages' jobs on this machine, stage after stage: in ``jobs`` worker processes
+    (:func:`run_parallel`), or in this one under a progress bar of tokens."""
     if jobs > 1:
         run_parallel(stages, jobs, log)
-    else:
-        for stage in stages:
-            for job in stage:
-                execute(job, log=log)
-    return [path for path, _, _ in todo]
+        return
+    from tqdm.auto import tqdm
+
+    todo = [job for stage in stages for job in stage]
+    with tqdm(total=int(sum(job_tokens(j) for j in todo)), unit="tok", unit_scale=True, desc=desc,
+              dynamic_ncols=True) as bar:
+        for job in todo:
+            bar.set_postfix_str(job.run_id()[:32])
+            before = bar.n
+            execute(job, progress=bar.update, log=bar.write if log is print else log)
+            bar.update(max(0, int(before + job_tokens(job)) - bar.n))
 
 
 def run_sweep(cfg: SweepConfig, launcher: str = "local", log=print, executor=None, jobs: int = 1) -> Path:
@@ -713,18 +726,8 @@ def run_sweep(cfg: SweepConfig, launcher: str = "local", log=print, executor=Non
     """
     _check_jobs(jobs)
     path, todo_b, todo_c = _unfinished(cfg, log)
-    if launcher == "local" and jobs > 1:
-        run_parallel((todo_b, todo_c), jobs, log)
-    elif launcher == "local":
-        from tqdm.auto import tqdm
-
-        total = sum(job_tokens(j) for j in todo_b + todo_c)
-        with tqdm(total=int(total), unit="tok", unit_scale=True, desc=cfg.name, dynamic_ncols=True) as bar:
-            for job in todo_b + todo_c:
-                bar.set_postfix_str(job.run_id()[:32])
-                before = bar.n
-                execute(job, progress=bar.update, log=bar.write if log is print else log)
-                bar.update(max(0, int(before + job_tokens(job)) - bar.n))
+    if launcher == "local":
+        _run_local((todo_b, todo_c), jobs, log, cfg.name)
     elif launcher == "slurm":
         if executor is None:
             try:
