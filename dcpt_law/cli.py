@@ -84,11 +84,15 @@ def cmd_fit(a):
     import dcpt_law as dl
 
     if a.cross_domain:
+        if a.start:
+            raise UserError("--start: a cross-domain fit has no single start", "drop --start or --cross-domain")
         f = dl.fit_cross_domain(a.losses, method=a.method, probe_tokens=a.probe_tokens, unit=a.unit,
                                 k_definition=a.k_definition, delta=a.delta)
     else:
-        f = dl.fit(a.losses, law=_law_arg(a.law), target=a.target, domain=a.domain, bootstrap=a.bootstrap,
-                   delta=a.delta)
+        start = dl.load_fit(a.start) if a.start else None
+        law = _law_arg(a.law or (start.law if start else "recommended"))  # --start: its law unless told
+        f = dl.fit(a.losses, law=law, target=a.target, domain=a.domain, bootstrap=a.bootstrap, delta=a.delta,
+                   start=start)
     print(f.report())
     if a.out:
         f.save(a.out)
@@ -238,12 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     ft = sub.add_parser("fit", help="fit a law to a loss table and print the report")
     ft.add_argument("losses")
-    ft.add_argument("--law", default="recommended", help="a law name, one per loss (domain:dcpt,general:total-data), "
+    ft.add_argument("--law", help="a law name, one per loss (domain:dcpt,general:total-data), "
                     f"or 'recommended' (default: {pair_name(RECOMMENDED_LAW)}, chosen on "
-                    "held-out data; usage 3 (--flops) needs an N-based law such as dcpt)")
+                    "held-out data, or --start's law; usage 3 (--flops) needs an N-based law such as dcpt)")
     ft.add_argument("--target", default="both", choices=["both", "domain", "general"])
     ft.add_argument("--domain", help="which domain of the table (needed if several)")
     ft.add_argument("--bootstrap", type=int, default=0, help="run-level resamples for 90%% intervals (e.g. 200)")
+    ft.add_argument("--start", metavar="FIT.json", help="start from this saved fit's parameters instead of the law's "
+                    "grid: seconds, not minutes (e.g. with --bootstrap, to add intervals to a fit made without); "
+                    "on new data it keeps to the old optimum's basin")
     ft.add_argument("--delta", type=float, default=1e-3, help="Huber delta on log-loss residuals")
     ft.add_argument("--out", help="write the fit as JSON (e.g. fits/NAME.json)")
     ft.add_argument("--cross-domain", action="store_true", help="one joint law over every domain of the table "

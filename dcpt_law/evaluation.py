@@ -154,6 +154,10 @@ def ratio_regret(observed: pd.DataFrame, ratio: float, base_general_loss: float,
     non-decreasing in r_d: more of a corpus never hurts its own loss at fixed D). One run per ratio carries
     seed noise of ~1%; the raw minimum over 9 noisy runs is biased low by a lucky run, so a recommendation
     inside a flat optimum reads as a regret of the noise size. The isotonic curves pool such runs.
+
+    ``crossing``: the r_d at which the (interpolated) general loss first reaches (1 + tolerance) * L_g0, 1.0 if
+    it never does: the best feasible ratio between the trained ones when the domain loss falls with r_d, the
+    number a predicted ratio is aiming at.
     """
     missing = [c for c in ("domain_ratio", "domain_loss", "general_loss") if c not in observed.columns]
     if missing:
@@ -182,6 +186,15 @@ def ratio_regret(observed: pd.DataFrame, ratio: float, base_general_loss: float,
                          "this D: raise it above that rise, or train more tokens")
     at_d, at_g = float(np.interp(ratio, r, Ld)), float(np.interp(ratio, r, Lg))
     best = int(np.flatnonzero(ok)[np.argmin(Ld[ok])])
-    return {"ratio": float(ratio), "best_ratio": float(r[best]), "regret": at_d / Ld[best] - 1,
+    bound = (1 + tolerance) * base_general_loss
+    over = np.flatnonzero(~ok)
+    if not len(over):
+        crossing = 1.0
+    elif over[0] == 0:  # the first trained ratio already breaks it (some later one meets it: a noisy curve)
+        crossing = float(r[0])
+    else:
+        i = over[0]
+        crossing = float(r[i - 1] + (bound - Lg[i - 1]) * (r[i] - r[i - 1]) / (Lg[i] - Lg[i - 1]))
+    return {"ratio": float(ratio), "best_ratio": float(r[best]), "regret": at_d / Ld[best] - 1, "crossing": crossing,
             "general_rise": at_g / base_general_loss - 1, "domain_loss": at_d, "general_loss": at_g,
             "bracket": (float(r[r <= ratio].max()), float(r[r >= ratio].min()))}

@@ -143,6 +143,17 @@ def test_cli_fit_one_law_per_loss(tmp_path, small, capsys):
     out = tmp_path / "pair.json"
     assert cli.main(["fit", str(csv), "--law", "domain:dcpt,general:total-data", "--out", str(out)]) == 0
     assert dl.load_fit(out).law == "domain:dcpt,general:total-data"
+    # --start: the saved fit's law and parameters, now with bootstrap intervals
+    boot = tmp_path / "boot.json"
+    assert cli.main(["fit", str(csv), "--start", str(out), "--bootstrap", "6", "--out", str(boot)]) == 0
+    capsys.readouterr()
+    b, f = dl.load_fit(boot), dl.load_fit(out)
+    assert b.law == f.law and b.has_bootstrap and b["general"].bootstrap.shape[0] == 6
+    # the same optimum (in its flat directions, B and D0, the parameters may drift by ~1e-4)
+    N, D, r = small["model_size"], small["tokens"].clip(lower=1), small["domain_ratio"]
+    np.testing.assert_allclose(b.predict(N, D, r, "general"), f.predict(N, D, r, "general"), rtol=1e-5)
+    assert cli.main(["fit", str(csv), "--start", str(out), "--law", "dcpt"]) == 2
+    assert "start: its general-loss law is 'total-data', not 'dcpt'" in capsys.readouterr().err
     assert cli.main(["fit", str(csv), "--law", "domain:dcpt,oops"]) == 2
     assert "--law" in capsys.readouterr().err
     # a misspelt law for the report's table fails at once, before any figure is drawn

@@ -76,6 +76,17 @@ def test_ratio_regret_interpolates_and_respects_the_constraint():
     assert late["regret"] < 0 and late["general_rise"] > 0.03
 
 
+def test_ratio_regret_crossing_is_where_the_general_loss_reaches_the_tolerance():
+    obs = _curve([3.0, 2.5, 2.2, 2.0, 1.9, 1.85], [4.0, 4.02, 4.06, 4.10, 4.2, 4.5])
+    # bound 4.12 lies between 4.10 (r_d 0.6) and 4.2 (0.8): a fifth of the way
+    assert dl.ratio_regret(obs, 0.5, 4.0, 0.03)["crossing"] == pytest.approx(0.64)
+    assert dl.ratio_regret(obs, 0.5, 4.0, 0.2)["crossing"] == 1.0  # every ratio meets 20%
+    # a noisy pair (4.15, 4.11): raw, the curve first breaks the bound on its way to 4.15; isotonic, to their mean
+    noisy = _curve([3.0, 2.5, 2.2, 2.0, 1.9, 1.85], [4.0, 4.15, 4.11, 4.2, 4.3, 4.5])
+    assert dl.ratio_regret(noisy, 0.1, 4.0, 0.03)["crossing"] == pytest.approx(0.2 * 0.12 / 0.15)
+    assert dl.ratio_regret(noisy, 0.1, 4.0, 0.03, smooth=True)["crossing"] == pytest.approx(0.2 * 0.12 / 0.13)
+
+
 def test_ratio_regret_isotonic_pools_a_lucky_run():
     # a flat optimum from r_d = 0.6 on; one lucky run at 0.8 sits 2% below its neighbours
     obs = _curve([3.0, 2.5, 2.2, 2.0, 1.96, 2.0], [4.0, 4.01, 4.02, 4.03, 4.04, 4.05])

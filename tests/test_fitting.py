@@ -215,6 +215,26 @@ def test_monotone_law_is_silent():
     assert dl.monotonicity(f["domain"]) == {"r": 0.0, "D": 0.0}
 
 
+def test_start_refits_from_a_fit_without_its_global_search():
+    """fit(start=f) begins at f's parameters (one start, not the grid): the same optimum, with bootstrap
+    intervals added in seconds. A start of another law or domain is refused by name."""
+    table = synthetic_table(4)
+    f = dl.fit(table, warn=False)
+    again = dl.fit(table, bootstrap=12, start=f, warn=False)
+    for t in ("domain", "general"):
+        assert again[t].n_starts == 1 and f[t].n_starts > 1
+        np.testing.assert_allclose(list(again[t].params.values()), list(f[t].params.values()), rtol=1e-6)
+        assert again[t].bootstrap.shape == (12, 9)
+        assert not np.allclose(again[t].bootstrap, again[t].bootstrap[0])  # resamples, not copies of the start
+    assert dl.predict_ratio(1.6e6, 3e7, fit=again, warn=False).interval is not None
+    with pytest.raises(ValueError, match="start: its domain-loss law is 'dcpt', not 'total-data'"):
+        dl.fit(table, law="total-data", start=f, warn=False)
+    with pytest.raises(ValueError, match="start: the given fit has no general-loss law"):
+        dl.fit(table, start=dl.Fit({"domain": f["domain"]}), warn=False)
+    with pytest.raises(ValueError, match="start: give a Fit"):
+        dl.fit(table, start=f["domain"].params, warn=False)
+
+
 def test_bootstrap_is_stratified_by_ratio():
     from dcpt_law.fitting import stratified_run_counts
 
