@@ -22,6 +22,7 @@ Sections whose data are not committed yet say so and are skipped. Only dcpt_law 
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import hashlib
 import json
@@ -128,6 +129,7 @@ LONG_CANDIDATES = [*CORE_CANDIDATES[:5], dict(dl.RECOMMENDED_LAW), REWARM_PAIR]
 SIX_SEED_CANDIDATES = [dl.RECOMMENDED_LAW["domain"], dict(dl.RECOMMENDED_LAW)]
 # the extra runs of a held-out size sit 0.03 either side of these pairs' predictions
 EXTRA_LAWS = PAIRS
+BOOTSTRAP = 100  # run-level resamples behind the recommended pair's 90% interval of usage 1 (section 1)
 FIGURE_LAWS = ("dcpt", PAIRS[0])  # held-out figures for these candidates: the paper's law and the recommended pair
 
 
@@ -295,14 +297,17 @@ def _rekeyed(path: Path, old_key) -> Path | None:
     return old
 
 
-def cached_fit(train: pd.DataFrame, law: str, dom: str, target: str = "both") -> dl.Fit:
-    """``dl.fit(train, law, target, domain=dom)``, read from FITS when the same rows were fitted by the same code
-    (a fit is deterministic: same rows, law, target, code -> same parameters); FITS = None always fits.
+def cached_fit(train: pd.DataFrame, law: str, dom: str, target: str = "both", bootstrap: int = 0,
+               start: dl.Fit | None = None) -> dl.Fit:
+    """``dl.fit(train, law, target, domain=dom, bootstrap=bootstrap, start=start)``, read from FITS when the same rows
+    were fitted by the same code (a fit is deterministic: same rows, law, target, code -> same parameters); FITS =
+    None always fits. ``start``: the stored fit without bootstrap of the same rows (so it is no part of the key).
 
     Every fit read or written is touched, so a complete run can prune the ones no longer used (:func:`prune_fits`).
     """
     global _REKEY_CHECKED
     one = () if target == "both" else (target,)  # a fit of both losses keeps the key it had before targets
+    one += (f"bootstrap={bootstrap}",) if bootstrap else ()
     key = lambda at=None: _key(_code_version(None, at), train, law, dom, _law_signature(law), *one)  # noqa: E731
     path = None if FITS is None else FITS / f"fit-{key()}.json"
     old = None if path is None else _rekeyed(path, key)
@@ -310,7 +315,7 @@ def cached_fit(train: pd.DataFrame, law: str, dom: str, target: str = "both") ->
         _REKEY_CHECKED = True
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            again = dl.fit(train, law=law, target=target, domain=dom, warn=False)
+            again = dl.fit(train, law=law, target=target, domain=dom, warn=False, bootstrap=bootstrap, start=start)
         stored = dl.load_fit(path)
         for t in again.targets:
             a, b = (np.array(list(f[t].params.values())) for f in (stored, again))
@@ -323,7 +328,7 @@ def cached_fit(train: pd.DataFrame, law: str, dom: str, target: str = "both") ->
         return dl.load_fit(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        f = dl.fit(train, law=law, target=target, domain=dom, warn=False)
+        f = dl.fit(train, law=law, target=target, domain=dom, warn=False, bootstrap=bootstrap, start=start)
     if path is not None:
         f.save(path)  # atomic: a killed run never leaves half a fit to be read later
     return f
@@ -370,6 +375,18 @@ def fit_candidates(train: pd.DataFrame, dom: str, candidates=None) -> list[tuple
               for n, ts in sorted(need.items())}
     return [(c, dl.Fit({t: single[c[t]][t] for t in ("domain", "general")}, domain=dom,
                        base=single[c["domain"]].base_losses) if isinstance(c, dict) else single[c]) for c in candidates]
+
+
+def bootstrapped(train: pd.DataFrame, f: dl.Fit, dom: str, n: int | None = None) -> dl.Fit:
+    """The pair fit ``f`` with ``n`` run-level bootstrap resamples of each loss's law, each refitted from f's
+    parameters (``dl.fit(start=...)``: seconds, not a new global search), read from FITS like any fit. The point
+    estimates stay f's own (the refit from them may drift ~1e-4 along flat directions)."""
+    n = BOOTSTRAP if n is None else n
+    fits = {}
+    for t in f.targets:
+        fits[t] = copy.copy(f[t])
+        fits[t].bootstrap = cached_fit(train, f[t].law.name, dom, t, n, dl.Fit({t: f[t]}, domain=dom))[t].bootstrap
+    return dl.Fit(fits, domain=dom, base=f.base_losses)
 
 
 def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, title: str = "",
@@ -433,17 +450,23 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
             D = float(test["tokens"].max())
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                rec = dl.predict_ratio(Nh, D, fit=f, tolerance=tolerance, base_general_loss=L_g0, warn=False)
+                boot = candidate == dict(dl.RECOMMENDED_LAW)  # its 90% interval, from resamples of the runs
+                rec = dl.predict_ratio(Nh, D, fit=bootstrapped(train, f, dom) if boot else f, tolerance=tolerance,
+                                       base_general_loss=L_g0, warn=False)
             last = test[test["tokens"] == D]
             # trained ratios include 0 and 1 and L_g at r_d = 0 is below L_g0: an error here is a broken table
             raw, iso = (dl.ratio_regret(last, rec.ratio, L_g0, tolerance, smooth=s) for s in (False, True))
             means = seed_mean_regret(by_seed, D, rec.ratio, tolerance)
+            lo, hi = rec.interval or (np.nan, np.nan)
             recs.append({"domain": dom, "law": law, "predicted r_d": rec.ratio, "best trained r_d": raw["best_ratio"],
                          "bracketing trained r_d": "{:.3g}-{:.3g}".format(*raw["bracket"]),
                          "regret %": 100 * raw["regret"], "regret % (isotonic)": 100 * iso["regret"],
                          "regret % (seed means)": means, "L_g rise % at predicted": 100 * raw["general_rise"],
                          "binding": ("yes" if rec.constraint_active else "no") if rec.feasible else
-                         f"infeasible: the law's least rise {100 * rec.least_increase:.2f}%"})
+                         f"infeasible: the law's least rise {100 * rec.least_increase:.2f}%",
+                         "observed crossing r_d": iso["crossing"],
+                         "90% interval": f"{lo:.3g}-{hi:.3g}" if rec.interval else np.nan,
+                         "interval covers crossing": (lo <= iso["crossing"] <= hi) if rec.interval else np.nan})
     if not rows:
         return lines + ["No domain has both a complete small-size grid and held-out runs yet.", ""]
     if tables is not None:
@@ -478,7 +501,10 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                   "the same on the means over seeds 0-2 (0-5 in the six-seed experiments) of the ratios that every seed "
                   "ran (at m: the 9 grid ratios, and with three seeds the three around the best one, "
                   "small_runs/configs/seeds_heldout_*.toml), against the mean L_g0 of the seeds' base models; blank "
-                  "where the prediction falls outside them.", "",
+                  "where the prediction falls outside them. Observed crossing r_d: where the isotonic general loss "
+                  "reaches L_g0 + the tolerance, linear between trained ratios (the best feasible ratio where the "
+                  f"domain loss falls with r_d). 90% interval: the recommended pair's, from {BOOTSTRAP} run-level "
+                  "bootstrap resamples of the fitted sizes (`dcpt fit --bootstrap`).", "",
                   md(_drop_empty(pd.DataFrame(recs))), ""]
     # the short version first: medians over domains
     acc, u = summarise(pd.DataFrame(rows), pd.DataFrame(recs))
@@ -546,25 +572,32 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
             noise_rows.append(noise_row(label, pick, t["ceiling"]))
         u = use.loc[name] if name in use.index else pd.Series(dtype=float)
         warned = t["ladder"]["warned"] if "ladder" in t else None
+        covers = t["usage"].loc[t["usage"]["law"] == name, "interval covers crossing"].dropna() \
+            if "interval covers crossing" in t["usage"] else pd.Series(dtype=bool)
         rows.append({"experiment": f"{label}: {title}", "domains": t["accuracy"]["domain"].nunique(),
                      "top step warned": np.nan if warned is None else f"{int(warned.sum())} of {len(warned)}",
                      "R2 domain": pick("R2", "domain"), "R2 general": pick("R2", "general"),
                      "MAPE % domain": pick("MAPE %", "domain"), "MAPE % general": pick("MAPE %", "general"),
                      **{k: u.get(c, np.nan) for k, c in (
                          ("median abs regret %", "median abs regret %"), ("(isotonic)", "median abs regret % (isotonic)"),
-                         ("(seed means)", "median abs regret % (seed means)"), ("max L_g rise %", "max L_g rise %"))}})
+                         ("(seed means)", "median abs regret % (seed means)"), ("max L_g rise %", "max L_g rise %"))},
+                     "90% interval covers the crossing": f"{int(covers.sum())} of {len(covers)}" if len(covers) else np.nan})
     if not rows:
         return []
     goal = {"experiment": "goal (issue 6)", "domains": ">= 3", "top step warned": "", "R2 domain": ">= 0.98", "R2 general": ">= 0.98",
             "MAPE % domain": "<= 1", "MAPE % general": "<= 1", "median abs regret %": "<= 0.3", "(isotonic)": "<= 0.3",
-            "(seed means)": "<= 0.3", "max L_g rise %": "<= 3"}
+            "(seed means)": "<= 0.3", "max L_g rise %": "<= 3", "90% interval covers the crossing": ""}
     lines = ["## Headline: the recommended laws against the goals", "",
              f"The recommended pair ({name}), fitted on the three small sizes of each experiment and scored at the "
              "held-out size (medians over domains; the sections below give every law, domain and ratio). Regret of "
              "usage 1 on single runs, on their isotonic fits and on seed means (see 1). Top step warned: the domains "
              "whose fit warns (`dcpt fit` says so) that its largest size is not clearly better than the next (lower "
              "loss at fewer than 90% of their shared points, sizes ordered by their base models): the step a "
-             "prediction for a larger model extends.", "",
+             "prediction for a larger model extends. 90% interval covers the crossing: in how many domains the "
+             f"interval of usage 1's ratio ({BOOTSTRAP} run-level bootstrap resamples of the fitted sizes, as "
+             "`dcpt fit --bootstrap` gives) holds the observed crossing, the r_d at which the held-out size's "
+             "isotonic general loss reaches the tolerance (the best feasible ratio between trained ones). The "
+             "resamples carry the fitted runs' noise, not the error of extrapolating the law to a larger size.", "",
              md(pd.concat([pd.DataFrame([goal]), body := _drop_empty(pd.DataFrame(rows))])[body.columns]), ""]
     lines += binding_headline({label: t["usage"] for label, (_, t) in results.items() if t and not t["usage"].empty})
     lines += noise_headline(noise_rows)

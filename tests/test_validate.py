@@ -48,6 +48,31 @@ def test_heldout_section_recovers_a_known_law(monkeypatch):
     assert "| code | domain:dcpt,general:total-data | 0." in text  # the pair's recommendation is scored too
 
 
+def test_the_recommended_pair_gets_an_interval_and_the_observed_crossing(monkeypatch):
+    """Usage 1's row of the recommended pair gives its 90% bootstrap interval and whether it holds the crossing,
+    the r_d where the held-out size's general loss reaches the tolerance; the interval comes from refits of the
+    stored pair's parameters, so the point prediction is the pair's own."""
+    pair = {"domain": "dcpt", "general": "total-data"}
+    monkeypatch.setattr(dl, "RECOMMENDED_LAW", pair)
+    monkeypatch.setattr(validate, "CANDIDATES", ["dcpt", pair])
+    monkeypatch.setattr(validate, "BOOTSTRAP", 12)
+    df = synthetic_table(2)
+    df["size_name"] = df["model_size"].map(dict(zip(SIZES, ["a", "b", "c", "d"])))
+    small, held = df[df["model_size"] < SIZES[-1]], df[df["model_size"] == SIZES[-1]]
+    lines = "\n".join(validate.heldout_section(small, held, None)).splitlines()
+    header = next(ln for ln in lines if ln.startswith("| domain | law | predicted"))
+    rows = [dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in ln.split("|")]))
+            for ln in lines if ln.startswith("| code |") and "| 0." in ln and ln.count("|") == header.count("|")]
+    got = {r["law"]: r for r in rows}
+    p, d = got["domain:dcpt,general:total-data"], got["dcpt"]
+    lo, hi = map(float, p["90% interval"].split("-"))
+    assert lo <= float(p["predicted r_d"]) <= hi and hi - lo < 0.2, p
+    assert abs(float(p["observed crossing r_d"]) - float(p["predicted r_d"])) < 0.1, p  # near a fair law's answer
+    assert p["interval covers crossing"] in ("True", "False") and d["interval covers crossing"] in ("", "nan"), d
+    assert float(d["observed crossing r_d"]) == float(p["observed crossing r_d"])  # the runs', whatever the law
+    assert list(validate.FITS.glob("*.json"))  # the resamples are stored like fits
+
+
 def test_md_table():
     out = validate.md(pd.DataFrame({"a": [1.23456, 2.0], "b": ["x", "y"]}))
     assert out.splitlines() == ["| a | b |", "| --- | --- |", "| 1.235 | x |", "| 2 | y |"]
@@ -179,8 +204,10 @@ def test_headline_scores_the_recommended_pair_against_the_goals():
                                  (pair["general"], "general", 0.90 - shift, 1.5 + shift),
                                  ("dcpt", "domain", 0.1, 50.0), ("dcpt", "general", 0.1, 50.0))])
     use = pd.DataFrame([{"domain": d, "law": law, "regret %": reg, "regret % (isotonic)": reg / 2,
-                         "regret % (seed means)": np.nan, "L_g rise % at predicted": rise}
-                        for d, reg, rise in (("code", -0.2, 2.0), ("law", 0.4, 3.5), ("music", 0.1, 1.0))
+                         "regret % (seed means)": np.nan, "L_g rise % at predicted": rise,
+                         "interval covers crossing": covers if law == name else np.nan}
+                        for d, reg, rise, covers in (("code", -0.2, 2.0, True), ("law", 0.4, 3.5, False),
+                                                     ("music", 0.1, 1.0, True))
                         for law in (name, "dcpt")])
     ladder = pd.DataFrame({"domain": ["code", "law", "music"], "warned": [False, True, False]})
     text = "\n".join(validate.headline({"m4c": ("xxs, xs, s3 -> m", {"accuracy": acc, "usage": use, "ladder": ladder})},
@@ -194,6 +221,7 @@ def test_headline_scores_the_recommended_pair_against_the_goals():
     assert float(cells["MAPE % general"]) == 1.51
     assert float(cells["median abs regret %"]) == 0.2 and float(cells["(isotonic)"]) == 0.1  # median of |regret|
     assert float(cells["max L_g rise %"]) == 3.5
+    assert cells["90% interval covers the crossing"] == "2 of 3"
     assert "(seed means)" not in cells  # no repeats anywhere: no column
     assert any(ln.startswith("| goal (issue 6) | >= 3 |  | >= 0.98") for ln in lines)
     # without the ladder table (an older caller) the column is left out, not filled with blanks
