@@ -180,6 +180,10 @@ def predict_ratio(model_size, tokens, *, fit=None, tolerance: float = 0.03, base
     L_g0: ``base_general_loss``, else the fit table's tokens == 0 row for that size (it is also the G
     of the anchored laws).
     domain: which domain, for a cross-domain fit (:func:`dcpt_law.fit_cross_domain`).
+    With a bootstrapped fit the result has a 90% ``interval``: the spread over resamples of the fitted runs, so
+    their noise only, not the error of carrying the law to a larger size. Held out at ~4x the largest fitted size
+    it held the observed answer in 17 of 56 cases, and the median error (0.029) exceeded its median width (0.022)
+    (docs/validation.md): read it as a lower bound on the uncertainty.
     """
     f = _resolve(fit, domain)
     N, D = parse_count(model_size, "model_size"), parse_count(tokens, "tokens")
