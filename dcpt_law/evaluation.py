@@ -175,9 +175,10 @@ def ratio_regret(observed: pd.DataFrame, ratio: float, base_general_loss: float,
 
         Ld = isotonic_regression(Ld, increasing=False).x
         Lg = isotonic_regression(Lg, increasing=True).x
-    ok = Lg <= (1 + tolerance) * base_general_loss
+    bound = (1 + tolerance) * base_general_loss
+    ok = Lg <= bound
     if not ok.any():
-        limit = f"L_g <= (1 + {tolerance}) * L_g0 = {(1 + tolerance) * base_general_loss:.4g}"
+        limit = f"L_g <= (1 + {tolerance}) * L_g0 = {bound:.4g}"
         if r[0] > 0:
             raise ValueError(f"ratio_regret: no trained ratio meets {limit}: train smaller ratios")
         raise ValueError(f"ratio_regret: not even r_d = 0 (no domain data) meets {limit}: there CPT raises the general "
@@ -186,7 +187,6 @@ def ratio_regret(observed: pd.DataFrame, ratio: float, base_general_loss: float,
                          "this D: raise it above that rise, or train more tokens")
     at_d, at_g = float(np.interp(ratio, r, Ld)), float(np.interp(ratio, r, Lg))
     best = int(np.flatnonzero(ok)[np.argmin(Ld[ok])])
-    bound = (1 + tolerance) * base_general_loss
     over = np.flatnonzero(~ok)
     if not len(over):
         crossing = 1.0

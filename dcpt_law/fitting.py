@@ -518,8 +518,7 @@ def _fit_averaged(df: pd.DataFrame, law: AveragedLaw, target: str, domain: str, 
     ``start``: the averaged law's parameters by name (``<member>.<name>``), each member's its one start."""
     own = lambda m: None if start is None else {k.split(".", 1)[1]: v for k, v in start.items()  # noqa: E731
                                                 if k.split(".", 1)[0] == m.name}
-    members = [fit_law(df, m, target, domain=domain, settings=settings, warn=False, start=own(get_law(m)))
-               for m in law.members]
+    members = [fit_law(df, m, target, domain=domain, settings=settings, warn=False, start=own(m)) for m in law.members]
     named = lambda attr: {f"{m.law.name}.{k}": v for m in members for k, v in getattr(m, attr).items()}  # noqa: E731
     params = named("params")
     X = law_inputs(df, target)

@@ -48,6 +48,10 @@ def test_fitting_a_mean_law_fits_each_member_on_its_own(tmp_path):
     # what a member's fit can't tell is kept with the mean, named by member
     carried = [f"{m}: {d}" for m, mf in members.items() for d in mf.diagnostics]
     assert carried and lf.diagnostics[:len(carried)] == carried
+    # start=f: each member starts from its own parameters in f (one start each), and ends where it was
+    again = dl.fit(train, law={"domain": MEAN, "general": "chinchilla"}, target="domain", start=f, warn=False)
+    assert again["domain"].n_starts == 2
+    np.testing.assert_allclose(again["domain"].predict(**x), lf.predict(**x), rtol=1e-6)
     back = dl.load_fit(f.save(tmp_path / "fit.json"))["domain"]
     np.testing.assert_allclose(back.predict(**x), lf.predict(**x), rtol=1e-12)
     assert "dcpt-scaled.kappa" in lf.report()
