@@ -1,4 +1,4 @@
-"""The ``dcpt`` command: data prepare, sweep, fit, predict, evaluate, plot, report.
+"""The ``dcpt`` command: data prepare, sweep, fit, predict, crossings, evaluate, plot, report.
 
 User mistakes print one line and a hint on stderr and exit with status 2; no traceback.
 The runner's subcommands import torch lazily, so the fitting commands stay light.
@@ -142,6 +142,22 @@ def cmd_predict(a):
                                                       formatters={"general_loss_increase": "{:+.2%}".format}))
 
 
+def cmd_crossings(a):
+    import dcpt_law as dl
+
+    cs = dl.crossing_scaling(a.losses, tokens=a.tokens, tolerance=a.tolerance, domain=a.domain)
+    p = cs.predict(a.model_size, level=a.level) if a.model_size else None
+    if a.json:
+        out = {"domain": cs.domain, "tokens": cs.tokens, "tolerance": cs.tolerance, "intercept": cs.intercept,
+               "slope": cs.slope, "residual_sd": cs.residual_sd, "dof": cs.dof,
+               "crossings": cs.crossings.to_dict("records"), "prediction": p.__dict__ if p else None}
+        print(json.dumps(out, indent=1, default=float))
+        return
+    print(cs.report())
+    if p:
+        print(repr(p))
+
+
 def cmd_evaluate(a):
     import pandas as pd
 
@@ -278,6 +294,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also list r_d for every tolerance (the Pareto front of the two losses), ROWS rows (11)")
     pd_.add_argument("--json", action="store_true")
     pd_.set_defaults(func=cmd_predict)
+
+    cr = sub.add_parser("crossings", help="usage 1 without a law: each size's observed best feasible ratio (where the "
+                        "general loss reaches the tolerance), extrapolated in log N")
+    cr.add_argument("losses", help="loss table (CSV/Parquet) with >= 3 sizes and their base rows")
+    cr.add_argument("--model-size", help="N to extrapolate to, e.g. 1B (default: only list the sizes' crossings)")
+    cr.add_argument("--tokens", help="a token count the sweep logged (default: the largest every size logged)")
+    cr.add_argument("--tolerance", type=float, default=0.03, help="max relative rise of general loss (0.03 = 3%%)")
+    cr.add_argument("--domain", help="which domain of a multi-domain table")
+    cr.add_argument("--level", type=float, default=0.9, help="prediction interval level (0.9)")
+    cr.add_argument("--json", action="store_true")
+    cr.set_defaults(func=cmd_crossings)
 
     ev = sub.add_parser("evaluate", help="generalisation table (the paper's four splits) for every law")
     ev.add_argument("losses")

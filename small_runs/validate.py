@@ -403,7 +403,7 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
     lines = [f"## 1{title}", ""]
     if held.empty or small.empty:
         return lines + ["Not run yet (see the configs in small_runs/configs/).", ""]
-    rows, recs, fig_lines, resid, ceil, ladder = [], [], [], [], [], []
+    rows, recs, fig_lines, resid, ceil, ladder, emp = [], [], [], [], [], [], []
     for dom in sorted(set(held["domain"]) & set(complete_domains(small))):
         train = small[small["domain"] == dom]
         test = with_base_general(held[held["domain"] == dom])  # G of the anchored laws: the held-out base model's
@@ -467,11 +467,13 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                          "observed crossing r_d": iso["crossing"],
                          "90% interval": f"{lo:.3g}-{hi:.3g}" if rec.interval else np.nan,
                          "interval covers crossing": (lo <= iso["crossing"] <= hi) if rec.interval else np.nan})
+        emp.append(crossings_row(train, held[held["domain"] == dom], tolerance, by_seed))
+    emp = [e for e in emp if e]
     if not rows:
         return lines + ["No domain has both a complete small-size grid and held-out runs yet.", ""]
     if tables is not None:
         tables.update(accuracy=pd.DataFrame(rows), usage=pd.DataFrame(recs), ceiling=pd.DataFrame(ceil),
-                      ladder=pd.DataFrame(ladder))
+                      ladder=pd.DataFrame(ladder), crossings=pd.DataFrame(emp))
     base = pd.concat([small, held])
     G = base[base["tokens"] == 0].groupby("size_name")[["model_size", "general_loss"]].mean().sort_values("model_size")
     lines += ["Fit on the small sizes, predict every logged point of the held-out size. MAPE at D max: only the "
@@ -506,6 +508,11 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                   f"domain loss falls with r_d). 90% interval: the recommended pair's, from {BOOTSTRAP} run-level "
                   "bootstrap resamples of the fitted sizes (`dcpt fit --bootstrap`).", "",
                   md(_drop_empty(pd.DataFrame(recs))), ""]
+    if emp:
+        lines += ["Usage 1 without a law (`dcpt_law.crossing_scaling`): the observed crossing of each fitted size at "
+                  "the same D (seeds averaged), r* = a + b ln N by least squares, extrapolated to the held-out size "
+                  "with its 90% prediction interval (t with 1 dof: three sizes), scored like the laws above.", "",
+                  md(_drop_empty(pd.DataFrame(emp))), ""]
     # the short version first: medians over domains
     acc, u = summarise(pd.DataFrame(rows), pd.DataFrame(recs))
     short = [f"Summary over {len(set(r['domain'] for r in rows))} domains: accuracy at the held-out size (medians).", "",
@@ -514,6 +521,32 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
         short += [f"Usage 1 over domains (the constraint allows a {tolerance:.0%} rise):", "",
                   md(_drop_empty(u), index=True), ""]
     return lines[:2] + short + lines[2:]
+
+
+def crossings_row(train: pd.DataFrame, held: pd.DataFrame, tolerance: float, by_seed: pd.DataFrame) -> dict:
+    """Usage 1 at the held-out size by the observed crossings of the fitted sizes (``train``, one domain, seeds
+    averaged), extrapolated in log N (:func:`dcpt_law.crossing_scaling`, no law), scored on ``held`` (that domain's
+    held-out rows, its base row included) like a law's recommendation. Empty where the held-out size has no base row."""
+    base, test = held[held["tokens"] == 0], held[held["tokens"] > 0]
+    if base.empty or test.empty:
+        return {}
+    dom, D, L_g0 = held["domain"].iloc[0], float(test["tokens"].max()), float(base["general_loss"].iloc[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # censored crossings are in the table: the fitted sizes' rows
+        try:
+            cs = dl.crossing_scaling(train, tokens=D, tolerance=tolerance)
+        except ValueError as exc:
+            return {"domain": dom, "note": str(exc)}
+        p = cs.predict(float(test["model_size"].iloc[0]), warn=False)
+    last = test[test["tokens"] == D]
+    raw, iso = (dl.ratio_regret(last, p.ratio, L_g0, tolerance, smooth=s) for s in (False, True))
+    lo, hi = p.interval
+    return {"domain": dom, "fitted crossings": ", ".join(f"{c:.3f}" for c in cs.crossings["crossing"]),
+            "slope per ln N": cs.slope, "residual sd": cs.residual_sd, "predicted r_d": p.ratio,
+            "observed crossing r_d": iso["crossing"], "90% PI": f"{lo:.3g}-{hi:.3g}",
+            "PI width": hi - lo, "PI covers crossing": lo <= iso["crossing"] <= hi, "regret %": 100 * raw["regret"],
+            "regret % (isotonic)": 100 * iso["regret"], "regret % (seed means)": seed_mean_regret(by_seed, D, p.ratio, tolerance),
+            "L_g rise % at predicted": 100 * raw["general_rise"]}
 
 
 def ladder_warned(train: pd.DataFrame, min_share: float = 0.9) -> bool:
@@ -599,6 +632,7 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
              "isotonic general loss reaches the tolerance (the best feasible ratio between trained ones). The "
              "resamples carry the fitted runs' noise, not the error of extrapolating the law to a larger size.", "",
              md(pd.concat([pd.DataFrame([goal]), body := _drop_empty(pd.DataFrame(rows))])[body.columns]), ""]
+    lines += routes_headline(results)
     lines += binding_headline({label: t["usage"] for label, (_, t) in results.items() if t and not t["usage"].empty})
     lines += noise_headline(noise_rows)
     noise = held_out_seed_noise(data)
@@ -609,6 +643,42 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
                   "its repeated ratios. Single-run errors and regrets below these are noise.", "",
                   md(noise), ""]
     return lines
+
+
+def routes_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
+    """Usage 1 by the recommended pair against the observed crossings of the fitted sizes extrapolated in log N
+    (no law): per experiment, medians over domains of the distance to the held-out size's observed crossing and
+    of |regret|, and how often each one's 90% interval holds the crossing."""
+    name = dl.pair_name(dl.RECOMMENDED_LAW)
+    absmed = lambda x: float(np.nanmedian(np.abs(np.asarray(x, float))))  # noqa: E731
+    rows = []
+    for label, (_, t) in results.items():
+        e = t.get("crossings") if t else None
+        if e is None or e.empty or "predicted r_d" not in e:
+            continue
+        e = e.dropna(subset=["predicted r_d"])
+        u = t["usage"][t["usage"]["law"] == name].set_index("domain").loc[e["domain"]]
+        cov = u["interval covers crossing"].dropna()
+        rows.append({"experiment": label, "domains": len(e),
+                     "r_d error pair": absmed(u["predicted r_d"] - u["observed crossing r_d"]),
+                     "r_d error crossings": absmed(e["predicted r_d"] - e["observed crossing r_d"]),
+                     "regret % pair (isotonic)": absmed(u["regret % (isotonic)"]),
+                     "regret % crossings (isotonic)": absmed(e["regret % (isotonic)"]),
+                     "regret % crossings": absmed(e["regret %"]),
+                     "regret % crossings (seed means)": absmed(e["regret % (seed means)"]) if e[
+                         "regret % (seed means)"].notna().any() else np.nan,
+                     "interval covers: pair": f"{int(cov.sum())} of {len(cov)}",
+                     "crossings": f"{int(e['PI covers crossing'].sum())} of {len(e)}",
+                     "PI width crossings": float(e["PI width"].median())})
+    if not rows:
+        return []
+    return ["Usage 1 without a law: the observed crossings of the three fitted sizes (the best feasible trained "
+            "ratio of each, read off its runs at the same D), r* = a + b ln N extrapolated to the held-out size "
+            "(`dcpt_law.crossing_scaling`, Chinchilla's approaches 1-2 for the mixture), against the recommended "
+            "pair. Medians over domains of the r_d error |predicted - observed crossing| and of |regret| (%); in how many "
+            "domains each 90% interval holds the crossing (the pair's from its bootstrap, the crossings' a t "
+            "prediction interval with 1 dof) and the crossings' median interval width.", "",
+            md(_drop_empty(pd.DataFrame(rows))), ""]
 
 
 def binding_headline(usage: dict[str, pd.DataFrame]) -> list[str]:

@@ -576,3 +576,33 @@ def test_binding_headline_counts_binding_cases_and_shared_regrets():
                                  "binding": ["yes", "yes"]})}
     (text, _) = validate.binding_headline(usage)
     assert "in 2 of 3 (experiment, domain) cases" in text and "has the same regret in 2 of 3" in text
+
+
+def test_crossings_row_extrapolates_the_fitted_sizes_crossings_and_the_headline_compares_it():
+    from test_crossings import T, crossing_table, line
+
+    a, b = 1.2, -0.04
+    train = crossing_table(line(a, b, [1e4, 3e4, 1e5]))
+    held = crossing_table(line(a, b, [4e5]))
+    row = validate.crossings_row(train, held, T, pd.DataFrame())
+    assert row["predicted r_d"] == pytest.approx(a + b * np.log(4e5), abs=1e-9)
+    assert row["observed crossing r_d"] == pytest.approx(row["predicted r_d"], abs=1e-9)
+    assert row["slope per ln N"] == pytest.approx(b) and row["PI covers crossing"]
+    assert np.isnan(row["regret % (seed means)"])  # no repeats
+    assert validate.crossings_row(train, held[held["tokens"] > 0], T, pd.DataFrame()) == {}  # no base row
+    assert "note" in validate.crossings_row(train[train["model_size"] != 1e4], held, T, pd.DataFrame())
+    # the headline: the pair's r_d error (0.02 and 0.04: median 0.03) beside the crossings' (0 and 0.01)
+    other = crossing_table(line(a + 0.01, b, [4e5])).assign(domain="law")
+    rows = pd.DataFrame([row, validate.crossings_row(train.assign(domain="law"), other, T, pd.DataFrame())])
+    name = dl.pair_name(dl.RECOMMENDED_LAW)
+    use = pd.DataFrame([{"domain": d, "law": name, "predicted r_d": c + err, "observed crossing r_d": c,
+                         "regret % (isotonic)": reg, "interval covers crossing": cov}
+                        for d, c, err, reg, cov in (("code", row["observed crossing r_d"], 0.02, 0.5, False),
+                                                    ("law", rows["observed crossing r_d"][1], -0.04, -1.5, True))])
+    text = "\n".join(validate.routes_headline({"m4c": ("t", {"usage": use, "crossings": rows})}))
+    header = next(ln for ln in text.splitlines() if ln.startswith("| experiment"))
+    cells = dict(zip((c.strip() for c in header.split("|")),
+                     (c.strip() for c in next(ln for ln in text.splitlines() if ln.startswith("| m4c")).split("|"))))
+    assert float(cells["r_d error pair"]) == pytest.approx(0.03) and float(cells["regret % pair (isotonic)"]) == 1.0
+    assert float(cells["r_d error crossings"]) == pytest.approx(0.005, abs=1e-6)  # 0 and 0.01 (the line is shifted)
+    assert cells["interval covers: pair"] == "1 of 2"

@@ -1,0 +1,184 @@
+"""Usage 1 without a law: the observed best feasible ratio at each size, extrapolated in log N.
+
+At each size N and token count D a sweep logged, the trained ratios give the *observed crossing*
+r*(N, D): the r_d at which the general loss (isotonic in r_d, linear between trained ratios) first
+reaches (1 + T) L_g0(N), L_g0 the size's base-model general loss (:func:`dcpt_law.ratio_regret`'s
+``crossing``). Where the domain loss falls with r_d, it is usage 1's answer read off the runs.
+
+Chinchilla's approaches 1 and 2 read optima off runs the same way and fit them against scale; here
+
+    r*(N) = a + b ln N        (least squares over the sizes, at one logged D)
+
+and the prediction at a larger N comes with the textbook prediction interval (Student t with
+n_sizes - 2 degrees of freedom). No law is fitted, so no law's form or fit can bias it; but it
+says nothing past the token counts the sweep logged, and with three sizes its interval is wide.
+In our validation (docs/validation.md) it predicts a 4x larger size's crossing better than the
+recommended laws where their general-loss law is off (5M-token bases, a noisy top size), and
+about as well elsewhere: read both and trust neither alone where they disagree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from . import _warn
+from .evaluation import ratio_regret
+from .table import load_losses, single_domain
+from .units import format_count, parse_count
+
+#: a prediction more than this many times the largest swept size warns (ExtrapolationWarning)
+FAR = 10.0
+
+
+def observed_crossings(table, tolerance: float = 0.03, domain: str | None = None) -> pd.DataFrame:
+    """The observed crossing at every (model_size, tokens) of one domain's sweep.
+
+    Columns: ``model_size``, ``tokens``, ``crossing`` (r_d; NaN where not even r_d = 0 meets the
+    tolerance, 1.0 where every trained ratio does), ``censored`` (True where the crossing is not
+    between two trained ratios: at the first or last one, or NaN), ``ratios`` (how many were trained),
+    ``base_general_loss`` (L_g0 of the size, nats). Repeated seeds are averaged per ratio first, and so
+    are their base models' losses.
+    """
+    df = load_losses(table)
+    dom = single_domain(df, domain)
+    df = df[df["domain"] == dom]
+    if not 0 < tolerance < 1:
+        raise ValueError(f"tolerance={tolerance}: a share of the base general loss in (0, 1), e.g. 0.03 for 3%")
+    base = df[df["tokens"] == 0].groupby("model_size")["general_loss"].mean()
+    rows = []
+    for (N, D), g in df[df["tokens"] > 0].groupby(["model_size", "tokens"]):
+        if N not in base.index:
+            raise ValueError(f"model_size {format_count(N)} has no base-model row (tokens == 0) in domain {dom!r}: "
+                             "the crossing needs its general loss before CPT (L_g0); log the base model's evaluation")
+        obs = g.groupby("domain_ratio", as_index=False)[["domain_loss", "general_loss"]].mean()
+        r = obs["domain_ratio"].to_numpy(float)
+        if len(obs) < 2:
+            raise ValueError(f"model_size {format_count(N)}, tokens {format_count(D)}: one trained ratio "
+                             f"({r[0]:g}); the crossing needs >= 2 (sweep the ratios)")
+        try:
+            c = ratio_regret(obs, float(r.min()), float(base[N]), tolerance, smooth=True)["crossing"]
+        except ValueError:  # not even r_d = 0 meets it: the rise of CPT itself is above the tolerance
+            c = np.nan
+        rows.append({"model_size": float(N), "tokens": float(D), "crossing": c,
+                     "censored": not (r.min() < c < r.max()), "ratios": len(obs), "base_general_loss": float(base[N])})
+    if not rows:
+        raise ValueError(f"domain {dom!r} has no CPT rows (tokens > 0): run the sweep first")
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class CrossingPrediction:
+    """Answer of :meth:`CrossingScaling.predict`. ``float(p)`` is the predicted crossing r_d."""
+
+    ratio: float
+    interval: tuple[float, float]
+    level: float
+    model_size: float
+    tokens: float
+    tolerance: float
+
+    def __float__(self) -> float:
+        return float(self.ratio)
+
+    def __repr__(self) -> str:
+        lo, hi = self.interval
+        return (f"CrossingPrediction(N={format_count(self.model_size)}, D={format_count(self.tokens)}: observed "
+                f"crossings extrapolated in log N give r_d={self.ratio:.4f} ({self.level:.0%} PI {lo:.3f}-{hi:.3f}), "
+                f"tolerance {self.tolerance * 100:.1f}%)")
+
+
+@dataclass
+class CrossingScaling:
+    """r*(N) = intercept + slope * ln N, fitted to the observed crossings of one domain at one token count."""
+
+    domain: str
+    tokens: float
+    tolerance: float
+    crossings: pd.DataFrame  # the sizes fitted: model_size, crossing, censored, ratios, base_general_loss
+    intercept: float
+    slope: float
+    residual_sd: float  # sqrt(SSR / dof), r_d
+    dof: int            # sizes - 2
+
+    def _design(self) -> np.ndarray:
+        return np.c_[np.ones(len(self.crossings)), np.log(self.crossings["model_size"].to_numpy(float))]
+
+    def predict(self, model_size, level: float = 0.9, warn: bool = True) -> CrossingPrediction:
+        """r*(N) at ``model_size`` (parameters; "1.5M" accepted), clipped to [0, 1], with its two-sided
+        ``level`` prediction interval: t_{dof} * s * sqrt(1 + x0' (X'X)^-1 x0), x0 = (1, ln N)."""
+        N = parse_count(model_size, field="model_size")
+        if not 0 < level < 1:
+            raise ValueError(f"level={level}: a probability in (0, 1), e.g. 0.9")
+        x0 = np.array([1.0, np.log(N)])
+        X = self._design()
+        r = float(x0 @ (self.intercept, self.slope))
+        half = float(stats.t.ppf(0.5 + level / 2, self.dof) * self.residual_sd
+                     * np.sqrt(1 + x0 @ np.linalg.inv(X.T @ X) @ x0))
+        top = float(self.crossings["model_size"].max())
+        if warn and N > FAR * top:
+            _warn.emit(f"model_size {format_count(N)} is {N / top:.0f}x the largest swept size ({format_count(top)}): "
+                       "the line in log N is an extrapolation far past its data", _warn.ExtrapolationWarning)
+        clip = lambda x: float(np.clip(x, 0.0, 1.0))  # noqa: E731
+        return CrossingPrediction(clip(r), (clip(r - half), clip(r + half)), level, N, self.tokens, self.tolerance)
+
+    def report(self) -> str:
+        t = self.crossings.assign(model_size=self.crossings["model_size"].map(format_count))
+        return (f"Observed crossings of domain {self.domain!r} at D = {format_count(self.tokens)} (tolerance "
+                f"{self.tolerance:.1%}): r* = {self.intercept:.4f} {self.slope:+.4f} ln N, residual sd "
+                f"{self.residual_sd:.4f} ({self.dof} dof)\n"
+                + t.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+
+    def __repr__(self) -> str:
+        return (f"CrossingScaling(domain={self.domain!r}, D={format_count(self.tokens)}, sizes={len(self.crossings)}: "
+                f"r* = {self.intercept:.4f} {self.slope:+.4f} ln N, residual sd {self.residual_sd:.4f})")
+
+
+def crossing_scaling(table, tokens=None, tolerance: float = 0.03, domain: str | None = None) -> CrossingScaling:
+    """Fit r*(N) = a + b ln N to the observed crossings (:func:`observed_crossings`) at token count
+    ``tokens`` (default: the largest that every size logged; it must be one the sweep logged: the route
+    reads runs, it does not extrapolate in D). Needs >= 3 sizes with a crossing (two for the line, one
+    for its error). Warns where a size's crossing is censored at a trained ratio's edge."""
+    df = load_losses(table)
+    dom = single_domain(df, domain)
+    cr = observed_crossings(df, tolerance, dom)
+    sizes = cr["model_size"].nunique()
+    shared = cr.groupby("tokens")["model_size"].nunique().loc[lambda n: n == sizes].index.to_numpy(float)
+    if tokens is None:
+        if not len(shared):
+            raise ValueError(f"domain {dom!r}: no token count is logged by all {sizes} sizes; pass tokens=...")
+        D = float(shared.max())
+    else:
+        D = parse_count(tokens, field="tokens")
+        logged = np.sort(cr["tokens"].unique())
+        if not np.isclose(logged, D, rtol=1e-6, atol=0).any():
+            raise ValueError(f"tokens={format_count(D)} is not a token count the sweep logged for {dom!r} "
+                             f"({', '.join(format_count(x) for x in logged)}): the observed crossings exist only "
+                             "there; use the law (dcpt_law.predict_ratio) for other D")
+        D = float(logged[np.isclose(logged, D, rtol=1e-6, atol=0)][0])
+    at = cr[np.isclose(cr["tokens"], D, rtol=1e-6, atol=0)].drop(columns="tokens")
+    at = at.sort_values("model_size").reset_index(drop=True)
+    none = at[at["crossing"].isna()]
+    if len(none):
+        _warn.emit(f"domain {dom!r}, D = {format_count(D)}: at model_size "
+                   f"{', '.join(format_count(n) for n in none['model_size'])} not even r_d = 0 meets the tolerance "
+                   f"{tolerance:.1%} (CPT alone raises the general loss more); those sizes are left out of the line")
+    at = at[at["crossing"].notna()].reset_index(drop=True)
+    if len(at) < 3:
+        raise ValueError(f"domain {dom!r}, D = {format_count(D)}: {len(at)} size(s) with an observed crossing; the "
+                         "line in log N and its error need >= 3 distinct model sizes (sweep more sizes, or raise the "
+                         "tolerance)")
+    cens = at[at["censored"]]
+    if len(cens):
+        _warn.emit(f"domain {dom!r}, D = {format_count(D)}: the crossing at model_size "
+                   f"{', '.join(format_count(n) for n in cens['model_size'])} sits at a trained ratio's edge "
+                   f"({', '.join(f'{c:.3g}' for c in cens['crossing'])}): the true one may lie beyond; train "
+                   "ratios past it", _warn.FitWarning)
+    X = np.c_[np.ones(len(at)), np.log(at["model_size"].to_numpy(float))]
+    y = at["crossing"].to_numpy(float)
+    (a, b), *_ = np.linalg.lstsq(X, y, rcond=None)
+    dof = len(at) - 2
+    sd = float(np.sqrt(np.sum((y - X @ (a, b)) ** 2) / dof))
+    return CrossingScaling(dom, D, tolerance, at, float(a), float(b), sd, dof)

@@ -1,0 +1,124 @@
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+import dcpt_law as dl
+from dcpt_law.cli import main
+
+T = 0.03
+RATIOS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def crossing_table(crossings: dict, tokens=(1e5, 2e5), seeds=(0,), offset=0.0):
+    """A sweep whose observed crossing at size N is ``crossings[N]`` exactly: L_g linear in r_d, reaching
+    (1 + T) L_g0 there (linear interpolation between trained ratios is then exact); L_d falls with r_d.
+    ``offset``: seed s shifts its general losses by (s - mean seed) * offset."""
+    rows = []
+    for N, c in crossings.items():
+        g0 = 4 + 10 / N ** 0.2
+        for s in seeds:
+            rows.append(dict(domain="code", model_size=N, tokens=0, domain_ratio=0.0, general_loss=g0,
+                             domain_loss=6.0, seed=s))
+            for D in tokens:
+                for r in RATIOS:
+                    shift = (s - np.mean(seeds)) * offset
+                    rows.append(dict(domain="code", model_size=N, tokens=D, domain_ratio=r,
+                                     general_loss=g0 * (1 + T * r / c) + shift, domain_loss=5 - r, seed=s))
+    return pd.DataFrame(rows)
+
+
+def line(a, b, sizes):
+    return {N: a + b * np.log(N) for N in sizes}
+
+
+def test_recovers_the_line_and_predicts_on_it():
+    a, b = 1.2, -0.04
+    cs = dl.crossing_scaling(crossing_table(line(a, b, [1e4, 3e4, 1e5, 3e5])), tolerance=T)
+    assert cs.intercept == pytest.approx(a, abs=1e-9) and cs.slope == pytest.approx(b, abs=1e-9)
+    assert cs.residual_sd < 1e-9 and cs.dof == 2 and cs.tokens == 2e5  # the largest D every size logged
+    p = cs.predict("1M")
+    assert float(p) == pytest.approx(a + b * np.log(1e6), abs=1e-9)
+    assert p.interval[0] == pytest.approx(float(p), abs=1e-6) == pytest.approx(p.interval[1], abs=1e-6)
+    assert "r_d=" in repr(p) and "ln N" in cs.report()
+
+
+def test_seeds_are_averaged_per_ratio():
+    sizes = line(1.2, -0.04, [1e4, 3e4, 1e5])
+    one = dl.observed_crossings(crossing_table(sizes), T)
+    two = dl.observed_crossings(crossing_table(sizes, seeds=(0, 1), offset=0.02), T)
+    np.testing.assert_allclose(two["crossing"], one["crossing"], atol=1e-12)
+    assert not one["censored"].any() and (one["ratios"] == len(RATIOS)).all()
+
+
+def test_interval_is_the_textbook_prediction_interval():
+    rng = np.random.default_rng(0)
+    sizes = [1e4, 2e4, 5e4, 1e5, 3e5]
+    c = {N: v + rng.normal(0, 0.01) for N, v in line(1.2, -0.04, sizes).items()}
+    cs = dl.crossing_scaling(crossing_table(c), tolerance=T)
+    x, y = np.log(sizes), np.array([c[N] for N in sizes])
+    lr = stats.linregress(x, y)
+    s = np.sqrt(np.sum((y - lr.intercept - lr.slope * x) ** 2) / (len(x) - 2))
+    x0 = np.log(1e6)
+    half = stats.t.ppf(0.95, len(x) - 2) * s * np.sqrt(1 + 1 / len(x) + (x0 - x.mean()) ** 2 / np.sum((x - x.mean()) ** 2))
+    p = cs.predict(1e6, level=0.9)
+    mid = lr.intercept + lr.slope * x0
+    assert float(p) == pytest.approx(mid, abs=1e-9)
+    assert p.interval == pytest.approx((mid - half, mid + half), abs=1e-9)
+    assert cs.predict(1e6, level=0.5).interval[1] < p.interval[1]  # a lower level, a narrower interval
+
+
+def test_sizes_without_a_crossing_are_left_out_with_a_warning():
+    sizes = line(1.2, -0.04, [1e4, 3e4, 1e5, 3e5])
+    df = crossing_table(sizes)
+    # the smallest size: CPT alone raises L_g by 5% at every ratio, over the 3% tolerance
+    small = (df["model_size"] == 1e4) & (df["tokens"] > 0)
+    df.loc[small, "general_loss"] = df.loc[(df["model_size"] == 1e4) & (df["tokens"] == 0), "general_loss"].iloc[0] * 1.05
+    with pytest.warns(UserWarning, match="not even r_d = 0"):
+        cs = dl.crossing_scaling(df, tolerance=T)
+    assert list(cs.crossings["model_size"]) == [3e4, 1e5, 3e5]
+    assert cs.slope == pytest.approx(-0.04, abs=1e-9)
+
+
+def test_censored_crossing_warns():
+    c = line(1.2, -0.04, [1e4, 3e4, 1e5])
+    c[1e4] = 1.5  # L_g never reaches the bound: the crossing is the last trained ratio, 1.0
+    with pytest.warns(dl.FitWarning, match="edge"):
+        cs = dl.crossing_scaling(crossing_table(c), tolerance=T)
+    assert cs.crossings["crossing"].iloc[0] == 1.0 and cs.crossings["censored"].iloc[0]
+
+
+def test_far_extrapolation_warns():
+    cs = dl.crossing_scaling(crossing_table(line(1.2, -0.04, [1e4, 3e4, 1e5])), tolerance=T)
+    with pytest.warns(dl.ExtrapolationWarning, match="100x"):
+        cs.predict(1e7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cs.predict(1e6)  # 10x: no warning
+        cs.predict(1e7, warn=False)
+
+
+@pytest.mark.parametrize("change, kwargs, match", [
+    (lambda df: df[df["model_size"] != 1e5], {}, ">= 3 distinct model sizes"),
+    (lambda df: df[~((df["model_size"] == 1e4) & (df["tokens"] == 0))], {}, "tokens == 0"),
+    (lambda df: df, {"tokens": "150K"}, "not a token count the sweep logged"),
+    (lambda df: df, {"tolerance": 3.0}, "tolerance=3.0"),
+    (lambda df: df[(df["domain_ratio"] == 0.2) | (df["tokens"] == 0)], {}, ">= 2"),
+])
+def test_bad_input_is_named(change, kwargs, match):
+    df = change(crossing_table(line(1.2, -0.04, [1e4, 3e4, 1e5])))
+    with pytest.raises(ValueError, match=match):
+        dl.crossing_scaling(df, **{"tolerance": T, **kwargs})
+
+
+def test_cli(tmp_path, capsys):
+    path = tmp_path / "losses.csv"
+    crossing_table(line(1.2, -0.04, [1e4, 3e4, 1e5])).to_csv(path, index=False)
+    assert main(["crossings", str(path), "--model-size", "400K", "--tokens", "100K", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tokens"] == 1e5 and out["prediction"]["ratio"] == pytest.approx(1.2 - 0.04 * np.log(4e5), abs=1e-9)
+    assert main(["crossings", str(path), "--tokens", "7"]) == 2
+    assert "not a token count" in capsys.readouterr().err
