@@ -194,7 +194,7 @@ def cmd_quickstart(a):
 
     corpora, sweeps = _runner()
     import dcpt_law as dl
-    from dcpt_law import report
+    from dcpt_law import crossings, report
 
     t0 = time.time()
     compare = list(dl.laws.RATIO_LAWS) if a.compare == ["all"] else a.compare or [
@@ -221,6 +221,8 @@ def cmd_quickstart(a):
     N = max(f.base_losses.index)
     D = f["domain"].ranges["tokens"][1]
     print(repr(dl.predict_ratio(N, D, fit=f, tolerance=a.tolerance)))
+    print("without a law (each size's observed crossing, extrapolated in log N):")
+    print(crossings.cross_check(losses, N, D, a.tolerance, f.domain))
     print(f"\nloss table {losses}\nfit        {out / 'fit.json'}\nfigures    {out / 'figures'}\n"
           f"report     {path}\ndone in {(time.time() - t0) / 60:.1f} min")
 

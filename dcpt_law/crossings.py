@@ -182,3 +182,13 @@ def crossing_scaling(table, tokens=None, tolerance: float = 0.03, domain: str | 
     dof = len(at) - 2
     sd = float(np.sqrt(np.sum((y - X @ (a, b)) ** 2) / dof))
     return CrossingScaling(dom, D, tolerance, at, float(a), float(b), sd, dof)
+
+
+def cross_check(table, model_size, tokens, tolerance: float = 0.03, domain: str | None = None) -> str:
+    """One line for a report beside a law's recommendation: the prediction of :func:`crossing_scaling` at
+    (model_size, tokens), or why the table cannot give one (too few sizes, D not logged, ...)."""
+    try:
+        cs = crossing_scaling(table, tokens=tokens, tolerance=tolerance, domain=domain)
+    except ValueError as exc:
+        return f"no law-free cross-check: {exc}"
+    return repr(cs.predict(model_size))

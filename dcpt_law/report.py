@@ -52,6 +52,7 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
     from . import plots
     from .evaluation import evaluate, summary
     from .laws import RATIO_LAWS, get_law
+    from .crossings import cross_check
     from .optimisation import optimal_ratio_limited_domain, predict_ratio
 
     f = load_fit(fit) if isinstance(fit, (str, Path)) else fit
@@ -73,6 +74,7 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
             images[name] = _png(fig, close=False)  # inline copy first; save() closes the figure
             plots.save(fig, out / "figures" / name)
         rec = predict_ratio(N, D, fit=f, tolerance=tolerance)
+        check = cross_check(losses, N, D, tolerance, f.domain)
         limited = optimal_ratio_limited_domain(N, D * max(rec.ratio, 0.05), fit=f)
         gen = None
         if evaluate_splits:
@@ -91,7 +93,9 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
              f"{', '.join(format_count(n) for n in f.source.get('model_sizes', []))}.</p>",
              "<h2>Recommendation</h2>",
              f"<p>Target N = {format_count(N)} parameters, D = {format_count(D)} CPT tokens, general-loss tolerance "
-             f"{tolerance:.1%}.</p><pre>{html.escape(repr(rec))}\n{html.escape(repr(limited))}</pre>"]
+             f"{tolerance:.1%}.</p><pre>{html.escape(repr(rec))}\n{html.escape(repr(limited))}</pre>",
+             "<p>The same question without a law: each size's observed best feasible ratio (where its general loss "
+             f"reaches the tolerance), extrapolated in log N (<code>dcpt crossings</code>):</p><pre>{html.escape(check)}</pre>"]
     if caught:
         parts.append("<h2>Warnings</h2><ul class='warn'>" + "".join(f"<li>{html.escape(c)}</li>" for c in caught)
                      + "</ul>")
