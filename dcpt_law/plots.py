@@ -5,7 +5,8 @@
   held-out points stars.
 - :func:`loss_vs_tokens`: loss against CPT tokens D (log axis), one curve per ratio.
 - :func:`parity`: predicted against observed loss, coloured by model size, R^2 in the legend.
-- :func:`ratio_vs_size`: recommended r_d (usage 1) against model size N, with its 90% interval.
+- :func:`ratio_vs_size`: recommended r_d (usage 1) against model size N, with its 90% interval, and the
+  observed crossings of the runs (:func:`dcpt_law.crossing_scaling`) where given.
 - :func:`tradeoff`: the general/domain loss frontier as r_d sweeps [0, 1], with the tolerance
   line and the recommended point.
 
@@ -154,11 +155,14 @@ def parity(fit, table, *, domain=None):
     return fig
 
 
-def ratio_vs_size(fit, tokens, *, sizes=None, tolerance: float = 0.03, base_general_loss=None):
+def ratio_vs_size(fit, tokens, *, sizes=None, tolerance: float = 0.03, base_general_loss=None, crossings=None):
     """Recommended r_d (usage 1) against model size N at a token budget, with its 90% interval.
 
     ``sizes`` default: the fit's model sizes that have a measured L_g0 (tokens == 0 rows), or
-    20 sizes over the fitted range when ``base_general_loss`` is given.
+    20 sizes over the fitted range when ``base_general_loss`` is given. ``crossings``: a
+    :class:`~dcpt_law.CrossingScaling` at the same tokens and tolerance (:func:`dcpt_law.crossing_scaling`): its
+    observed crossings, the runs' own answer at each swept size, as crosses, and its line in log N, dotted,
+    with its 90% prediction band over the plotted sizes.
     """
     from .optimisation import predict_ratio
 
@@ -190,6 +194,20 @@ def ratio_vs_size(fit, tokens, *, sizes=None, tolerance: float = 0.03, base_gene
         if bind.any():
             ax.plot(Ns[bind], ratio[bind], "s", mfc="none", color=OKABE_ITO[3], ms=9,
                     label="general-loss constraint binding")
+        if crossings is not None:
+            if crossings.tokens != D or crossings.tolerance != tolerance:
+                raise ValueError(f"ratio_vs_size: crossings are at D = {format_count(crossings.tokens)}, tolerance "
+                                 f"{crossings.tolerance:g}; the figure at D = {format_count(D)}, {tolerance:g}: "
+                                 "fit them with dl.crossing_scaling(table, tokens=..., tolerance=...) to match")
+            seen = crossings.crossings
+            grid = np.geomspace(min(Ns.min(), seen["model_size"].min()), max(Ns.max(), seen["model_size"].max()), 40)
+            line = [crossings.predict(n, warn=False) for n in grid]
+            ax.plot(grid, [float(p) for p in line], ":", color=OKABE_ITO[2],
+                    label="observed crossings, a + b ln N (no law)")
+            ax.fill_between(grid, [p.interval[0] for p in line], [p.interval[1] for p in line], color=OKABE_ITO[2],
+                            alpha=0.12, label="its 90% prediction band")
+            ax.plot(seen["model_size"], seen["crossing"], "x", color=OKABE_ITO[2], ms=8, mew=2,
+                    label="observed crossing (runs)")
         ax.set_xscale("log")
         ax.set_ylim(-0.02, 1.02)
         _label(ax, "model size N (non-embedding parameters)", "domain ratio $r_d$",
@@ -242,6 +260,17 @@ def save(fig, path_stem) -> list[Path]:
     return out
 
 
+def _crossings(table, D: float, tolerance: float, domain: str):
+    """The table's :func:`~dcpt_law.crossing_scaling` at (D, tolerance), None where it cannot give one (fewer
+    than 3 sizes with a crossing, D not logged: :func:`dcpt_law.crossings.cross_check` says why in the report)."""
+    from .crossings import crossing_scaling
+
+    try:
+        return crossing_scaling(table, tokens=D, tolerance=tolerance, domain=domain)
+    except ValueError:
+        return None
+
+
 def standard_figures(fit, table, *, tokens=None, model_size=None, tolerance: float = 0.03,
                      base_general_loss=None) -> dict[str, object]:
     """The five report figures by name. ``tokens``/``model_size``: the recommendation target
@@ -251,7 +280,7 @@ def standard_figures(fit, table, *, tokens=None, model_size=None, tolerance: flo
     N = parse_count(model_size, "model_size") if model_size else float(df["model_size"].max())
     figs = {"loss_vs_ratio": loss_vs_ratio(f, df), "loss_vs_tokens": loss_vs_tokens(f, df), "parity": parity(f, df)}
     if "general" in f.targets and "domain" in f.targets:
-        figs["ratio_vs_size"] = ratio_vs_size(f, D, tolerance=tolerance)
+        figs["ratio_vs_size"] = ratio_vs_size(f, D, tolerance=tolerance, crossings=_crossings(table, D, tolerance, f.domain))
         figs["tradeoff"] = tradeoff(f, N, D, tolerance=tolerance, base_general_loss=base_general_loss)
     return figs
 

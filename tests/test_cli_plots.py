@@ -59,13 +59,23 @@ def test_parity_reports_r2(small_fit, small):
     assert sum(lab.startswith("N = ") for lab in labels) == 3  # one colour per model size
 
 
-def test_ratio_vs_size_and_tradeoff(small_fit):
+def test_ratio_vs_size_and_tradeoff(small_fit, small):
     fig = plots.ratio_vs_size(small_fit, "3e7", tolerance=0.03)
     ax = fig.get_axes()[0]
     x, y = ax.get_lines()[0].get_data()
     want = [dl.predict_ratio(n, 3e7, fit=small_fit, warn=False).ratio for n in sorted(small_fit.base_losses.index)]
     np.testing.assert_allclose(y, want)
     assert ax.collections, "bootstrap interval band missing"
+    # with the runs' own answer: the observed crossings as crosses, their line dotted
+    with pytest.raises(ValueError, match="crossings are at D"):
+        plots.ratio_vs_size(small_fit, "3e7", crossings=dl.crossing_scaling(small, tolerance=0.05))
+    cs = dl.crossing_scaling(small, tolerance=0.03)
+    ax = plots.ratio_vs_size(small_fit, cs.tokens, crossings=cs).get_axes()[0]
+    seen = [ln for ln in ax.get_lines() if ln.get_marker() == "x"][0]
+    np.testing.assert_allclose(seen.get_ydata(), cs.crossings["crossing"])
+    dotted = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"][0]
+    np.testing.assert_allclose(dotted.get_ydata()[[0, -1]], [float(cs.predict(n, warn=False)) for n in
+                                                               dotted.get_xdata()[[0, -1]]])
     fig = plots.tradeoff(small_fit, 4e5, 3e7)
     star = [ln for ln in fig.get_axes()[0].get_lines() if ln.get_marker() == "*"][0]
     rec = dl.predict_ratio(4e5, 3e7, fit=small_fit, warn=False)
