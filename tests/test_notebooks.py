@@ -32,5 +32,5 @@ def test_quickstart_notebook():
 
 def test_pilot_to_recommendation_notebook():
     text, images = run("pilot_to_recommendation.ipynb")
-    assert "law dcpt" in text and "RatioResult(" in text
-    assert images >= 4
+    assert "law dcpt" in text and "RatioResult(" in text and "CrossingPrediction(" in text
+    assert images >= 5
