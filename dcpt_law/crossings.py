@@ -44,14 +44,16 @@ def observed_crossings(table, tolerance: float = 0.03, domain: str | None = None
     """
     df = load_losses(table)
     dom = single_domain(df, domain)
-    df = df[df["domain"] == dom]
     if not 0 < tolerance < 1:
         raise ValueError(f"tolerance={tolerance}: a share of the base general loss in (0, 1), e.g. 0.03 for 3%")
-    base = df[df["tokens"] == 0].groupby("model_size")["general_loss"].mean()
+    rows0 = df[df["tokens"] == 0]  # a base model is shared: where this domain has no row of it, another's will do
+    base = rows0[rows0["domain"] == dom].groupby("model_size")["general_loss"].mean().combine_first(
+        rows0.groupby("model_size")["general_loss"].mean())
+    df = df[df["domain"] == dom]
     rows = []
     for (N, D), g in df[df["tokens"] > 0].groupby(["model_size", "tokens"]):
         if N not in base.index:
-            raise ValueError(f"model_size {format_count(N)} has no base-model row (tokens == 0) in domain {dom!r}: "
+            raise ValueError(f"model_size {format_count(N)} has no base-model row (tokens == 0) in the table: "
                              "the crossing needs its general loss before CPT (L_g0); log the base model's evaluation")
         obs = g.groupby("domain_ratio", as_index=False)[["domain_loss", "general_loss"]].mean()
         r = obs["domain_ratio"].to_numpy(float)

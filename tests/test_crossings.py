@@ -54,6 +54,15 @@ def test_seeds_are_averaged_per_ratio():
     assert not one["censored"].any() and (one["ratios"] == len(RATIOS)).all()
 
 
+def test_a_base_row_of_another_domain_gives_l_g0():
+    sizes = line(1.2, -0.04, [1e4, 3e4, 1e5])
+    df = crossing_table(sizes)
+    moved = (df["tokens"] == 0) & (df["model_size"] == 1e4)
+    df.loc[moved, "domain"] = "law"  # the same base model, logged under another domain
+    np.testing.assert_allclose(dl.observed_crossings(df, T, "code")["crossing"],
+                               dl.observed_crossings(crossing_table(sizes), T)["crossing"])
+
+
 def test_interval_is_the_textbook_prediction_interval():
     rng = np.random.default_rng(0)
     sizes = [1e4, 2e4, 5e4, 1e5, 3e5]
