@@ -662,11 +662,9 @@ def routes_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
         rows.append({"experiment": label, "domains": len(e),
                      "r_d error pair": absmed(u["predicted r_d"] - u["observed crossing r_d"]),
                      "r_d error crossings": absmed(e["predicted r_d"] - e["observed crossing r_d"]),
-                     "regret % pair (isotonic)": absmed(u["regret % (isotonic)"]),
-                     "regret % crossings (isotonic)": absmed(e["regret % (isotonic)"]),
-                     "regret % crossings": absmed(e["regret %"]),
-                     "regret % crossings (seed means)": absmed(e["regret % (seed means)"]) if e[
-                         "regret % (seed means)"].notna().any() else np.nan,
+                     **{f"regret %{kind} {who}": absmed(x[f"regret %{kind}"]) if x[f"regret %{kind}"].notna().any()
+                        else np.nan for kind in ("", " (isotonic)", " (seed means)") for who, x in (("pair", u),
+                                                                                               ("crossings", e))},
                      "interval covers: pair": f"{int(cov.sum())} of {len(cov)}",
                      "crossings": f"{int(e['PI covers crossing'].sum())} of {len(e)}",
                      "PI width crossings": float(e["PI width"].median())})
