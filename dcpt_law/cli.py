@@ -222,7 +222,7 @@ def cmd_quickstart(a):
     D = f["domain"].ranges["tokens"][1]
     print(repr(dl.predict_ratio(N, D, fit=f, tolerance=a.tolerance)))
     print("without a law (each size's observed crossing, extrapolated in log N):")
-    print(crossings.cross_check(losses, N, D, a.tolerance, f.domain))
+    print(crossings.cross_check(losses, N, D, a.tolerance, f.domain)[1])
     print(f"\nloss table {losses}\nfit        {out / 'fit.json'}\nfigures    {out / 'figures'}\n"
           f"report     {path}\ndone in {(time.time() - t0) / 60:.1f} min")
 

@@ -43,7 +43,11 @@ def observed_crossings(table, tolerance: float = 0.03, domain: str | None = None
     are their base models' losses.
     """
     df = load_losses(table)
-    dom = single_domain(df, domain)
+    return _observed(df, single_domain(df, domain), tolerance)
+
+
+def _observed(df: pd.DataFrame, dom: str, tolerance: float) -> pd.DataFrame:
+    """:func:`observed_crossings` of a validated table ``df``, domain ``dom``."""
     if not 0 < tolerance < 1:
         raise ValueError(f"tolerance={tolerance}: a share of the base general loss in (0, 1), e.g. 0.03 for 3%")
     rows0 = df[df["tokens"] == 0]  # a base model is shared: where this domain has no row of it, another's will do
@@ -145,7 +149,7 @@ def crossing_scaling(table, tokens=None, tolerance: float = 0.03, domain: str | 
     for its error). Warns where a size's crossing is censored at a trained ratio's edge."""
     df = load_losses(table)
     dom = single_domain(df, domain)
-    cr = observed_crossings(df, tolerance, dom)
+    cr = _observed(df, dom, tolerance)
     sizes = cr["model_size"].nunique()
     shared = cr.groupby("tokens")["model_size"].nunique().loc[lambda n: n == sizes].index.to_numpy(float)
     if tokens is None:
@@ -186,11 +190,13 @@ def crossing_scaling(table, tokens=None, tolerance: float = 0.03, domain: str | 
     return CrossingScaling(dom, D, tolerance, at, float(a), float(b), sd, dof)
 
 
-def cross_check(table, model_size, tokens, tolerance: float = 0.03, domain: str | None = None) -> str:
-    """One line for a report beside a law's recommendation: the prediction of :func:`crossing_scaling` at
-    (model_size, tokens), or why the table cannot give one (too few sizes, D not logged, ...)."""
+def cross_check(table, model_size, tokens, tolerance: float = 0.03,
+                domain: str | None = None) -> tuple[CrossingScaling | None, str]:
+    """For a report beside a law's recommendation: (the table's :func:`crossing_scaling` at ``tokens``, None where
+    it cannot give one; one line: its prediction at ``model_size``, or why there is none: too few sizes, D not
+    logged, ...)."""
     try:
         cs = crossing_scaling(table, tokens=tokens, tolerance=tolerance, domain=domain)
     except ValueError as exc:
-        return f"no law-free cross-check: {exc}"
-    return repr(cs.predict(model_size))
+        return None, f"no law-free cross-check: {exc}"
+    return cs, repr(cs.predict(model_size))

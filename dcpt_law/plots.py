@@ -195,7 +195,7 @@ def ratio_vs_size(fit, tokens, *, sizes=None, tolerance: float = 0.03, base_gene
             ax.plot(Ns[bind], ratio[bind], "s", mfc="none", color=OKABE_ITO[3], ms=9,
                     label="general-loss constraint binding")
         if crossings is not None:
-            if crossings.tokens != D or crossings.tolerance != tolerance:
+            if not np.isclose(crossings.tokens, D, rtol=1e-6, atol=0) or crossings.tolerance != tolerance:
                 raise ValueError(f"ratio_vs_size: crossings are at D = {format_count(crossings.tokens)}, tolerance "
                                  f"{crossings.tolerance:g}; the figure at D = {format_count(D)}, {tolerance:g}: "
                                  "fit them with dl.crossing_scaling(table, tokens=..., tolerance=...) to match")
@@ -260,27 +260,21 @@ def save(fig, path_stem) -> list[Path]:
     return out
 
 
-def _crossings(table, D: float, tolerance: float, domain: str):
-    """The table's :func:`~dcpt_law.crossing_scaling` at (D, tolerance), None where it cannot give one (fewer
-    than 3 sizes with a crossing, D not logged: :func:`dcpt_law.crossings.cross_check` says why in the report)."""
-    from .crossings import crossing_scaling
-
-    try:
-        return crossing_scaling(table, tokens=D, tolerance=tolerance, domain=domain)
-    except ValueError:
-        return None
-
-
 def standard_figures(fit, table, *, tokens=None, model_size=None, tolerance: float = 0.03,
-                     base_general_loss=None) -> dict[str, object]:
+                     base_general_loss=None, crossings="auto") -> dict[str, object]:
     """The five report figures by name. ``tokens``/``model_size``: the recommendation target
-    (default: the largest fitted D and N)."""
+    (default: the largest fitted D and N). ``crossings``: for :func:`ratio_vs_size` (``"auto"``: the table's own
+    where it can give them, :func:`dcpt_law.crossings.cross_check`)."""
     f, df = _inputs(fit, table)
     D = parse_count(tokens, "tokens") if tokens else float(df["tokens"].max())
     N = parse_count(model_size, "model_size") if model_size else float(df["model_size"].max())
+    if isinstance(crossings, str) and crossings == "auto":
+        from .crossings import cross_check
+
+        crossings = cross_check(table, N, D, tolerance, f.domain)[0]
     figs = {"loss_vs_ratio": loss_vs_ratio(f, df), "loss_vs_tokens": loss_vs_tokens(f, df), "parity": parity(f, df)}
     if "general" in f.targets and "domain" in f.targets:
-        figs["ratio_vs_size"] = ratio_vs_size(f, D, tolerance=tolerance, crossings=_crossings(table, D, tolerance, f.domain))
+        figs["ratio_vs_size"] = ratio_vs_size(f, D, tolerance=tolerance, crossings=crossings)
         figs["tradeoff"] = tradeoff(f, N, D, tolerance=tolerance, base_general_loss=base_general_loss)
     return figs
 

@@ -68,13 +68,13 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
         if not np.isfinite(N):
             N = f["domain"].ranges["model_size"][1]
         D = parse_count(tokens, "tokens") if tokens else f["domain"].ranges["tokens"][1]
-        figs = plots.standard_figures(f, losses, tokens=D, model_size=N, tolerance=tolerance)
+        crossings, check = cross_check(losses, N, D, tolerance, f.domain)
+        figs = plots.standard_figures(f, losses, tokens=D, model_size=N, tolerance=tolerance, crossings=crossings)
         images = {}
         for name, fig in figs.items():
             images[name] = _png(fig, close=False)  # inline copy first; save() closes the figure
             plots.save(fig, out / "figures" / name)
         rec = predict_ratio(N, D, fit=f, tolerance=tolerance)
-        check = cross_check(losses, N, D, tolerance, f.domain)
         limited = optimal_ratio_limited_domain(N, D * max(rec.ratio, 0.05), fit=f)
         gen = None
         if evaluate_splits:

@@ -415,8 +415,11 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
         by_seed = seed_means(reps)
         if not by_seed.empty:
             ceil += [{"domain": dom, "target": t, **seed_ceiling(test, by_seed, t)} for t in ("domain", "general")]
-        Nh = float(test["model_size"].iloc[0])
-        at_dmax = (test["tokens"] == test["tokens"].max()).to_numpy()  # where usage 1 asks the law
+        Nh, D = float(test["model_size"].iloc[0]), float(test["tokens"].max())
+        at_dmax = (test["tokens"] == D).to_numpy()  # where usage 1 asks the law
+        last = test[at_dmax]
+        base = held[(held["domain"] == dom) & (held["tokens"] == 0)]  # none: no usage 1 (no L_g0)
+        L_g0 = float(base["general_loss"].iloc[0]) if len(base) else np.nan
         fitted = fit_candidates(train, dom, candidates)
         plain = {c for c, _ in fitted if not isinstance(c, dict)}
         for candidate, f in fitted:
@@ -443,17 +446,13 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                     "MAPE % at D max": _metrics(pred[at_dmax], obs[at_dmax], 1e-3)["mape"],
                     "R2 (share > 0)": m_pos["r2"], "MAPE % (share > 0)": m_pos["mape"],
                     "R2 (seed means)": m_means["r2"], **each_seed_scores(f[t], reps, t)})
-            base = held[(held["domain"] == dom) & (held["tokens"] == 0)]
             if base.empty:
                 continue
-            L_g0 = float(base["general_loss"].iloc[0])
-            D = float(test["tokens"].max())
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 boot = candidate == dict(dl.RECOMMENDED_LAW)  # its 90% interval, from resamples of the runs
                 rec = dl.predict_ratio(Nh, D, fit=bootstrapped(train, f, dom) if boot else f, tolerance=tolerance,
                                        base_general_loss=L_g0, warn=False)
-            last = test[test["tokens"] == D]
             # trained ratios include 0 and 1 and L_g at r_d = 0 is below L_g0: an error here is a broken table
             raw, iso = (dl.ratio_regret(last, rec.ratio, L_g0, tolerance, smooth=s) for s in (False, True))
             means = seed_mean_regret(by_seed, D, rec.ratio, tolerance)
@@ -467,8 +466,8 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                          "observed crossing r_d": iso["crossing"],
                          "90% interval": f"{lo:.3g}-{hi:.3g}" if rec.interval else np.nan,
                          "interval covers crossing": (lo <= iso["crossing"] <= hi) if rec.interval else np.nan})
-        emp.append(crossings_row(train, held[held["domain"] == dom], tolerance, by_seed))
-    emp = [e for e in emp if e]
+        if len(base):
+            emp.append(crossings_row(train, Nh, last, L_g0, tolerance, by_seed))
     if not rows:
         return lines + ["No domain has both a complete small-size grid and held-out runs yet.", ""]
     if tables is not None:
@@ -523,22 +522,19 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
     return lines[:2] + short + lines[2:]
 
 
-def crossings_row(train: pd.DataFrame, held: pd.DataFrame, tolerance: float, by_seed: pd.DataFrame) -> dict:
-    """Usage 1 at the held-out size by the observed crossings of the fitted sizes (``train``, one domain, seeds
-    averaged), extrapolated in log N (:func:`dcpt_law.crossing_scaling`, no law), scored on ``held`` (that domain's
-    held-out rows, its base row included) like a law's recommendation. Empty where the held-out size has no base row."""
-    base, test = held[held["tokens"] == 0], held[held["tokens"] > 0]
-    if base.empty or test.empty:
-        return {}
-    dom, D, L_g0 = held["domain"].iloc[0], float(test["tokens"].max()), float(base["general_loss"].iloc[0])
+def crossings_row(train: pd.DataFrame, Nh: float, last: pd.DataFrame, L_g0: float, tolerance: float,
+                  by_seed: pd.DataFrame) -> dict:
+    """Usage 1 at the held-out size ``Nh`` by the observed crossings of the fitted sizes (``train``, one domain,
+    seeds averaged), extrapolated in log N (:func:`dcpt_law.crossing_scaling`, no law), scored like a law's
+    recommendation on ``last`` (the held-out runs of that domain at their largest token count) against ``L_g0``."""
+    dom, D = last["domain"].iloc[0], float(last["tokens"].iloc[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # censored crossings are in the table: the fitted sizes' rows
         try:
             cs = dl.crossing_scaling(train, tokens=D, tolerance=tolerance)
         except ValueError as exc:
             return {"domain": dom, "note": str(exc)}
-        p = cs.predict(float(test["model_size"].iloc[0]), warn=False)
-    last = test[test["tokens"] == D]
+        p = cs.predict(Nh, warn=False)
     raw, iso = (dl.ratio_regret(last, p.ratio, L_g0, tolerance, smooth=s) for s in (False, True))
     lo, hi = p.interval
     return {"domain": dom, "fitted crossings": ", ".join(f"{c:.3f}" for c in cs.crossings["crossing"]),

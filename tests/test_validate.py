@@ -583,17 +583,22 @@ def test_crossings_row_extrapolates_the_fitted_sizes_crossings_and_the_headline_
 
     a, b = 1.2, -0.04
     train = crossing_table(line(a, b, [1e4, 3e4, 1e5]))
+
+    def score(train, held):  # as heldout_section calls it: the held-out runs at D max and their base model's L_g0
+        last = held[held["tokens"] == held["tokens"].max()]
+        return validate.crossings_row(train, 4e5, last, float(held.loc[held["tokens"] == 0, "general_loss"].iloc[0]),
+                                      T, pd.DataFrame())
+
     held = crossing_table(line(a, b, [4e5]))
-    row = validate.crossings_row(train, held, T, pd.DataFrame())
+    row = score(train, held)
     assert row["predicted r_d"] == pytest.approx(a + b * np.log(4e5), abs=1e-9)
     assert row["observed crossing r_d"] == pytest.approx(row["predicted r_d"], abs=1e-9)
     assert row["slope per ln N"] == pytest.approx(b) and row["PI covers crossing"]
     assert np.isnan(row["regret % (seed means)"])  # no repeats
-    assert validate.crossings_row(train, held[held["tokens"] > 0], T, pd.DataFrame()) == {}  # no base row
-    assert "note" in validate.crossings_row(train[train["model_size"] != 1e4], held, T, pd.DataFrame())
+    assert "note" in score(train[train["model_size"] != 1e4], held)  # two sizes: why there is no line
     # the headline: the pair's r_d error (0.02 and 0.04: median 0.03) beside the crossings' (0 and 0.01)
     other = crossing_table(line(a + 0.01, b, [4e5])).assign(domain="law")
-    rows = pd.DataFrame([row, validate.crossings_row(train.assign(domain="law"), other, T, pd.DataFrame())])
+    rows = pd.DataFrame([row, score(train.assign(domain="law"), other)])
     name = dl.pair_name(dl.RECOMMENDED_LAW)
     use = pd.DataFrame([{"domain": d, "law": name, "predicted r_d": c + err, "observed crossing r_d": c,
                          "regret %": reg, "regret % (isotonic)": reg, "regret % (seed means)": np.nan,
