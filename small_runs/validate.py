@@ -557,6 +557,11 @@ def ladder_warned(train: pd.DataFrame, min_share: float = 0.9) -> bool:
     return any(not s.empty and s.iloc[-1] < min_share for s in steps)
 
 
+def _abs_median(x: pd.Series) -> float:
+    """Median of |x| over its values (a median |regret|, a median |error|); NaN where it has none."""
+    return float(np.nanmedian(np.abs(x))) if x.notna().any() else np.nan
+
+
 def summarise(acc_rows: pd.DataFrame, recs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Medians over domains of one experiment: (accuracy by law, columns "<metric> <target> (median)"; usage 1 by
     law: median / max |regret| on runs, isotonic fits and seed means, and the largest general-loss rise).
@@ -569,7 +574,7 @@ def summarise(acc_rows: pd.DataFrame, recs: pd.DataFrame) -> tuple[pd.DataFrame,
     acc.columns = [f"{m} {t} (median)" for m, t in acc.columns]
     if recs.empty:
         return acc, pd.DataFrame()
-    absmed = lambda x: float(np.nanmedian(np.abs(x))) if x.notna().any() else np.nan  # noqa: E731
+    absmed = _abs_median
     absmax = lambda x: float(np.max(np.abs(x)))  # noqa: E731
     u = recs.groupby("law", sort=False).agg(
         **{"median abs regret %": ("regret %", absmed), "max abs regret %": ("regret %", absmax),
@@ -646,7 +651,6 @@ def routes_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
     (no law): per experiment, medians over domains of the distance to the held-out size's observed crossing and
     of |regret|, and how often each one's 90% interval holds the crossing."""
     name = dl.pair_name(dl.RECOMMENDED_LAW)
-    absmed = lambda x: float(np.nanmedian(np.abs(np.asarray(x, float))))  # noqa: E731
     rows = []
     for label, (_, t) in results.items():
         e = t.get("crossings") if t else None
@@ -656,11 +660,10 @@ def routes_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
         u = t["usage"][t["usage"]["law"] == name].set_index("domain").loc[e["domain"]]
         cov = u["interval covers crossing"].dropna()
         rows.append({"experiment": label, "domains": len(e),
-                     "r_d error pair": absmed(u["predicted r_d"] - u["observed crossing r_d"]),
-                     "r_d error crossings": absmed(e["predicted r_d"] - e["observed crossing r_d"]),
-                     **{f"regret %{kind} {who}": absmed(x[f"regret %{kind}"]) if x[f"regret %{kind}"].notna().any()
-                        else np.nan for kind in ("", " (isotonic)", " (seed means)") for who, x in (("pair", u),
-                                                                                               ("crossings", e))},
+                     "r_d error pair": _abs_median(u["predicted r_d"] - u["observed crossing r_d"]),
+                     "r_d error crossings": _abs_median(e["predicted r_d"] - e["observed crossing r_d"]),
+                     **{f"regret %{kind} {who}": _abs_median(x[f"regret %{kind}"].astype(float))
+                        for kind in ("", " (isotonic)", " (seed means)") for who, x in (("pair", u), ("crossings", e))},
                      "interval covers: pair": f"{int(cov.sum())} of {len(cov)}",
                      "crossings": f"{int(e['PI covers crossing'].sum())} of {len(e)}",
                      "PI width crossings": float(e["PI width"].median())})
