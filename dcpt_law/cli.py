@@ -145,17 +145,23 @@ def cmd_predict(a):
 def cmd_crossings(a):
     import dcpt_law as dl
 
+    from dcpt_law.crossings import _misses_line
+
     cs = dl.crossing_scaling(a.losses, tokens=a.tokens, tolerance=a.tolerance, domain=a.domain)
     p = cs.predict(a.model_size, level=a.level) if a.model_size else None
+    m = dl.law_misses(a.fit, a.losses, tokens=cs.tokens, tolerance=a.tolerance, domain=a.domain) if a.fit else None
     if a.json:
         out = {"domain": cs.domain, "tokens": cs.tokens, "tolerance": cs.tolerance, "intercept": cs.intercept,
                "slope": cs.slope, "residual_sd": cs.residual_sd, "dof": cs.dof,
-               "crossings": cs.crossings.to_dict("records"), "prediction": p.__dict__ if p else None}
+               "crossings": cs.crossings.to_dict("records"), "prediction": p.__dict__ if p else None,
+               "law_misses": m.to_dict("records") if m is not None else None}
         print(json.dumps(out, indent=1, default=float))
         return
     print(cs.report())
     if p:
         print(repr(p))
+    if m is not None:
+        print(_misses_line(m, warn=True))
 
 
 def cmd_evaluate(a):
@@ -222,7 +228,7 @@ def cmd_quickstart(a):
     D = f["domain"].ranges["tokens"][1]
     print(repr(dl.predict_ratio(N, D, fit=f, tolerance=a.tolerance)))
     print("without a law (each size's observed crossing, extrapolated in log N):")
-    print(crossings.cross_check(losses, N, D, a.tolerance, f.domain)[1])
+    print(crossings.cross_check(losses, N, D, a.tolerance, f.domain, fit=f)[1])
     print(f"\nloss table {losses}\nfit        {out / 'fit.json'}\nfigures    {out / 'figures'}\n"
           f"report     {path}\ndone in {(time.time() - t0) / 60:.1f} min")
 
@@ -305,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     cr.add_argument("--tolerance", type=float, default=0.03, help="max relative rise of general loss (0.03 = 3%%)")
     cr.add_argument("--domain", help="which domain of a multi-domain table")
     cr.add_argument("--level", type=float, default=0.9, help="prediction interval level (0.9)")
+    cr.add_argument("--fit", metavar="FIT.json", help="also check this fitted law's usage-1 answer at the swept sizes "
+                    "against their observed crossings (warns past a miss of 0.05 in r_d)")
     cr.add_argument("--json", action="store_true")
     cr.set_defaults(func=cmd_crossings)
 

@@ -31,6 +31,8 @@ from .units import format_count, parse_count
 
 #: a prediction more than this many times the largest swept size warns (ExtrapolationWarning)
 FAR = 10.0
+#: a law whose usage-1 answer misses a swept size's observed crossing by more than this (r_d) warns (FitWarning)
+MISS = 0.05
 
 
 def observed_crossings(table, tolerance: float = 0.03, domain: str | None = None) -> pd.DataFrame:
@@ -149,23 +151,7 @@ def crossing_scaling(table, tokens=None, tolerance: float = 0.03, domain: str | 
     for its error). Warns where a size's crossing is censored at a trained ratio's edge."""
     df = load_losses(table)
     dom = single_domain(df, domain)
-    cr = _observed(df, dom, tolerance)
-    sizes = cr["model_size"].nunique()
-    shared = cr.groupby("tokens")["model_size"].nunique().loc[lambda n: n == sizes].index.to_numpy(float)
-    if tokens is None:
-        if not len(shared):
-            raise ValueError(f"domain {dom!r}: no token count is logged by all {sizes} sizes; pass tokens=...")
-        D = float(shared.max())
-    else:
-        D = parse_count(tokens, field="tokens")
-        logged = np.sort(cr["tokens"].unique())
-        if not np.isclose(logged, D, rtol=1e-6, atol=0).any():
-            raise ValueError(f"tokens={format_count(D)} is not a token count the sweep logged for {dom!r} "
-                             f"({', '.join(format_count(x) for x in logged)}): the observed crossings exist only "
-                             "there; use the law (dcpt_law.predict_ratio) for other D")
-        D = float(logged[np.isclose(logged, D, rtol=1e-6, atol=0)][0])
-    at = cr[np.isclose(cr["tokens"], D, rtol=1e-6, atol=0)].drop(columns="tokens")
-    at = at.sort_values("model_size").reset_index(drop=True)
+    D, at = _at_tokens(_observed(df, dom, tolerance), dom, tokens)
     none = at[at["crossing"].isna()]
     if len(none):
         _warn.emit(f"domain {dom!r}, D = {format_count(D)}: at model_size "
@@ -190,13 +176,82 @@ def crossing_scaling(table, tokens=None, tolerance: float = 0.03, domain: str | 
     return CrossingScaling(dom, D, tolerance, at, float(a), float(b), sd, dof)
 
 
-def cross_check(table, model_size, tokens, tolerance: float = 0.03,
-                domain: str | None = None) -> tuple[CrossingScaling | None, str]:
+def _at_tokens(cr: pd.DataFrame, dom: str, tokens) -> tuple[float, pd.DataFrame]:
+    """(D, the rows of :func:`observed_crossings`' table ``cr`` at D, by size): D = ``tokens``, which the sweep must
+    have logged, or by default the largest token count every size logged."""
+    sizes = cr["model_size"].nunique()
+    shared = cr.groupby("tokens")["model_size"].nunique().loc[lambda n: n == sizes].index.to_numpy(float)
+    if tokens is None:
+        if not len(shared):
+            raise ValueError(f"domain {dom!r}: no token count is logged by all {sizes} sizes; pass tokens=...")
+        D = float(shared.max())
+    else:
+        D = parse_count(tokens, field="tokens")
+        logged = np.sort(cr["tokens"].unique())
+        if not np.isclose(logged, D, rtol=1e-6, atol=0).any():
+            raise ValueError(f"tokens={format_count(D)} is not a token count the sweep logged for {dom!r} "
+                             f"({', '.join(format_count(x) for x in logged)}): the observed crossings exist only "
+                             "there; use the law (dcpt_law.predict_ratio) for other D")
+        D = float(logged[np.isclose(logged, D, rtol=1e-6, atol=0)][0])
+    at = cr[np.isclose(cr["tokens"], D, rtol=1e-6, atol=0)].drop(columns="tokens")
+    return D, at.sort_values("model_size").reset_index(drop=True)
+
+
+def law_misses(fit, table, tokens=None, tolerance: float = 0.03, domain: str | None = None) -> pd.DataFrame:
+    """Usage 1 of a fitted law at the sizes of its own sweep, against their observed crossings: an in-sample
+    check of the answer :func:`dcpt_law.predict_ratio` gives, where the runs can say what it should be.
+
+    At token count ``tokens`` (a logged one; default the largest every size logged), for each swept size N:
+    ``crossing`` (the observed one, seeds averaged), ``law`` (predict_ratio's r_d at (N, D) with that size's
+    L_g0), ``miss`` = law - crossing (r_d; NaN where the size has no crossing), ``censored``.
+    A law that cannot place the best feasible ratio of the sizes it was fitted on is no guide at a larger one:
+    in our validation (docs/validation.md, headline), where the recommended pair missed a fitted size's crossing
+    by more than :data:`MISS` its median error at a 4x larger size was several times that of the other cases,
+    and the law-free line (:func:`crossing_scaling`) was closer in most of them.
+    """
+    from .optimisation import _resolve, predict_ratio
+
+    df = load_losses(table)
+    f = _resolve(fit, domain)
+    dom = single_domain(df, domain or f.domain or None)
+    D, at = _at_tokens(_observed(df, dom, tolerance), dom, tokens)
+    law = [predict_ratio(N, D, fit=f, tolerance=tolerance, base_general_loss=g, warn=False).ratio
+           for N, g in zip(at["model_size"], at["base_general_loss"])]
+    return at.assign(tokens=D, law=law, miss=np.asarray(law) - at["crossing"].to_numpy(float))[
+        ["model_size", "tokens", "crossing", "law", "miss", "censored"]]
+
+
+def _misses_line(m: pd.DataFrame, warn: bool) -> str:
+    """One line on :func:`law_misses`' table ``m``; warns (FitWarning) where a miss exceeds :data:`MISS`."""
+    D, miss = float(m["tokens"].iloc[0]), m["miss"].dropna()
+    worst = float(miss.loc[miss.abs().idxmax()]) if len(miss) else np.nan
+    fmt = lambda col: " / ".join("-" if np.isnan(x) else f"{x:.3f}" for x in m[col])  # noqa: E731
+    line = (f"the law at the swept sizes ({', '.join(format_count(n) for n in m['model_size'])}; D = {format_count(D)}): "
+            f"r_d {fmt('law')} against observed crossings {fmt('crossing')}"
+            + (f", largest miss {worst:+.3f}" if np.isfinite(worst) else ""))
+    if warn and abs(worst) > MISS:
+        _warn.emit(f"usage 1: the law misses the observed best feasible ratio of a size it was fitted on by {worst:+.3f} "
+                   f"in r_d (> {MISS}; {line}). A law that cannot place it at the swept sizes is no guide at a larger "
+                   "one: read the law-free line (dcpt crossings) beside it, or sweep ratios around both answers",
+                   _warn.FitWarning)
+    return line
+
+
+def cross_check(table, model_size, tokens, tolerance: float = 0.03, domain: str | None = None,
+                fit=None) -> tuple[CrossingScaling | None, str]:
     """For a report beside a law's recommendation: (the table's :func:`crossing_scaling` at ``tokens``, None where
-    it cannot give one; one line: its prediction at ``model_size``, or why there is none: too few sizes, D not
-    logged, ...)."""
+    it cannot give one; its prediction at ``model_size``, or why there is none: too few sizes, D not logged, ...).
+    With ``fit``, a second line gives :func:`law_misses` at the same D (or the largest logged one), and a miss
+    above :data:`MISS` warns."""
     try:
         cs = crossing_scaling(table, tokens=tokens, tolerance=tolerance, domain=domain)
+        line = repr(cs.predict(model_size))
     except ValueError as exc:
-        return None, f"no law-free cross-check: {exc}"
-    return cs, repr(cs.predict(model_size))
+        cs, line = None, f"no law-free cross-check: {exc}"
+    if fit is not None:
+        try:
+            m = law_misses(fit, table, tokens=cs.tokens if cs else None, tolerance=tolerance, domain=domain)
+            line += "\n" + _misses_line(m, warn=True)
+        except ValueError as exc:
+            line += f"\nno in-sample check of the law's ratio: {exc}"
+    return cs, line

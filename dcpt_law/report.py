@@ -68,7 +68,7 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
         if not np.isfinite(N):
             N = f["domain"].ranges["model_size"][1]
         D = parse_count(tokens, "tokens") if tokens else f["domain"].ranges["tokens"][1]
-        crossings, check = cross_check(losses, N, D, tolerance, f.domain)
+        crossings, check = cross_check(losses, N, D, tolerance, f.domain, fit=f)
         figs = plots.standard_figures(f, losses, tokens=D, model_size=N, tolerance=tolerance, crossings=crossings)
         images = {}
         for name, fig in figs.items():
@@ -95,7 +95,8 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
              f"<p>Target N = {format_count(N)} parameters, D = {format_count(D)} CPT tokens, general-loss tolerance "
              f"{tolerance:.1%}.</p><pre>{html.escape(repr(rec))}\n{html.escape(repr(limited))}</pre>",
              "<p>The same question without a law: each size's observed best feasible ratio (where its general loss "
-             f"reaches the tolerance), extrapolated in log N (<code>dcpt crossings</code>):</p><pre>{html.escape(check)}</pre>"]
+             f"reaches the tolerance), extrapolated in log N (<code>dcpt crossings</code>), and the law's answer at "
+             f"the swept sizes against theirs:</p><pre>{html.escape(check)}</pre>"]
     if caught:
         parts.append("<h2>Warnings</h2><ul class='warn'>" + "".join(f"<li>{html.escape(c)}</li>" for c in caught)
                      + "</ul>")

@@ -457,13 +457,14 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
             raw, iso = (dl.ratio_regret(last, rec.ratio, L_g0, tolerance, smooth=s) for s in (False, True))
             means = seed_mean_regret(by_seed, D, rec.ratio, tolerance)
             lo, hi = rec.interval or (np.nan, np.nan)
+            miss = largest_miss(f, train, D, tolerance)
             recs.append({"domain": dom, "law": law, "predicted r_d": rec.ratio, "best trained r_d": raw["best_ratio"],
                          "bracketing trained r_d": "{:.3g}-{:.3g}".format(*raw["bracket"]),
                          "regret %": 100 * raw["regret"], "regret % (isotonic)": 100 * iso["regret"],
                          "regret % (seed means)": means, "L_g rise % at predicted": 100 * raw["general_rise"],
                          "binding": ("yes" if rec.constraint_active else "no") if rec.feasible else
                          f"infeasible: the law's least rise {100 * rec.least_increase:.2f}%",
-                         "observed crossing r_d": iso["crossing"],
+                         "observed crossing r_d": iso["crossing"], "largest miss at fitted sizes": miss,
                          "90% interval": f"{lo:.3g}-{hi:.3g}" if rec.interval else np.nan,
                          "interval covers crossing": (lo <= iso["crossing"] <= hi) if rec.interval else np.nan})
         if len(base):
@@ -543,6 +544,16 @@ def crossings_row(train: pd.DataFrame, Nh: float, last: pd.DataFrame, L_g0: floa
             "PI width": hi - lo, "PI covers crossing": lo <= iso["crossing"] <= hi, "regret %": 100 * raw["regret"],
             "regret % (isotonic)": 100 * iso["regret"], "regret % (seed means)": seed_mean_regret(by_seed, D, p.ratio, tolerance),
             "L_g rise % at predicted": 100 * raw["general_rise"]}
+
+
+def largest_miss(f: dl.Fit, train: pd.DataFrame, D: float, tolerance: float) -> float:
+    """The signed largest miss of ``f``'s usage-1 answer at the fitted sizes of ``train`` against their observed
+    crossings at D (:func:`dcpt_law.law_misses`); NaN where the table cannot give one."""
+    try:
+        m = dl.law_misses(f, train, tokens=D, tolerance=tolerance)["miss"].dropna()
+    except ValueError:
+        return np.nan
+    return float(m.loc[m.abs().idxmax()]) if len(m) else np.nan
 
 
 def ladder_warned(train: pd.DataFrame, min_share: float = 0.9) -> bool:
@@ -675,7 +686,44 @@ def routes_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
             "pair. Medians over domains of the r_d error |predicted - observed crossing| and of |regret| (%); in how many "
             "domains each 90% interval holds the crossing (the pair's from its bootstrap, the crossings' a t "
             "prediction interval with 1 dof) and the crossings' median interval width.", "",
-            md(_drop_empty(pd.DataFrame(rows))), ""]
+            md(_drop_empty(pd.DataFrame(rows))), ""] + misses_headline(results)
+
+
+def misses_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
+    """Whether the recommended pair's in-sample check (:func:`dcpt_law.law_misses`: its usage-1 answer at the
+    fitted sizes against their observed crossings) tells when to distrust its answer at the held-out size: the
+    pair's and the crossings' r_d error there, pooled over every (experiment, domain), split by the largest
+    in-sample miss at :data:`dcpt_law.crossings.MISS`, the threshold of its warning."""
+    from dcpt_law.crossings import MISS
+
+    name = dl.pair_name(dl.RECOMMENDED_LAW)
+    both = []
+    for label, (_, t) in results.items():
+        e = t.get("crossings") if t else None
+        if e is None or e.empty or "predicted r_d" not in e:
+            continue
+        u = t["usage"][t["usage"]["law"] == name]
+        if "largest miss at fitted sizes" not in u:
+            continue
+        both.append(u.merge(e.dropna(subset=["predicted r_d"]), on="domain", suffixes=("", " crossings")))
+    if not both:
+        return []
+    b = pd.concat(both)
+    b = b[b["largest miss at fitted sizes"].notna()]
+    err = (b["predicted r_d"] - b["observed crossing r_d"]).abs()
+    err_x = (b["predicted r_d crossings"] - b["observed crossing r_d crossings"]).abs()
+    rows = []
+    for label, sel in ((f"over {MISS} (warns)", b["largest miss at fitted sizes"].abs() > MISS),
+                       (f"{MISS} or less", b["largest miss at fitted sizes"].abs() <= MISS)):
+        rows.append({"pair's largest miss at the fitted sizes": label, "cases": int(sel.sum()),
+                     "r_d error pair (median)": float(err[sel].median()) if sel.any() else np.nan,
+                     "r_d error crossings (median)": float(err_x[sel].median()) if sel.any() else np.nan,
+                     "crossings closer": f"{int((err_x[sel] < err[sel]).sum())} of {int(sel.sum())}"})
+    return ["The law's in-sample check (`dcpt_law.law_misses`; `dcpt crossings --fit`, `dcpt report` and "
+            "`dcpt quickstart` print it and warn past the threshold): the recommended pair's usage-1 answer at each "
+            "fitted size against that size's observed crossing, at the same D. Pooled over every experiment and "
+            "domain above, split by its largest miss: the r_d error of each route at the held-out size.", "",
+            md(pd.DataFrame(rows)), ""]
 
 
 def binding_headline(usage: dict[str, pd.DataFrame]) -> list[str]:

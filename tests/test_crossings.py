@@ -8,6 +8,7 @@ from scipy import stats
 
 import dcpt_law as dl
 from dcpt_law.cli import main
+from dcpt_law.crossings import MISS, cross_check
 
 T = 0.03
 RATIOS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -131,3 +132,46 @@ def test_cli(tmp_path, capsys):
     assert out["tokens"] == 1e5 and out["prediction"]["ratio"] == pytest.approx(1.2 - 0.04 * np.log(4e5), abs=1e-9)
     assert main(["crossings", str(path), "--tokens", "7"]) == 2
     assert "not a token count" in capsys.readouterr().err
+
+
+def _law_table_and_truth(general=None):
+    """A noise-free sweep from conftest's true D-CPT laws on a fine ratio grid (so its observed crossings are
+    the laws' own answers to the grid's step), and a Fit of the true laws, or with ``general`` params instead."""
+    from conftest import SIZES, TRUE_DOMAIN, TRUE_GENERAL, synthetic_table
+    from dcpt_law.laws import DCPT
+
+    df = synthetic_table(noise=0.0, sizes=SIZES[:3], ratios=np.linspace(0, 1, 101))
+    base = df[df["tokens"] == 0].set_index("model_size")[["general_loss", "domain_loss"]]
+    fit = dl.Fit({"domain": dl.LawFit(DCPT, "domain", TRUE_DOMAIN),
+                  "general": dl.LawFit(DCPT, "general", general or TRUE_GENERAL)}, domain="code", base=base)
+    return df, fit
+
+
+def test_law_misses_are_near_zero_for_the_law_that_made_the_runs():
+    df, truth = _law_table_and_truth()
+    m = dl.law_misses(truth, df, tolerance=T)
+    assert list(m["model_size"]) == sorted(df["model_size"].unique()) and (m["tokens"] == df["tokens"].max()).all()
+    assert m["crossing"].between(0.05, 0.95).all()  # real crossings, inside the grid
+    np.testing.assert_allclose(m["law"], m["crossing"], atol=0.01)  # the grid's step
+    np.testing.assert_allclose(m["miss"], m["law"] - m["crossing"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, line_ = cross_check(df, 4e6, df["tokens"].max(), T, fit=truth)
+    assert "largest miss" in line_ and "r_d=" in line_
+
+
+def test_a_law_that_misses_its_own_sizes_warns(tmp_path, capsys):
+    from conftest import TRUE_GENERAL
+
+    df, truth = _law_table_and_truth()
+    _, wrong = _law_table_and_truth({**TRUE_GENERAL, "E": TRUE_GENERAL["E"] * 1.03})  # reads the rise too high
+    m = dl.law_misses(wrong, df, tolerance=T)
+    assert (m["miss"] < -MISS).any()  # it stops early
+    with pytest.warns(dl.FitWarning, match="misses the observed best feasible ratio"):
+        cross_check(df, 4e6, df["tokens"].max(), T, fit=wrong)
+    path, fit_path = tmp_path / "losses.csv", tmp_path / "fit.json"
+    df.to_csv(path, index=False)
+    wrong.save(fit_path)
+    assert main(["crossings", str(path), "--fit", str(fit_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["miss"] for r in out["law_misses"]] == pytest.approx(list(m["miss"]), abs=1e-9)

@@ -70,6 +70,7 @@ def test_the_recommended_pair_gets_an_interval_and_the_observed_crossing(monkeyp
     assert abs(float(p["observed crossing r_d"]) - float(p["predicted r_d"])) < 0.1, p  # near a fair law's answer
     assert p["interval covers crossing"] in ("True", "False") and d["interval covers crossing"] in ("", "nan"), d
     assert float(d["observed crossing r_d"]) == float(p["observed crossing r_d"])  # the runs', whatever the law
+    assert abs(float(d["largest miss at fitted sizes"])) < 0.1, d  # the true law places the fitted sizes' crossings
     assert list(validate.FITS.glob("*.json"))  # the resamples are stored like fits
 
 
@@ -602,9 +603,9 @@ def test_crossings_row_extrapolates_the_fitted_sizes_crossings_and_the_headline_
     name = dl.pair_name(dl.RECOMMENDED_LAW)
     use = pd.DataFrame([{"domain": d, "law": name, "predicted r_d": c + err, "observed crossing r_d": c,
                          "regret %": reg, "regret % (isotonic)": reg, "regret % (seed means)": np.nan,
-                         "interval covers crossing": cov}
-                        for d, c, err, reg, cov in (("code", row["observed crossing r_d"], 0.02, 0.5, False),
-                                                    ("law", rows["observed crossing r_d"][1], -0.04, -1.5, True))])
+                         "interval covers crossing": cov, "largest miss at fitted sizes": miss}
+                        for d, c, err, reg, cov, miss in (("code", row["observed crossing r_d"], 0.02, 0.5, False, -0.08),
+                                                          ("law", rows["observed crossing r_d"][1], -0.04, -1.5, True, 0.01))])
     text = "\n".join(validate.routes_headline({"m4c": ("t", {"usage": use, "crossings": rows})}))
     header = next(ln for ln in text.splitlines() if ln.startswith("| experiment"))
     cells = dict(zip((c.strip() for c in header.split("|")),
@@ -613,3 +614,7 @@ def test_crossings_row_extrapolates_the_fitted_sizes_crossings_and_the_headline_
     assert "regret % (seed means) pair" not in cells  # no repeats: no column
     assert float(cells["r_d error crossings"]) == pytest.approx(0.005, abs=1e-6)  # 0 and 0.01 (the line is shifted)
     assert cells["interval covers: pair"] == "1 of 2"
+    # the in-sample check splits the cases: code's pair missed a fitted size by 0.08 (warns), law's by 0.01
+    for start, want in (("| over 0.05 (warns)", [1, 0.02, 0, "1 of 1"]), ("| 0.05 or less", [1, 0.04, 0.01, "1 of 1"])):
+        got = [c.strip() for c in next(ln for ln in text.splitlines() if ln.startswith(start)).split("|")[2:6]]
+        assert [float(x) for x in got[:3]] == pytest.approx(want[:3], abs=1e-6) and got[3] == want[3]
