@@ -33,4 +33,5 @@ def test_quickstart_notebook():
 def test_pilot_to_recommendation_notebook():
     text, images = run("pilot_to_recommendation.ipynb")
     assert "law dcpt" in text and "RatioResult(" in text and "CrossingPrediction(" in text
+    assert "miss" in text and "crossing" in text  # law_misses' table: the law against the pilot sizes' runs
     assert images >= 5
