@@ -145,7 +145,7 @@ def cmd_predict(a):
 def cmd_crossings(a):
     import dcpt_law as dl
 
-    from dcpt_law.crossings import _misses_line
+    from dcpt_law.crossings import misses_line
 
     cs = dl.crossing_scaling(a.losses, tokens=a.tokens, tolerance=a.tolerance, domain=a.domain)
     p = cs.predict(a.model_size, level=a.level) if a.model_size else None
@@ -161,7 +161,7 @@ def cmd_crossings(a):
     if p:
         print(repr(p))
     if m is not None:
-        print(_misses_line(m, warn=True))
+        print(misses_line(m))
 
 
 def cmd_evaluate(a):

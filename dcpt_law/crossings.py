@@ -221,10 +221,15 @@ def law_misses(fit, table, tokens=None, tolerance: float = 0.03, domain: str | N
         ["model_size", "tokens", "crossing", "law", "miss", "censored"]]
 
 
-def _misses_line(m: pd.DataFrame, warn: bool) -> str:
+def largest_miss(m: pd.DataFrame) -> float:
+    """The signed miss of largest size in :func:`law_misses`' table ``m``; NaN where no size has one."""
+    miss = m["miss"].dropna()
+    return float(miss.loc[miss.abs().idxmax()]) if len(miss) else np.nan
+
+
+def misses_line(m: pd.DataFrame, warn: bool = True) -> str:
     """One line on :func:`law_misses`' table ``m``; warns (FitWarning) where a miss exceeds :data:`MISS`."""
-    D, miss = float(m["tokens"].iloc[0]), m["miss"].dropna()
-    worst = float(miss.loc[miss.abs().idxmax()]) if len(miss) else np.nan
+    D, worst = float(m["tokens"].iloc[0]), largest_miss(m)
     fmt = lambda col: " / ".join("-" if np.isnan(x) else f"{x:.3f}" for x in m[col])  # noqa: E731
     line = (f"the law at the swept sizes ({', '.join(format_count(n) for n in m['model_size'])}; D = {format_count(D)}): "
             f"r_d {fmt('law')} against observed crossings {fmt('crossing')}"
@@ -251,7 +256,7 @@ def cross_check(table, model_size, tokens, tolerance: float = 0.03, domain: str 
     if fit is not None:
         try:
             m = law_misses(fit, table, tokens=cs.tokens if cs else None, tolerance=tolerance, domain=domain)
-            line += "\n" + _misses_line(m, warn=True)
+            line += "\n" + misses_line(m)
         except ValueError as exc:
             line += f"\nno in-sample check of the law's ratio: {exc}"
     return cs, line

@@ -457,7 +457,7 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
             raw, iso = (dl.ratio_regret(last, rec.ratio, L_g0, tolerance, smooth=s) for s in (False, True))
             means = seed_mean_regret(by_seed, D, rec.ratio, tolerance)
             lo, hi = rec.interval or (np.nan, np.nan)
-            miss = largest_miss(f, train, D, tolerance)
+            miss = fitted_sizes_miss(f, train, D, tolerance)
             recs.append({"domain": dom, "law": law, "predicted r_d": rec.ratio, "best trained r_d": raw["best_ratio"],
                          "bracketing trained r_d": "{:.3g}-{:.3g}".format(*raw["bracket"]),
                          "regret %": 100 * raw["regret"], "regret % (isotonic)": 100 * iso["regret"],
@@ -546,14 +546,15 @@ def crossings_row(train: pd.DataFrame, Nh: float, last: pd.DataFrame, L_g0: floa
             "L_g rise % at predicted": 100 * raw["general_rise"]}
 
 
-def largest_miss(f: dl.Fit, train: pd.DataFrame, D: float, tolerance: float) -> float:
+def fitted_sizes_miss(f: dl.Fit, train: pd.DataFrame, D: float, tolerance: float) -> float:
     """The signed largest miss of ``f``'s usage-1 answer at the fitted sizes of ``train`` against their observed
     crossings at D (:func:`dcpt_law.law_misses`); NaN where the table cannot give one."""
+    from dcpt_law.crossings import largest_miss
+
     try:
-        m = dl.law_misses(f, train, tokens=D, tolerance=tolerance)["miss"].dropna()
+        return largest_miss(dl.law_misses(f, train, tokens=D, tolerance=tolerance))
     except ValueError:
         return np.nan
-    return float(m.loc[m.abs().idxmax()]) if len(m) else np.nan
 
 
 def ladder_warned(train: pd.DataFrame, min_share: float = 0.9) -> bool:
@@ -713,9 +714,9 @@ def misses_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
     err = (b["predicted r_d"] - b["observed crossing r_d"]).abs()
     err_x = (b["predicted r_d crossings"] - b["observed crossing r_d crossings"]).abs()
     rows = []
-    for label, sel in ((f"over {MISS} (warns)", b["largest miss at fitted sizes"].abs() > MISS),
+    for split, sel in ((f"over {MISS} (warns)", b["largest miss at fitted sizes"].abs() > MISS),
                        (f"{MISS} or less", b["largest miss at fitted sizes"].abs() <= MISS)):
-        rows.append({"pair's largest miss at the fitted sizes": label, "cases": int(sel.sum()),
+        rows.append({"pair's largest miss at the fitted sizes": split, "cases": int(sel.sum()),
                      "r_d error pair (median)": float(err[sel].median()) if sel.any() else np.nan,
                      "r_d error crossings (median)": float(err_x[sel].median()) if sel.any() else np.nan,
                      "crossings closer": f"{int((err_x[sel] < err[sel]).sum())} of {int(sel.sum())}"})
