@@ -719,11 +719,13 @@ def misses_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
         rows.append({"pair's largest miss at the fitted sizes": split, "cases": int(sel.sum()),
                      "r_d error pair (median)": float(err[sel].median()) if sel.any() else np.nan,
                      "r_d error crossings (median)": float(err_x[sel].median()) if sel.any() else np.nan,
-                     "crossings closer": f"{int((err_x[sel] < err[sel]).sum())} of {int(sel.sum())}"})
+                     "crossings closer": f"{int((err_x[sel] < err[sel]).sum())} of {int(sel.sum())}",
+                     f"pair off by over {MISS}": f"{int((err[sel] > MISS).sum())} of {int(sel.sum())}"})
     return ["The law's in-sample check (`dcpt_law.law_misses`; `dcpt crossings --fit`, `dcpt report` and "
             "`dcpt quickstart` print it and warn past the threshold): the recommended pair's usage-1 answer at each "
             "fitted size against that size's observed crossing, at the same D. Pooled over every experiment and "
-            "domain above, split by its largest miss: the r_d error of each route at the held-out size.", "",
+            "domain above, split by its largest miss: the r_d error of each route at the held-out size, and how "
+            "often the pair's is itself over the threshold (how many of its large errors the check flags).", "",
             md(pd.DataFrame(rows)), ""]
 
 
