@@ -235,10 +235,11 @@ def misses_line(m: pd.DataFrame, warn: bool = True) -> str:
             f"r_d {fmt('law')} against observed crossings {fmt('crossing')}"
             + (f", largest miss {worst:+.3f}" if np.isfinite(worst) else ""))
     if warn and abs(worst) > MISS:
-        _warn.emit(f"usage 1: the law misses the observed best feasible ratio of a size it was fitted on by {worst:+.3f} "
-                   f"in r_d (> {MISS}; {line}). A law that cannot place it at the swept sizes is no guide at a larger "
-                   "one: read the law-free line (dcpt crossings) beside it, or sweep ratios around both answers",
-                   _warn.FitWarning)
+        at = format_count(float(m.loc[m["miss"] == worst, "model_size"].iloc[0]))
+        _warn.emit(f"usage 1: at model_size {at}, D = {format_count(D)} the law's r_d misses the observed best feasible "
+                   f"ratio by {worst:+.3f} (over {MISS}). A law that cannot place it at the sizes it was fitted on is no "
+                   "guide at a larger one: read the law-free line (dcpt crossings) beside it, or sweep ratios around "
+                   "both answers", _warn.FitWarning)
     return line
 
 

@@ -167,7 +167,8 @@ def test_a_law_that_misses_its_own_sizes_warns(tmp_path, capsys):
     _, wrong = _law_table_and_truth({**TRUE_GENERAL, "E": TRUE_GENERAL["E"] * 1.03})  # reads the rise too high
     m = dl.law_misses(wrong, df, tolerance=T)
     assert (m["miss"] < -MISS).any()  # it stops early
-    with pytest.warns(dl.FitWarning, match="misses the observed best feasible ratio"):
+    with pytest.warns(dl.FitWarning, match=r"at model_size 1.6M, D = 100M the law's r_d misses the observed best "
+                      r"feasible ratio by -0.079"):
         cross_check(df, 4e6, df["tokens"].max(), T, fit=wrong)
     path, fit_path = tmp_path / "losses.csv", tmp_path / "fit.json"
     df.to_csv(path, index=False)
