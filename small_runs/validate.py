@@ -468,7 +468,7 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                          "90% interval": f"{lo:.3g}-{hi:.3g}" if rec.interval else np.nan,
                          "interval covers crossing": (lo <= iso["crossing"] <= hi) if rec.interval else np.nan})
         if len(base):
-            emp.append(crossings_row(train, Nh, last, L_g0, tolerance, by_seed))
+            emp.append(crossings_row(train, Nh, last, L_g0, tolerance, by_seed, pool_table=small))
     if not rows:
         return lines + ["No domain has both a complete small-size grid and held-out runs yet.", ""]
     if tables is not None:
@@ -524,10 +524,12 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
 
 
 def crossings_row(train: pd.DataFrame, Nh: float, last: pd.DataFrame, L_g0: float, tolerance: float,
-                  by_seed: pd.DataFrame) -> dict:
+                  by_seed: pd.DataFrame, pool_table: pd.DataFrame | None = None) -> dict:
     """Usage 1 at the held-out size ``Nh`` by the observed crossings of the fitted sizes (``train``, one domain,
     seeds averaged), extrapolated in log N (:func:`dcpt_law.crossing_scaling`, no law), scored like a law's
-    recommendation on ``last`` (the held-out runs of that domain at their largest token count) against ``L_g0``."""
+    recommendation on ``last`` (the held-out runs of that domain at their largest token count) against ``L_g0``.
+    ``pool_table``: the fitted sizes of every domain; the interval is also given with the residual sd pooled over
+    their lines (``pool=True``)."""
     dom, D = last["domain"].iloc[0], float(last["tokens"].iloc[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # censored crossings are in the table: the fitted sizes' rows
@@ -536,12 +538,20 @@ def crossings_row(train: pd.DataFrame, Nh: float, last: pd.DataFrame, L_g0: floa
         except ValueError as exc:
             return {"domain": dom, "note": str(exc)}
         p = cs.predict(Nh, warn=False)
+        pooled = {}
+        if pool_table is not None:
+            pp = dl.crossing_scaling(pool_table, tokens=D, tolerance=tolerance, domain=dom, pool=True).predict(Nh, warn=False)
+            plo, phi = pp.interval
+            pooled = {"90% PI (pooled)": f"{plo:.3g}-{phi:.3g}", "PI width (pooled)": phi - plo}
     raw, iso = (dl.ratio_regret(last, p.ratio, L_g0, tolerance, smooth=s) for s in (False, True))
     lo, hi = p.interval
+    if pooled:
+        pooled["PI covers crossing (pooled)"] = plo <= iso["crossing"] <= phi
     return {"domain": dom, "fitted crossings": ", ".join(f"{c:.3f}" for c in cs.crossings["crossing"]),
             "slope per ln N": cs.slope, "residual sd": cs.residual_sd, "predicted r_d": p.ratio,
             "observed crossing r_d": iso["crossing"], "90% PI": f"{lo:.3g}-{hi:.3g}",
-            "PI width": hi - lo, "PI covers crossing": lo <= iso["crossing"] <= hi, "regret %": 100 * raw["regret"],
+            "PI width": hi - lo, "PI covers crossing": lo <= iso["crossing"] <= hi, **pooled,
+            "regret %": 100 * raw["regret"],
             "regret % (isotonic)": 100 * iso["regret"], "regret % (seed means)": seed_mean_regret(by_seed, D, p.ratio, tolerance),
             "L_g rise % at predicted": 100 * raw["general_rise"]}
 
@@ -678,7 +688,10 @@ def routes_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
                         for kind in ("", " (isotonic)", " (seed means)") for who, x in (("pair", u), ("crossings", e))},
                      "interval covers: pair": f"{int(cov.sum())} of {len(cov)}",
                      "crossings": f"{int(e['PI covers crossing'].sum())} of {len(e)}",
-                     "PI width crossings": float(e["PI width"].median())})
+                     "PI width crossings": float(e["PI width"].median()),
+                     **({"crossings, sd pooled over domains": f"{int(e['PI covers crossing (pooled)'].sum())} of {len(e)}",
+                         "PI width (pooled)": float(e["PI width (pooled)"].median())}
+                        if "PI covers crossing (pooled)" in e else {})})
     if not rows:
         return []
     return ["Usage 1 without a law: the observed crossings of the three fitted sizes (the best feasible trained "
@@ -686,7 +699,8 @@ def routes_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
             "(`dcpt_law.crossing_scaling`, Chinchilla's approaches 1-2 for the mixture), against the recommended "
             "pair. Medians over domains of the r_d error |predicted - observed crossing| and of |regret| (%); in how many "
             "domains each 90% interval holds the crossing (the pair's from its bootstrap, the crossings' a t "
-            "prediction interval with 1 dof) and the crossings' median interval width.", "",
+            "prediction interval with 1 dof) and the crossings' median interval width; the same with the residual sd "
+            "pooled over the lines of the experiment's domains (`crossing_scaling(..., pool=True)`: 4 dof).", "",
             md(_drop_empty(pd.DataFrame(rows))), ""] + misses_headline(results)
 
 

@@ -597,6 +597,17 @@ def test_crossings_row_extrapolates_the_fitted_sizes_crossings_and_the_headline_
     assert row["slope per ln N"] == pytest.approx(b) and row["PI covers crossing"]
     assert np.isnan(row["regret % (seed means)"])  # no repeats
     assert "note" in score(train[train["model_size"] != 1e4], held)  # two sizes: why there is no line
+    # pooled over domains: code's line, with the residual sd of its own and law's (a noisy one) together
+    rng = np.random.default_rng(0)
+    noisy = crossing_table({N: c + rng.normal(0, 0.02) for N, c in line(a, b, [1e4, 3e4, 1e5]).items()})
+    pool = pd.concat([train, noisy.assign(domain="law")], ignore_index=True)
+    last = held[held["tokens"] == held["tokens"].max()]
+    pooled = validate.crossings_row(train, 4e5, last, float(held.loc[held["tokens"] == 0, "general_loss"].iloc[0]),
+                                    T, pd.DataFrame(), pool_table=pool)
+    want = dl.crossing_scaling(pool, tolerance=T, domain="code", pool=True).predict(4e5, warn=False).interval
+    assert pooled["PI width"] == pytest.approx(0, abs=1e-9)  # code's own line is exact
+    assert pooled["PI width (pooled)"] == pytest.approx(want[1] - want[0]) and want[1] - want[0] > 0.01
+    assert pooled["90% PI (pooled)"] == f"{want[0]:.3g}-{want[1]:.3g}" and pooled["PI covers crossing (pooled)"]
     # the headline: the pair's r_d error (0.02 and 0.06: median 0.04) beside the crossings' (0 and 0.01)
     other = crossing_table(line(a + 0.01, b, [4e5])).assign(domain="law")
     rows = pd.DataFrame([row, score(train.assign(domain="law"), other)])
