@@ -528,8 +528,8 @@ def crossings_row(train: pd.DataFrame, Nh: float, last: pd.DataFrame, L_g0: floa
     """Usage 1 at the held-out size ``Nh`` by the observed crossings of the fitted sizes (``train``, one domain,
     seeds averaged), extrapolated in log N (:func:`dcpt_law.crossing_scaling`, no law), scored like a law's
     recommendation on ``last`` (the held-out runs of that domain at their largest token count) against ``L_g0``.
-    ``pool_table``: the fitted sizes of every domain; the interval is also given with the residual sd pooled over
-    their lines (``pool=True``)."""
+    ``pool_table``: the fitted sizes of every domain; the same, keys suffixed " (pooled)", for their joint fit
+    (``pool=True``: one slope, an intercept per domain)."""
     dom, D = last["domain"].iloc[0], float(last["tokens"].iloc[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # censored crossings are in the table: the fitted sizes' rows
@@ -537,23 +537,22 @@ def crossings_row(train: pd.DataFrame, Nh: float, last: pd.DataFrame, L_g0: floa
             cs = dl.crossing_scaling(train, tokens=D, tolerance=tolerance)
         except ValueError as exc:
             return {"domain": dom, "note": str(exc)}
-        p = cs.predict(Nh, warn=False)
-        pooled = {}
+        fits = {"": cs}
         if pool_table is not None:
-            pp = dl.crossing_scaling(pool_table, tokens=D, tolerance=tolerance, domain=dom, pool=True).predict(Nh, warn=False)
-            plo, phi = pp.interval
-            pooled = {"90% PI (pooled)": f"{plo:.3g}-{phi:.3g}", "PI width (pooled)": phi - plo}
-    raw, iso = (dl.ratio_regret(last, p.ratio, L_g0, tolerance, smooth=s) for s in (False, True))
-    lo, hi = p.interval
-    if pooled:
-        pooled["PI covers crossing (pooled)"] = plo <= iso["crossing"] <= phi
-    return {"domain": dom, "fitted crossings": ", ".join(f"{c:.3f}" for c in cs.crossings["crossing"]),
-            "slope per ln N": cs.slope, "residual sd": cs.residual_sd, "predicted r_d": p.ratio,
-            "observed crossing r_d": iso["crossing"], "90% PI": f"{lo:.3g}-{hi:.3g}",
-            "PI width": hi - lo, "PI covers crossing": lo <= iso["crossing"] <= hi, **pooled,
-            "regret %": 100 * raw["regret"],
-            "regret % (isotonic)": 100 * iso["regret"], "regret % (seed means)": seed_mean_regret(by_seed, D, p.ratio, tolerance),
-            "L_g rise % at predicted": 100 * raw["general_rise"]}
+            fits[" (pooled)"] = dl.crossing_scaling(pool_table, tokens=D, tolerance=tolerance, domain=dom, pool=True)
+    row = {"domain": dom, "fitted crossings": ", ".join(f"{c:.3f}" for c in cs.crossings["crossing"]),
+           "residual sd": cs.residual_sd}
+    for suffix, c in fits.items():
+        p = c.predict(Nh, warn=False)
+        raw, iso = (dl.ratio_regret(last, p.ratio, L_g0, tolerance, smooth=s) for s in (False, True))
+        lo, hi = p.interval
+        row.update({f"{k}{suffix}": v for k, v in {
+            "slope per ln N": c.slope, "predicted r_d": p.ratio, "observed crossing r_d": iso["crossing"],
+            "90% PI": f"{lo:.3g}-{hi:.3g}", "PI width": hi - lo, "PI covers crossing": lo <= iso["crossing"] <= hi,
+            "regret %": 100 * raw["regret"], "regret % (isotonic)": 100 * iso["regret"],
+            "regret % (seed means)": seed_mean_regret(by_seed, D, p.ratio, tolerance),
+            "L_g rise % at predicted": 100 * raw["general_rise"]}.items()})
+    return row
 
 
 def fitted_sizes_miss(f: dl.Fit, train: pd.DataFrame, D: float, tolerance: float) -> float:
@@ -681,17 +680,16 @@ def routes_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
         e = e.dropna(subset=["predicted r_d"])
         u = t["usage"][t["usage"]["law"] == name].set_index("domain").loc[e["domain"]]
         cov = u["interval covers crossing"].dropna()
+        routes = [("pair", u, ""), ("crossings", e, ""), ("crossings pooled", e, " (pooled)")]
+        routes = [r for r in routes if f"predicted r_d{r[2]}" in r[1]]
         rows.append({"experiment": label, "domains": len(e),
-                     "r_d error pair": _abs_median(u["predicted r_d"] - u["observed crossing r_d"]),
-                     "r_d error crossings": _abs_median(e["predicted r_d"] - e["observed crossing r_d"]),
-                     **{f"regret %{kind} {who}": _abs_median(x[f"regret %{kind}"].astype(float))
-                        for kind in ("", " (isotonic)", " (seed means)") for who, x in (("pair", u), ("crossings", e))},
+                     **{f"r_d error {who}": _abs_median(x[f"predicted r_d{sfx}"] - x[f"observed crossing r_d{sfx}"])
+                        for who, x, sfx in routes},
+                     **{f"regret %{kind} {who}": _abs_median(x[f"regret %{kind}{sfx}"].astype(float))
+                        for kind in ("", " (isotonic)", " (seed means)") for who, x, sfx in routes},
                      "interval covers: pair": f"{int(cov.sum())} of {len(cov)}",
-                     "crossings": f"{int(e['PI covers crossing'].sum())} of {len(e)}",
-                     "PI width crossings": float(e["PI width"].median()),
-                     **({"crossings, sd pooled over domains": f"{int(e['PI covers crossing (pooled)'].sum())} of {len(e)}",
-                         "PI width (pooled)": float(e["PI width (pooled)"].median())}
-                        if "PI covers crossing (pooled)" in e else {})})
+                     **{f"{who}": f"{int(e[f'PI covers crossing{sfx}'].sum())} of {len(e)}" for who, _, sfx in routes[1:]},
+                     **{f"PI width {who}": float(e[f"PI width{sfx}"].median()) for who, _, sfx in routes[1:]}})
     if not rows:
         return []
     return ["Usage 1 without a law: the observed crossings of the three fitted sizes (the best feasible trained "
@@ -699,8 +697,9 @@ def routes_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
             "(`dcpt_law.crossing_scaling`, Chinchilla's approaches 1-2 for the mixture), against the recommended "
             "pair. Medians over domains of the r_d error |predicted - observed crossing| and of |regret| (%); in how many "
             "domains each 90% interval holds the crossing (the pair's from its bootstrap, the crossings' a t "
-            "prediction interval with 1 dof) and the crossings' median interval width; the same with the residual sd "
-            "pooled over the lines of the experiment's domains (`crossing_scaling(..., pool=True)`: 4 dof).", "",
+            "prediction interval with 1 dof) and the crossings' median interval width. Crossings pooled: the "
+            "experiment's domains fitted together, one slope in ln N and an intercept each (`crossing_scaling(..., "
+            "pool=True)`: 12 crossings, 7 dof).", "",
             md(_drop_empty(pd.DataFrame(rows))), ""] + misses_headline(results)
 
 
@@ -727,12 +726,15 @@ def misses_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
     b = b[b["largest miss at fitted sizes"].notna()]
     err = (b["predicted r_d"] - b["observed crossing r_d"]).abs()
     err_x = (b["predicted r_d crossings"] - b["observed crossing r_d crossings"]).abs()
+    err_p = (b["predicted r_d (pooled)"] - b["observed crossing r_d (pooled)"]).abs() if "predicted r_d (pooled)" in b else None
     rows = []
     for split, sel in ((f"over {MISS} (warns)", b["largest miss at fitted sizes"].abs() > MISS),
                        (f"{MISS} or less", b["largest miss at fitted sizes"].abs() <= MISS)):
         rows.append({"pair's largest miss at the fitted sizes": split, "cases": int(sel.sum()),
                      "r_d error pair (median)": float(err[sel].median()) if sel.any() else np.nan,
                      "r_d error crossings (median)": float(err_x[sel].median()) if sel.any() else np.nan,
+                     **({"r_d error crossings pooled (median)": float(err_p[sel].median()) if sel.any() else np.nan}
+                        if err_p is not None else {}),
                      "crossings closer": f"{int((err_x[sel] < err[sel]).sum())} of {int(sel.sum())}",
                      f"pair off by over {MISS}": f"{int((err[sel] > MISS).sum())} of {int(sel.sum())}"})
     return ["The law's in-sample check (`dcpt_law.law_misses`; `dcpt crossings --fit`, `dcpt report` and "

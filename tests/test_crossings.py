@@ -178,30 +178,35 @@ def test_a_law_that_misses_its_own_sizes_warns(tmp_path, capsys):
     assert [r["miss"] for r in out["law_misses"]] == pytest.approx(list(m["miss"]), abs=1e-9)
 
 
-def test_pooled_residual_sd_sums_the_domains_squares_and_dof():
-    rng = np.random.default_rng(1)
+def test_pool_fits_one_slope_and_an_intercept_per_domain():
     sizes = [1e4, 2e4, 5e4, 1e5]
-    jitter = lambda c: {N: v + rng.normal(0, 0.01) for N, v in c.items()}  # noqa: E731
-    code = crossing_table(jitter(line(1.2, -0.04, sizes)))
-    law = crossing_table(jitter(line(1.0, -0.03, sizes))).assign(domain="law")
-    music = crossing_table(line(1.1, -0.04, sizes[:2])).assign(domain="music")  # two sizes: no line, not pooled
-    df = pd.concat([code, law, music], ignore_index=True)
-    own = {d: dl.crossing_scaling(df, tolerance=T, domain=d) for d in ("code", "law")}
+    lines = {"code": line(1.2, -0.04, sizes), "law": line(1.0, -0.04, sizes)}
+    exact = pd.concat([crossing_table(c).assign(domain=d) for d, c in lines.items()], ignore_index=True)
+    cs = dl.crossing_scaling(exact, tolerance=T, domain="law", pool=True)
+    assert cs.pooled == ("code",) and cs.dof == 8 - 3
+    assert (cs.intercept, cs.slope) == pytest.approx((1.0, -0.04), abs=1e-9) and cs.residual_sd < 1e-9
+    # with noise: the textbook joint least squares and prediction interval, built here from the crossings
+    rng = np.random.default_rng(1)
+    noisy = {d: {N: v + rng.normal(0, 0.01) for N, v in c.items()} for d, c in lines.items()}
+    music = crossing_table(line(1.1, -0.04, sizes[:2])).assign(domain="music")  # two sizes: no line, left out
+    df = pd.concat([crossing_table(c).assign(domain=d) for d, c in noisy.items()] + [music], ignore_index=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cs = dl.crossing_scaling(df, tolerance=T, domain="code", pool=True)
-    assert cs.pooled == ("law",) and cs.dof == own["code"].dof + own["law"].dof == 4
-    assert (cs.intercept, cs.slope) == (own["code"].intercept, own["code"].slope)  # its own line
-    ssr = sum(c.residual_sd ** 2 * c.dof for c in own.values())
-    assert cs.residual_sd == pytest.approx(np.sqrt(ssr / 4), rel=1e-12)
-    x, x0 = np.log(sizes), np.log(1e6)
-    lev = np.sqrt(1 + 1 / len(x) + (x0 - x.mean()) ** 2 / np.sum((x - x.mean()) ** 2))
+    X = np.array([[d == "code", d == "law", np.log(N)] for d in ("code", "law") for N in sizes], float)
+    y = np.array([noisy[d][N] for d in ("code", "law") for N in sizes])
+    beta = np.linalg.solve(X.T @ X, X.T @ y)
+    s = np.sqrt(np.sum((y - X @ beta) ** 2) / (len(y) - 3))
+    x0 = np.array([1.0, 0.0, np.log(1e6)])
+    half = stats.t.ppf(0.95, len(y) - 3) * s * np.sqrt(1 + x0 @ np.linalg.solve(X.T @ X, x0))
     p = cs.predict(1e6, warn=False)
-    assert p.interval[1] - float(p) == pytest.approx(stats.t.ppf(0.95, 4) * cs.residual_sd * lev, rel=1e-9)
-    assert "pooled with law" in cs.report()
-    with pytest.warns(UserWarning, match="no other domain"):  # one domain: its own sd, said so
-        alone = dl.crossing_scaling(code, tolerance=T, pool=True)
-    assert alone.pooled == () and alone.residual_sd == own["code"].residual_sd
+    assert (cs.intercept, cs.slope, cs.residual_sd) == pytest.approx((beta[0], beta[2], s), rel=1e-9)
+    assert float(p) == pytest.approx(x0 @ beta, abs=1e-9)
+    assert p.interval == pytest.approx((x0 @ beta - half, x0 @ beta + half), abs=1e-9)
+    assert "slope shared with law" in cs.report()
+    with pytest.warns(UserWarning, match="no other domain"):  # one domain: its own line, said so
+        alone = dl.crossing_scaling(crossing_table(noisy["code"]), tolerance=T, pool=True)
+    assert alone.pooled == () and alone.dof == 2
 
 
 def test_cli_pool(tmp_path, capsys):
@@ -211,4 +216,4 @@ def test_cli_pool(tmp_path, capsys):
               ).to_csv(path, index=False)
     assert main(["crossings", str(path), "--domain", "law", "--pool", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["pooled"] == ["code"] and out["dof"] == 2
+    assert out["pooled"] == ["code"] and out["dof"] == 6 - 3
