@@ -290,12 +290,14 @@ def misses_line(m: pd.DataFrame, warn: bool = True) -> str:
 
 
 def cross_check(table, model_size, tokens, tolerance: float = 0.03, domain: str | None = None,
-                fit=None, pool: bool = False) -> tuple[CrossingScaling | None, str]:
+                fit=None, pool: bool | None = None) -> tuple[CrossingScaling | None, str]:
     """For a report beside a law's recommendation: (the table's :func:`crossing_scaling` at ``tokens``, None where
     it cannot give one; its prediction at ``model_size``, or why there is none: too few sizes, D not logged, ...).
     With ``fit``, a second line gives :func:`law_misses` at the same D (or the largest logged one), and a miss
-    above :data:`MISS` warns. ``pool``: as :func:`crossing_scaling`'s."""
+    above :data:`MISS` warns. ``pool``: as :func:`crossing_scaling`'s; None: where the table holds other domains."""
+    table = load_losses(table)  # read once: a path would be read by each call below
     try:
+        pool = table["domain"].nunique() > 1 if pool is None else pool
         cs = crossing_scaling(table, tokens=tokens, tolerance=tolerance, domain=domain, pool=pool)
         line = repr(cs.predict(model_size))
     except ValueError as exc:

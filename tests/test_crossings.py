@@ -204,6 +204,9 @@ def test_pool_fits_one_slope_and_an_intercept_per_domain():
     assert float(p) == pytest.approx(x0 @ beta, abs=1e-9)
     assert p.interval == pytest.approx((x0 @ beta - half, x0 @ beta + half), abs=1e-9)
     assert "slope shared with law" in cs.report()
+    # beside a law's answer (report, figures) the table's other domains are pooled by default
+    assert cross_check(df, 1e6, 2e5, T, domain="code")[0].pooled == ("law",)
+    assert cross_check(df, 1e6, 2e5, T, domain="code", pool=False)[0].pooled == ()
     with pytest.warns(UserWarning, match="no other domain"):  # one domain: its own line, said so
         alone = dl.crossing_scaling(crossing_table(noisy["code"]), tolerance=T, pool=True)
     assert alone.pooled == () and alone.dof == 2
