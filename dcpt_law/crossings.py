@@ -15,6 +15,10 @@ says nothing past the token counts the sweep logged, and with three sizes its in
 In our validation (docs/validation.md) it predicts a 4x larger size's crossing better than the
 recommended laws where their general-loss law is off (5M-token bases, a noisy top size), and
 about as well elsewhere: read both and trust neither alone where they disagree.
+
+With several domains swept, ``pool=True`` fits them together, r*_d(N) = a_d + b ln N: one slope,
+an intercept each. There it beat the recommended laws in 12 of 14 experiments, with an interval
+a third as wide. :func:`law_misses` asks a fitted law the same question at the swept sizes.
 """
 from __future__ import annotations
 
