@@ -223,7 +223,10 @@ def test_start_refits_from_a_fit_without_its_global_search():
     again = dl.fit(table, bootstrap=12, start=f, warn=False)
     for t in ("domain", "general"):
         assert again[t].n_starts == 1 and f[t].n_starts > 1
-        np.testing.assert_allclose(list(again[t].params.values()), list(f[t].params.values()), rtol=1e-6)
+        # the same optimum: its objective (to 1e-9), so its parameters up to the flat directions of the ratio term,
+        # which a re-polish moves by ~3e-6 (numpy 2.4.6 / scipy 1.17.1; 1e-6 held before)
+        assert again[t].objective == pytest.approx(f[t].objective, rel=1e-9)
+        np.testing.assert_allclose(list(again[t].params.values()), list(f[t].params.values()), rtol=1e-5)
         assert again[t].bootstrap.shape == (12, 9)
         assert not np.allclose(again[t].bootstrap, again[t].bootstrap[0])  # resamples, not copies of the start
     assert dl.predict_ratio(1.6e6, 3e7, fit=again, warn=False).interval is not None
