@@ -190,9 +190,7 @@ def crossing_scaling(table, tokens=None, tolerance: float = 0.03, domain: str | 
                    for i, c in enumerate(lines)])
     y = np.concatenate([c.crossings["crossing"].to_numpy(float) for c in lines])
     beta, *_ = np.linalg.lstsq(X, y, rcond=None)
-    dof = len(y) - (k + 1)
-    if dof < 1:
-        return cs
+    dof = len(y) - (k + 1)  # >= 2k - 1: each line has >= 3 crossings
     cov = np.linalg.inv(X.T @ X)[np.ix_([0, k], [0, k])]  # of this domain's (intercept, slope)
     sd = float(np.sqrt(np.sum((y - X @ beta) ** 2) / dof))
     return CrossingScaling(dom, cs.tokens, tolerance, cs.crossings, float(beta[0]), float(beta[k]), sd, dof,

@@ -546,8 +546,9 @@ def crossings_row(train: pd.DataFrame, Nh: float, last: pd.DataFrame, L_g0: floa
         p = c.predict(Nh, warn=False)
         raw, iso = (dl.ratio_regret(last, p.ratio, L_g0, tolerance, smooth=s) for s in (False, True))
         lo, hi = p.interval
+        row["observed crossing r_d"] = iso["crossing"]  # the held-out runs', whatever the prediction
         row.update({f"{k}{suffix}": v for k, v in {
-            "slope per ln N": c.slope, "predicted r_d": p.ratio, "observed crossing r_d": iso["crossing"],
+            "slope per ln N": c.slope, "predicted r_d": p.ratio,
             "90% PI": f"{lo:.3g}-{hi:.3g}", "PI width": hi - lo, "PI covers crossing": lo <= iso["crossing"] <= hi,
             "regret %": 100 * raw["regret"], "regret % (isotonic)": 100 * iso["regret"],
             "regret % (seed means)": seed_mean_regret(by_seed, D, p.ratio, tolerance),
@@ -683,7 +684,7 @@ def routes_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
         routes = [("pair", u, ""), ("crossings", e, ""), ("crossings pooled", e, " (pooled)")]
         routes = [r for r in routes if f"predicted r_d{r[2]}" in r[1]]
         rows.append({"experiment": label, "domains": len(e),
-                     **{f"r_d error {who}": _abs_median(x[f"predicted r_d{sfx}"] - x[f"observed crossing r_d{sfx}"])
+                     **{f"r_d error {who}": _abs_median(x[f"predicted r_d{sfx}"] - x["observed crossing r_d"])
                         for who, x, sfx in routes},
                      **{f"regret %{kind} {who}": _abs_median(x[f"regret %{kind}{sfx}"].astype(float))
                         for kind in ("", " (isotonic)", " (seed means)") for who, x, sfx in routes},
@@ -712,7 +713,7 @@ def misses_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
 
     name = dl.pair_name(dl.RECOMMENDED_LAW)
     both = []
-    for label, (_, t) in results.items():
+    for _, t in results.values():
         e = t.get("crossings") if t else None
         if e is None or e.empty or "predicted r_d" not in e:
             continue
@@ -726,7 +727,7 @@ def misses_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
     b = b[b["largest miss at fitted sizes"].notna()]
     err = (b["predicted r_d"] - b["observed crossing r_d"]).abs()
     err_x = (b["predicted r_d crossings"] - b["observed crossing r_d crossings"]).abs()
-    err_p = (b["predicted r_d (pooled)"] - b["observed crossing r_d (pooled)"]).abs() if "predicted r_d (pooled)" in b else None
+    err_p = (b["predicted r_d (pooled)"] - b["observed crossing r_d"]).abs() if "predicted r_d (pooled)" in b else None
     rows = []
     for split, sel in ((f"over {MISS} (warns)", b["largest miss at fitted sizes"].abs() > MISS),
                        (f"{MISS} or less", b["largest miss at fitted sizes"].abs() <= MISS)):
