@@ -147,9 +147,10 @@ def cmd_crossings(a):
 
     from dcpt_law.crossings import misses_line
 
-    cs = dl.crossing_scaling(a.losses, tokens=a.tokens, tolerance=a.tolerance, domain=a.domain, pool=a.pool)
+    table = dl.load_losses(a.losses)  # read once for the line and the law's check
+    cs = dl.crossing_scaling(table, tokens=a.tokens, tolerance=a.tolerance, domain=a.domain, pool=a.pool)
     p = cs.predict(a.model_size, level=a.level) if a.model_size else None
-    m = dl.law_misses(a.fit, a.losses, tokens=cs.tokens, tolerance=a.tolerance, domain=a.domain) if a.fit else None
+    m = dl.law_misses(a.fit, table, tokens=cs.tokens, tolerance=a.tolerance, domain=a.domain) if a.fit else None
     if a.json:
         out = {"domain": cs.domain, "tokens": cs.tokens, "tolerance": cs.tolerance, "intercept": cs.intercept,
                "slope": cs.slope, "residual_sd": cs.residual_sd, "dof": cs.dof, "pooled": list(cs.pooled),
@@ -311,8 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     cr.add_argument("--tolerance", type=float, default=0.03, help="max relative rise of general loss (0.03 = 3%%)")
     cr.add_argument("--domain", help="which domain of a multi-domain table")
     cr.add_argument("--level", type=float, default=0.9, help="prediction interval level (0.9)")
-    cr.add_argument("--pool", action="store_true", help="residual sd pooled over every domain of the table's lines "
-                    "(more dof: a narrower interval where the domains scatter alike)")
+    cr.add_argument("--pool", action="store_true", help="fit every domain of the table together: one slope in ln N, "
+                    "an intercept per domain, one residual sd (more dof: a narrower interval)")
     cr.add_argument("--fit", metavar="FIT.json", help="also check this fitted law's usage-1 answer at the swept sizes "
                     "against their observed crossings (warns past a miss of 0.05 in r_d)")
     cr.add_argument("--json", action="store_true")
