@@ -4,7 +4,9 @@
 #   bash small_runs/device_sweep.sh pack
 #       here, once: .devcache/ (git-ignored): the wheels the device image lacks (lmfit and its dependencies,
 #       pure Python) and this machine's prepared corpora + tokenizers (cache.tar.xz, no raw downloads), so the
-#       device tokenises the same texts with the same tokenizer as the committed tables (key f56ada82244e).
+#       device tokenises the same texts with the same tokenizer as the committed tables (key f56ada82244e), and
+#       the trained base models in the cache (bases/, keyed by what they are, not where they ran), so the device
+#       skips re-training them and its CPT runs start from the same weights as this machine's.
 #   device run, carry [".devcache"], command:
 #       bash small_runs/device_sweep.sh run small_runs/configs/heldout_extra_m4L3_*.toml ...
 #       installs the wheels, unpacks the cache, records the device's Python on the code corpus (its texts are this
@@ -19,7 +21,8 @@ pack)
     mkdir -p .devcache/whl
     pip download -q --no-deps -d .devcache/whl \
         $(pip freeze | grep -i -E '^(lmfit|asteval|uncertainties|dill)==')
-    tar -cJf .devcache/cache.tar.xz -C "$cache" corpora tokenizers
+    extra=""; [ -d "$cache/bases" ] && extra="bases"
+    tar -cJf .devcache/cache.tar.xz -C "$cache" corpora tokenizers $extra
     ls -la .devcache .devcache/whl
     ;;
 run)
