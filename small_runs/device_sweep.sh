@@ -28,7 +28,8 @@ pack)
 run)
     shift
     [ $# -gt 0 ] || { echo "usage: $0 run CONFIG.toml ..." >&2; exit 2; }
-    pip install -q --no-index --no-deps .devcache/whl/*.whl
+    python -m pip install -q --no-index --no-deps .devcache/whl/*.whl || python -m pip install -q --no-index --no-deps --break-system-packages .devcache/whl/*.whl
+    python -c "import lmfit"
     mkdir -p "$cache"
     tar -xJf .devcache/cache.tar.xz -C "$cache"
     python - "$cache" <<'EOF'
