@@ -6,7 +6,9 @@
 #       pure Python) and this machine's prepared corpora + tokenizers (cache.tar.xz, no raw downloads), so the
 #       device tokenises the same texts with the same tokenizer as the committed tables (key f56ada82244e), and
 #       the trained base models in the cache (bases/, keyed by what they are, not where they ran), so the device
-#       skips re-training them and its CPT runs start from the same weights as this machine's.
+#       skips re-training them and its CPT runs start from the same weights as this machine's; and this
+#       checkout's commit (.devcache/commit): the device's copy of .git can be older than its working tree, so
+#       rows would log a stale commit. Pack again after each commit (seconds).
 #   device run, carry [".devcache"], command:
 #       bash small_runs/device_sweep.sh run small_runs/configs/heldout_extra_m4L3_*.toml ...
 #       installs the wheels, unpacks the cache, records the device's Python on the code corpus (its texts are this
@@ -23,11 +25,14 @@ pack)
         $(pip freeze | grep -i -E '^(lmfit|asteval|uncertainties|dill)==')
     extra=""; [ -d "$cache/bases" ] && extra="bases"
     tar -cJf .devcache/cache.tar.xz -C "$cache" corpora tokenizers $extra
+    python -c "from dcpt_law.provenance import git_commit; print(git_commit())" > .devcache/commit
     ls -la .devcache .devcache/whl
+    echo "rows will log commit $(cat .devcache/commit)"
     ;;
 run)
     shift
     [ $# -gt 0 ] || { echo "usage: $0 run CONFIG.toml ..." >&2; exit 2; }
+    [ -f .devcache/commit ] && export DCPT_GIT_COMMIT="$(cat .devcache/commit)"  # the host checkout's, not the copy's .git
     python -m pip install -q --no-index --no-deps .devcache/whl/*.whl || python -m pip install -q --no-index --no-deps --break-system-packages .devcache/whl/*.whl
     python -c "import lmfit"
     mkdir -p "$cache"

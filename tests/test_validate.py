@@ -82,7 +82,7 @@ def test_md_table():
 def test_plan_extra_brackets_the_prediction(tmp_path, monkeypatch):
     import tomllib
 
-    df = synthetic_table(2).assign(base_tokens=5_000_000, base_lr=0.003, lr=0.001)
+    df = synthetic_table(2).assign(base_tokens=5_000_000, base_lr=0.003, lr=0.001, precision="fp32")
     df["size_name"] = df["model_size"].map(dict(zip(SIZES, ["a", "b", "c", "d"])))
     small, held = df[df["model_size"] < SIZES[-1]], df[df["model_size"] == SIZES[-1]]
     (tmp_path / "small_runs" / "configs").mkdir(parents=True)
@@ -101,6 +101,7 @@ def test_plan_extra_brackets_the_prediction(tmp_path, monkeypatch):
     assert path.name == "heldout_extra_d4x_code.toml" and cfg["out"] == "small_runs/results/heldout_extra"
     # the held-out runs' settings, not the template's: the same base models and CPT learning rate
     assert cfg["base_tokens"] == 5_000_000 and cfg["base_lr"] == 0.003 and cfg["train"]["lr"] == 0.001
+    assert cfg["train"]["precision"] == "fp32"  # not the device's default (bf16 on a GPU): no mixed tables
     assert cfg["seeds"] == [0]
     lo, hi = cfg["ratios"]
     assert lo < predicted < hi and hi - lo < 0.07
