@@ -628,6 +628,7 @@ def test_crossings_row_extrapolates_the_fitted_sizes_crossings_and_the_headline_
     assert cells["interval covers: pair"] == "1 of 2"
     # the in-sample check splits the cases: code's pair missed a fitted size by 0.08 (warns), law's by 0.01
     for start, want in (("| over 0.05 (warns)", [1, 0.02, 0, "1 of 1", "0 of 1"]),
-                        ("| 0.05 or less", [1, 0.06, 0.01, "1 of 1", "1 of 1"])):
+                        ("| 0.05 or less", [1, 0.06, 0.01, "1 of 1", "1 of 1"]),
+                        ("| all", [2, 0.04, 0.005, "2 of 2", "1 of 2"])):  # both together: medians of the two
         got = [c.strip() for c in next(ln for ln in text.splitlines() if ln.startswith(start)).split("|")[2:7]]
         assert [float(x) for x in got[:3]] == pytest.approx(want[:3], abs=1e-6) and got[3:] == want[3:]
