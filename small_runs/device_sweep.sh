@@ -15,23 +15,12 @@
 #       machine's stdlib; without this the device would re-prepare it from its own and the tokenizer key would
 #       change), then `dcpt sweep CONFIGS --jobs $JOBS` (one pool: each base model once, then every CPT run),
 #       copying each table's losses.csv to $OUT/<table>.csv every 20 s and at the end. Commit those tables.
+#   device run, carry [".devcache"], command: bash small_runs/device_sweep.sh setup && export DCPT_GIT_COMMIT=$(cat
+#       .devcache/commit) && dcpt quickstart --out $OUT/qs: the same set-up, then any command (no sweep).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${DCPT_CACHE:-$HOME/.cache/dcpt-law}"
-case "${1:-}" in
-pack)
-    mkdir -p .devcache/whl
-    pip download -q --no-deps -d .devcache/whl \
-        $(pip freeze | grep -i -E '^(lmfit|asteval|uncertainties|dill)==')
-    extra=""; [ -d "$cache/bases" ] && extra="bases"
-    tar -cJf .devcache/cache.tar.xz -C "$cache" corpora tokenizers $extra
-    python -c "from dcpt_law.provenance import git_commit; print(git_commit())" > .devcache/commit
-    ls -la .devcache .devcache/whl
-    echo "rows will log commit $(cat .devcache/commit)"
-    ;;
-run)
-    shift
-    [ $# -gt 0 ] || { echo "usage: $0 run CONFIG.toml ..." >&2; exit 2; }
+setup() {  # there: the wheels, the carried cache, the code corpus recorded for this Python, the commit
     [ -f .devcache/commit ] && export DCPT_GIT_COMMIT="$(cat .devcache/commit)"  # the host checkout's, not the copy's .git
     python -m pip install -q --no-index --no-deps .devcache/whl/*.whl || python -m pip install -q --no-index --no-deps --break-system-packages .devcache/whl/*.whl
     python -c "import lmfit"
@@ -50,6 +39,22 @@ path.write_text(json.dumps(manifest, indent=1))
 assert corpora.is_prepared(path.parent, "code"), "the carried code corpus does not check out"
 print("code corpus: carried texts, recorded for", code["sources"][0]["version"])
 EOF
+}
+case "${1:-}" in
+pack)
+    mkdir -p .devcache/whl
+    pip download -q --no-deps -d .devcache/whl \
+        $(pip freeze | grep -i -E '^(lmfit|asteval|uncertainties|dill)==')
+    extra=""; [ -d "$cache/bases" ] && extra="bases"
+    tar -cJf .devcache/cache.tar.xz -C "$cache" corpora tokenizers $extra
+    python -c "from dcpt_law.provenance import git_commit; print(git_commit())" > .devcache/commit
+    ls -la .devcache .devcache/whl
+    echo "rows will log commit $(cat .devcache/commit)"
+    ;;
+run)
+    shift
+    [ $# -gt 0 ] || { echo "usage: $0 run CONFIG.toml ..." >&2; exit 2; }
+    setup
     tables=$(python -c "import sys; from small_runs import sweeps
 print(' '.join(sorted({str(sweeps.load_config(p).out_dir()) for p in sys.argv[1:]})))" "$@")
     copy() { for t in $tables; do [ -f "$t/losses.csv" ] && cp "$t/losses.csv" "${OUT:-/tmp}/$(basename "$t").csv"; done; true; }
@@ -60,8 +65,11 @@ print(' '.join(sorted({str(sweeps.load_config(p).out_dir()) for p in sys.argv[1:
     copy
     exit "${status:-0}"
     ;;
+setup)
+    setup  # then any command on the prepared cache (a new process: export DCPT_GIT_COMMIT for it, as above)
+    ;;
 *)
-    echo "usage: $0 pack | run CONFIG.toml ..." >&2
+    echo "usage: $0 pack | setup | run CONFIG.toml ..." >&2
     exit 2
     ;;
 esac
