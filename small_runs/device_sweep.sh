@@ -15,8 +15,8 @@
 #       machine's stdlib; without this the device would re-prepare it from its own and the tokenizer key would
 #       change), then `dcpt sweep CONFIGS --jobs $JOBS` (one pool: each base model once, then every CPT run),
 #       copying each table's losses.csv to $OUT/<table>.csv every 20 s and at the end. Commit those tables.
-#   device run, carry [".devcache"], command: bash small_runs/device_sweep.sh setup && export DCPT_GIT_COMMIT=$(cat
-#       .devcache/commit) && dcpt quickstart --out $OUT/qs: the same set-up, then any command (no sweep).
+#   device run, carry [".devcache"], command: bash small_runs/device_sweep.sh setup dcpt quickstart --out $OUT/qs
+#       the same set-up, then any command (no sweep), with the host's commit in its environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${DCPT_CACHE:-$HOME/.cache/dcpt-law}"
@@ -66,10 +66,12 @@ print(' '.join(sorted({str(sweeps.load_config(p).out_dir()) for p in sys.argv[1:
     exit "${status:-0}"
     ;;
 setup)
-    setup  # then any command on the prepared cache (a new process: export DCPT_GIT_COMMIT for it, as above)
+    shift
+    setup
+    [ $# -eq 0 ] || exec "$@"  # a command on the prepared cache, DCPT_GIT_COMMIT exported
     ;;
 *)
-    echo "usage: $0 pack | setup | run CONFIG.toml ..." >&2
+    echo "usage: $0 pack | setup [COMMAND ...] | run CONFIG.toml ..." >&2
     exit 2
     ;;
 esac
