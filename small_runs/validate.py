@@ -727,7 +727,7 @@ def misses_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
     b = pd.concat(both)
     b = b[b["largest miss at fitted sizes"].notna()]
     err = (b["predicted r_d"] - b["observed crossing r_d"]).abs()
-    err_x = (b["predicted r_d crossings"] - b["observed crossing r_d crossings"]).abs()
+    err_x = (b["predicted r_d crossings"] - b["observed crossing r_d"]).abs()  # one crossing: the held-out runs'
     err_p = (b["predicted r_d (pooled)"] - b["observed crossing r_d"]).abs() if "predicted r_d (pooled)" in b else None
     rows = []
     for split, sel in ((f"over {MISS} (warns)", b["largest miss at fitted sizes"].abs() > MISS),
