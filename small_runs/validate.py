@@ -390,6 +390,72 @@ def bootstrapped(train: pd.DataFrame, f: dl.Fit, dom: str, n: int | None = None)
     return dl.Fit(fits, domain=dom, base=f.base_losses)
 
 
+CELLS = "cells (ln G)"  # the law-free route of dl.cell_scaling, scored beside the laws
+
+
+def cells_fit(train: pd.DataFrame) -> dl.CellScaling | None:
+    """:func:`dcpt_law.cell_scaling` of one domain's fitted sizes (warnings off: the document reports its
+    extrapolation distance); None where the sizes share too few cells."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return dl.cell_scaling(train, warn=False)
+        except ValueError:
+            return None
+
+
+class CellsLoss:
+    """One loss (``target``) of a :class:`dcpt_law.CellScaling` behind the ``predict`` of a law's fit, for
+    :func:`predict_rows`: each row's cell at the row's G; NaN where the cells cannot answer (a token count or ratio
+    the fitted sizes did not all log), so a metric over such rows reads NaN rather than dropping them."""
+
+    def __init__(self, cells: dl.CellScaling, target: str):
+        self.cells, self.target = cells, target
+
+    def predict(self, model_size, tokens, ratio, warn: bool = False, base_general_loss=None) -> np.ndarray:
+        D, r, G = (np.asarray(x, float) for x in (tokens, ratio, base_general_loss))
+        out = np.full(len(D), np.nan)
+        for d, g in {(d, g) for d, g in zip(D, G)}:
+            at = (D == d) & (G == g)
+            try:
+                out[at] = self.cells.predict(d, r[at], base_general_loss=g, warn=False)[self.target]
+            except ValueError:
+                pass
+        return out
+
+
+def accuracy_row(law_fit, test: pd.DataFrame, at_dmax: np.ndarray, by_seed: pd.DataFrame, reps: pd.DataFrame,
+                 t: str) -> tuple[dict, dict]:
+    """One law's scores on loss ``t`` at the held-out size (its runs ``test``, the seed means ``by_seed``, each
+    repeated seed ``reps``): (the accuracy table's columns, the mean signed error % per trained ratio)."""
+    pred = predict_rows(law_fit, test)
+    obs = test[LOSS_COLUMNS[t]].to_numpy(float)
+    m = _metrics(pred, obs, 1e-3)
+    share = _share(test, t) > 0  # without the runs that never saw this corpus (see seed_ceiling)
+    m_pos = _metrics(pred[share], obs[share], 1e-3)
+    m_means = {"r2": np.nan} if by_seed.empty else _metrics(
+        predict_rows(law_fit, by_seed), by_seed[LOSS_COLUMNS[t]].to_numpy(float), 1e-3)
+    by_ratio = pd.Series(100 * (pred / obs - 1)).groupby(test["domain_ratio"].to_numpy()).mean()
+    return ({"R2": m["r2"], "MAPE %": m["mape"], "Huber": m["huber"],
+             "MAPE % at D max": _metrics(pred[at_dmax], obs[at_dmax], 1e-3)["mape"],
+             "R2 (share > 0)": m_pos["r2"], "MAPE % (share > 0)": m_pos["mape"],
+             "R2 (seed means)": m_means["r2"], **each_seed_scores(law_fit, reps, t)},
+            {f"{r:.2f}": v for r, v in by_ratio.items()})
+
+
+def usage_row(last: pd.DataFrame, ratio: float, L_g0: float, tolerance: float, by_seed: pd.DataFrame) -> dict:
+    """Usage 1's answer ``ratio`` scored on the held-out runs at their largest token count (``last``) against
+    ``L_g0``: the usage table's columns every route shares (regret on runs, isotonic fits and seed means, the
+    general-loss rise, the observed crossing)."""
+    # trained ratios include 0 and 1 and L_g at r_d = 0 is below L_g0: an error here is a broken table
+    raw, iso = (dl.ratio_regret(last, ratio, L_g0, tolerance, smooth=s) for s in (False, True))
+    return {"predicted r_d": ratio, "best trained r_d": raw["best_ratio"],
+            "bracketing trained r_d": "{:.3g}-{:.3g}".format(*raw["bracket"]),
+            "regret %": 100 * raw["regret"], "regret % (isotonic)": 100 * iso["regret"],
+            "regret % (seed means)": seed_mean_regret(by_seed, float(last["tokens"].iloc[0]), ratio, tolerance),
+            "L_g rise % at predicted": 100 * raw["general_rise"], "observed crossing r_d": iso["crossing"]}
+
+
 def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, title: str = "",
                     label: str = "", held_seeds: pd.DataFrame | None = None, candidates=None,
                     tolerance: float = TOLERANCE, tables: dict | None = None) -> list[str]:
@@ -422,6 +488,8 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
         base = held[(held["domain"] == dom) & (held["tokens"] == 0)]  # none: no usage 1 (no L_g0)
         L_g0 = float(base["general_loss"].iloc[0]) if len(base) else np.nan
         fitted = fit_candidates(train, dom, candidates)
+        fitted_n = ", ".join(dl.format_count(n) for n in sorted(train["model_size"].unique()))
+        held_n = dl.format_count(Nh)
         plain = {c for c, _ in fitted if not isinstance(c, dict)}
         for candidate, f in fitted:
             law = f.law
@@ -431,22 +499,9 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
             for t in (("domain", "general") if not isinstance(candidate, dict) else
                       [t for t in ("domain", "general") if candidate[t] not in plain]):
                 name = candidate[t] if isinstance(candidate, dict) else law
-                pred = predict_rows(f[t], test)
-                obs = test[LOSS_COLUMNS[t]].to_numpy(float)
-                m = _metrics(pred, obs, 1e-3)
-                share = _share(test, t) > 0  # without the runs that never saw this corpus (see seed_ceiling)
-                m_pos = _metrics(pred[share], obs[share], 1e-3)
-                m_means = {"r2": np.nan} if by_seed.empty else _metrics(
-                    predict_rows(f[t], by_seed), by_seed[LOSS_COLUMNS[t]].to_numpy(float), 1e-3)
-                by_ratio = pd.Series(100 * (pred / obs - 1)).groupby(test["domain_ratio"].to_numpy()).mean()
-                resid.append({"domain": dom, "law": name, "target": t,
-                              **{f"{r:.2f}": v for r, v in by_ratio.items()}})
-                rows.append({"domain": dom, "law": name, "target": t, "N fitted": ", ".join(
-                    dl.format_count(n) for n in sorted(train["model_size"].unique())), "N held out": dl.format_count(Nh),
-                    "R2": m["r2"], "MAPE %": m["mape"], "Huber": m["huber"],
-                    "MAPE % at D max": _metrics(pred[at_dmax], obs[at_dmax], 1e-3)["mape"],
-                    "R2 (share > 0)": m_pos["r2"], "MAPE % (share > 0)": m_pos["mape"],
-                    "R2 (seed means)": m_means["r2"], **each_seed_scores(f[t], reps, t)})
+                row, by_ratio = accuracy_row(f[t], test, at_dmax, by_seed, reps, t)
+                resid.append({"domain": dom, "law": name, "target": t, **by_ratio})
+                rows.append({"domain": dom, "law": name, "target": t, "N fitted": fitted_n, "N held out": held_n, **row})
             if base.empty:
                 continue
             with warnings.catch_warnings():
@@ -454,20 +509,30 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                 boot = candidate == dict(dl.RECOMMENDED_LAW)  # its 90% interval, from resamples of the runs
                 rec = dl.predict_ratio(Nh, D, fit=bootstrapped(train, f, dom) if boot else f, tolerance=tolerance,
                                        base_general_loss=L_g0, warn=False)
-            # trained ratios include 0 and 1 and L_g at r_d = 0 is below L_g0: an error here is a broken table
-            raw, iso = (dl.ratio_regret(last, rec.ratio, L_g0, tolerance, smooth=s) for s in (False, True))
-            means = seed_mean_regret(by_seed, D, rec.ratio, tolerance)
             lo, hi = rec.interval or (np.nan, np.nan)
-            miss = fitted_sizes_miss(f, train, D, tolerance)
-            recs.append({"domain": dom, "law": law, "predicted r_d": rec.ratio, "best trained r_d": raw["best_ratio"],
-                         "bracketing trained r_d": "{:.3g}-{:.3g}".format(*raw["bracket"]),
-                         "regret %": 100 * raw["regret"], "regret % (isotonic)": 100 * iso["regret"],
-                         "regret % (seed means)": means, "L_g rise % at predicted": 100 * raw["general_rise"],
+            row = usage_row(last, rec.ratio, L_g0, tolerance, by_seed)
+            recs.append({"domain": dom, "law": law, **row,
                          "binding": ("yes" if rec.constraint_active else "no") if rec.feasible else
                          f"infeasible: the law's least rise {100 * rec.least_increase:.2f}%",
-                         "observed crossing r_d": iso["crossing"], "largest miss at fitted sizes": miss,
+                         "largest miss at fitted sizes": fitted_sizes_miss(f, train, D, tolerance),
                          "90% interval": f"{lo:.3g}-{hi:.3g}" if rec.interval else np.nan,
-                         "interval covers crossing": (lo <= iso["crossing"] <= hi) if rec.interval else np.nan})
+                         "interval covers crossing": (lo <= row["observed crossing r_d"] <= hi) if rec.interval
+                         else np.nan})
+        cs = cells_fit(train)
+        if cs is not None:  # the law-free cells (dl.cell_scaling), scored like a law
+            for t in ("domain", "general"):
+                row, by_ratio = accuracy_row(CellsLoss(cs, t), test, at_dmax, by_seed, reps, t)
+                resid.append({"domain": dom, "law": CELLS, "target": t, **by_ratio})
+                rows.append({"domain": dom, "law": CELLS, "target": t, "N fitted": fitted_n, "N held out": held_n,
+                             **row})
+            if len(base):
+                try:
+                    ratio = cs.predict_ratio(D, L_g0, tolerance, warn=False).ratio
+                except ValueError:  # not even the smallest ratio keeps within the tolerance, by the cells
+                    ratio = np.nan
+                if np.isfinite(ratio):
+                    recs.append({"domain": dom, "law": CELLS, **usage_row(last, ratio, L_g0, tolerance, by_seed),
+                                 "ln G spans past the fitted": cs.spans_past(L_g0)})
         if len(base):
             emp.append(crossings_row(train, Nh, last, L_g0, tolerance, by_seed, pool_table=small))
     if not rows:
@@ -657,6 +722,7 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
              "resamples carry the fitted runs' noise, not the error of extrapolating the law to a larger size.", "",
              md(pd.concat([pd.DataFrame([goal]), body := _drop_empty(pd.DataFrame(rows))])[body.columns]), ""]
     lines += routes_headline(results)
+    lines += cells_headline(results)
     lines += binding_headline({label: t["usage"] for label, (_, t) in results.items() if t and not t["usage"].empty})
     lines += noise_headline(noise_rows)
     noise = held_out_seed_noise(data)
@@ -703,6 +769,53 @@ def routes_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
             "experiment's domains fitted together, one slope in ln N and an intercept each (`crossing_scaling(..., "
             "pool=True)`: 12 crossings, 7 dof).", "",
             md(_drop_empty(pd.DataFrame(rows))), ""] + misses_headline(results)
+
+
+def cells_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
+    """The law-free cells (:data:`CELLS`, :func:`dcpt_law.cell_scaling`) against the recommended pair: per
+    experiment, medians over domains of both losses' R2 and MAPE at the held-out size, and of usage 1's r_d error
+    and |regret|; beside them the pooled crossings' r_d error, and how far the held-out G lies past the fitted ones."""
+    from dcpt_law.cells import FAR_SPANS
+
+    name = dl.pair_name(dl.RECOMMENDED_LAW)
+    pair = dl.RECOMMENDED_LAW
+    rows, cases = [], []
+    for label, (_, t) in results.items():
+        if not t or not (t["accuracy"]["law"] == CELLS).any():
+            continue
+        acc, use = summarise(t["accuracy"], t["usage"])
+        row = {"experiment": label}
+        for m, tg in (("R2", "domain"), ("R2", "general"), ("MAPE %", "domain"), ("MAPE %", "general")):
+            row.update({f"{m} {tg} {who}": acc.loc[law, f"{m} {tg} (median)"]
+                        for who, law in (("pair", pair[tg]), ("cells", CELLS))})
+        u = t["usage"]
+        both = u[u["law"] == name].merge(u[u["law"] == CELLS], on="domain", suffixes=("", " cells"))
+        e = t.get("crossings")
+        if e is not None and "predicted r_d (pooled)" in e:
+            both = both.merge(e[["domain", "predicted r_d (pooled)"]], on="domain", how="left")
+        err = lambda col: (both[col] - both["observed crossing r_d"]).abs()  # noqa: E731
+        row.update({"r_d error pair": err("predicted r_d").median(), "r_d error cells": err("predicted r_d cells").median()})
+        if "predicted r_d (pooled)" in both:
+            row["r_d error crossings pooled"] = err("predicted r_d (pooled)").median()
+        for kind in ("", " (isotonic)", " (seed means)"):
+            row.update({f"regret %{kind} {who}": _abs_median(both[f"regret %{kind}{sfx}"].astype(float))
+                        for who, sfx in (("pair", ""), ("cells", " cells"))})
+        row["ln G spans past the fitted"] = both["ln G spans past the fitted cells"].median()
+        rows.append(row)
+        cases.append(both.assign(pair_err=err("predicted r_d"), cells_err=err("predicted r_d cells")))
+    if not rows:
+        return []
+    c = pd.concat(cases)
+    return ["The cells (`dcpt_law.cell_scaling`, no law): in every (D, r) cell the fitted sizes logged, ln L = a + b "
+            "ln G by least squares over the sizes (G: the base model's general loss, seeds averaged), read off at "
+            "the held-out base model's G, ln L linear in r between logged ratios; usage 1 as the observed crossing of "
+            "those extrapolated runs. Against the recommended pair, medians over domains (scored on the same runs "
+            "as the pair; section 1 of each experiment gives every domain). ln G spans past the fitted: how far the "
+            "held-out G lies below the best fitted size's, in units of the fitted sizes' span of ln G (the cells "
+            f"warn past {FAR_SPANS:g}). Over all {len(c)} cases the median r_d error is "
+            f"{c['cells_err'].median():.3f} for the cells and {c['pair_err'].median():.3f} for the pair; the cells "
+            f"are closer in {int((c['cells_err'] < c['pair_err']).sum())} of {len(c)}.", "",
+            md(_drop_empty(pd.DataFrame(rows))), ""]
 
 
 def misses_headline(results: dict[str, tuple[str, dict]]) -> list[str]:

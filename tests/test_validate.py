@@ -632,3 +632,36 @@ def test_crossings_row_extrapolates_the_fitted_sizes_crossings_and_the_headline_
                         ("| all", [2, 0.04, 0.005, "2 of 2", "1 of 2"])):  # both together: medians of the two
         got = [c.strip() for c in next(ln for ln in text.splitlines() if ln.startswith(start)).split("|")[2:7]]
         assert [float(x) for x in got[:3]] == pytest.approx(want[:3], abs=1e-6) and got[3:] == want[3:]
+
+
+def test_the_cells_are_scored_beside_the_laws_and_the_headline_compares_them(monkeypatch):
+    """On losses that are a per-cell power of G (no law in the package), the law-free cells predict the held-out
+    size exactly: R^2 1 on both losses and usage 1 at the observed crossing; the headline sets them beside the pair."""
+    from test_cells import G, table
+
+    pair = {"domain": "dcpt", "general": "total-data"}
+    monkeypatch.setattr(dl, "RECOMMENDED_LAW", pair)
+    monkeypatch.setattr(validate, "BOOTSTRAP", 4)
+    df = table(ratios=np.linspace(0, 1, 11))
+    df["size_name"] = df["model_size"].map(dict(zip(G, "abcd")))
+    small, held = df[df["model_size"] < 480_000], df[df["model_size"] == 480_000]
+    tables: dict = {}
+    validate.heldout_section(small, held, None, candidates=[pair], tables=tables)
+    acc = tables["accuracy"].set_index(["law", "target"])
+    assert acc.loc[(validate.CELLS, "domain"), "R2"] == pytest.approx(1, abs=1e-9)
+    assert acc.loc[(validate.CELLS, "general"), "MAPE %"] == pytest.approx(0, abs=1e-7)
+    use = tables["usage"].set_index("law")
+    cells = use.loc[validate.CELLS]
+    assert cells["predicted r_d"] == pytest.approx(cells["observed crossing r_d"], abs=1e-9)
+    # at the crossing itself: no worse than the best trained feasible ratio, the general loss at the tolerance
+    assert cells["regret % (isotonic)"] <= 0 and cells["L_g rise % at predicted"] == pytest.approx(3, abs=1e-6)
+    assert cells["ln G spans past the fitted"] == pytest.approx(np.log(5.1 / 4.8) / np.log(5.5 / 5.1))
+    text = "\n".join(validate.cells_headline({"x": ("t", tables)}))
+    header = next(ln for ln in text.splitlines() if ln.startswith("| experiment"))
+    row = dict(zip((c.strip() for c in header.split("|")),
+                   (c.strip() for c in next(ln for ln in text.splitlines() if ln.startswith("| x")).split("|"))))
+    assert float(row["R2 general cells"]) == pytest.approx(1, abs=1e-6)
+    assert float(row["r_d error cells"]) == pytest.approx(0, abs=1e-6)
+    pair_err = abs(use.loc[dl.pair_name(pair), "predicted r_d"] - cells["observed crossing r_d"])
+    assert float(row["r_d error pair"]) == pytest.approx(pair_err, rel=1e-3, abs=1e-6)
+    assert "cells are closer in" in text

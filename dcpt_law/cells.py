@@ -1,0 +1,229 @@
+"""Losses without a law: each logged (D, r) cell's loss extrapolated in the base model's loss.
+
+A sweep logs the losses of every swept size at the same token counts D and ratios r (a *cell*). For
+each cell and loss, across the sizes (seeds averaged, as their base models' losses are),
+
+    ln L(D, r) = a(D, r) + b(D, r) ln G        G = the base model's general loss (nats, before CPT)
+
+is fitted by least squares, and a larger model's losses are read off at its own G: the base model a
+CPT user always has. Between logged ratios ln L is linear in r; D must be one the sweep logged. No
+form in D or r is assumed, so whatever the curves do there (a rise and a fall of the general loss
+when CPT re-warms the learning rate, an inflection at small r) carries over as the runs show it,
+and each cell has its own size effect. That is what a law's single size term cannot give: in our
+validation (docs/validation.md, headline) at a 4x larger size the general loss's R^2 rose from
+0.82 / 0.54 (the recommended laws) to 0.97 / 0.93 with 5M-token base models, and usage 1's answer
+missed the observed crossing by a median 0.013 in r_d over 56 cases (the laws 0.029). It has no
+error bars of its own (three sizes leave one dof per cell) and trusts the top size's step: where
+the largest swept size gains little over the next (a flat ladder), it extrapolates that and fails
+worse than a law. ``x="model_size"`` regresses on ln N instead, for a target without a base model;
+in our runs that was much worse wherever the base models were not trained alike.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import _warn
+from .evaluation import ratio_regret
+from .table import load_losses, single_domain
+from .units import format_count, parse_count
+
+TARGETS = ("domain", "general")
+#: the target's ln x further past the swept sizes' than this many times their span warns (ExtrapolationWarning)
+FAR_SPANS = 1.0
+#: a share of cells above this whose loss does not fall with a better base model warns (FitWarning)
+FLAT_SHARE = 0.2
+
+
+@dataclass
+class CellRatio:
+    """Answer of :meth:`CellScaling.predict_ratio`. ``float(p)`` is the predicted crossing r_d."""
+
+    ratio: float
+    tokens: float
+    tolerance: float
+    base_general_loss: float
+    general_rise: float  # predicted L_g / L_g0 - 1 at ``ratio``
+
+    def __float__(self) -> float:
+        return float(self.ratio)
+
+    def __repr__(self) -> str:
+        return (f"CellRatio(G={self.base_general_loss:.4f}, D={format_count(self.tokens)}: the sweep's cells "
+                f"extrapolated in ln G give r_d={self.ratio:.4f}, general loss {self.general_rise:+.2%} at the "
+                f"tolerance {self.tolerance:.1%})")
+
+
+@dataclass
+class CellScaling:
+    """ln L = intercept + slope * ln x per (tokens, domain_ratio, target) cell of one domain's sweep.
+
+    ``lines``: one row per cell: tokens, domain_ratio, target ("domain" / "general"), intercept, slope,
+    residual_sd (of ln L; NaN with two sizes), sizes. ``sizes``: the swept sizes (model_size,
+    base_general_loss), seeds averaged. ``x``: "base_general_loss" (G) or "model_size" (N)."""
+
+    domain: str
+    x: str
+    lines: pd.DataFrame
+    sizes: pd.DataFrame
+
+    def _x(self, base_general_loss, model_size) -> float:
+        if self.x == "model_size":
+            if model_size is None:
+                raise ValueError("model_size=None: this fit regresses on ln N (x='model_size'); pass model_size=...")
+            v = parse_count(model_size, field="model_size")
+        else:
+            if base_general_loss is None:
+                raise ValueError("base_general_loss=None: pass the target base model's general loss G (nats, before "
+                                 "CPT); the cells are extrapolated in ln G")
+            v = float(base_general_loss)
+            if not (np.isfinite(v) and v > 0):
+                raise ValueError(f"base_general_loss={base_general_loss!r}: a positive loss in nats")
+        return v
+
+    def spans_past(self, base_general_loss=None, model_size=None) -> float:
+        """How far the target lies past the best swept size, in units of the swept sizes' span of ln x: 0 inside
+        it, 1 one span beyond (a larger model: a smaller G, a larger N); negative where it lies before the best."""
+        return self._spans(self._x(base_general_loss, model_size))
+
+    def _spans(self, v: float) -> float:
+        logs = np.log(self.sizes[self.x].to_numpy(float))
+        past = (logs.min() - np.log(v)) if self.x == "base_general_loss" else (np.log(v) - logs.max())
+        return float(past / (logs.max() - logs.min()))
+
+    def _check_far(self, v: float) -> None:
+        spans = self._spans(v)
+        if spans > FAR_SPANS:
+            what = "G" if self.x == "base_general_loss" else "N"
+            _warn.emit(f"the target's ln {what} lies {spans:.1f}x the swept sizes' span past the best of them: each "
+                       "cell's line is extrapolated further than its data reach; sweep a size closer to the target",
+                       _warn.ExtrapolationWarning)
+
+    def _at_tokens(self, tokens) -> pd.DataFrame:
+        D = parse_count(tokens, field="tokens")
+        logged = np.sort(self.lines["tokens"].unique())
+        hit = np.isclose(logged, D, rtol=1e-6, atol=0)
+        if not hit.any():
+            raise ValueError(f"tokens={format_count(D)} is not a token count every swept size logged for "
+                             f"{self.domain!r} ({', '.join(format_count(t) for t in logged)}): the cells exist only "
+                             "there; use a law (dcpt_law.fit) for other D")
+        return self.lines[np.isclose(self.lines["tokens"], logged[hit][0], rtol=1e-6, atol=0)]
+
+    def predict(self, tokens, ratio, base_general_loss=None, model_size=None, warn: bool = True) -> dict:
+        """{"domain": L_d, "general": L_g} (nats, arrays like ``ratio``) of a model whose base has general loss
+        ``base_general_loss`` (or of ``model_size`` parameters, with x="model_size") after ``tokens`` CPT tokens
+        at domain ratio(s) ``ratio``: each cell's line at its x, ln L linear in r between logged ratios."""
+        v = self._x(base_general_loss, model_size)
+        if warn:
+            self._check_far(v)
+        cells = self._at_tokens(tokens)
+        r = np.asarray(ratio, float)
+        out = {}
+        for t in TARGETS:
+            c = cells[cells["target"] == t].sort_values("domain_ratio")
+            grid = c["domain_ratio"].to_numpy(float)
+            if np.any((r < grid[0] - 1e-12) | (r > grid[-1] + 1e-12)) or not np.isfinite(r).all():
+                raise ValueError(f"ratio={ratio!r}: outside the ratios every swept size trained at this D "
+                                 f"({grid[0]:g}-{grid[-1]:g}); the cells do not extrapolate in r")
+            lnL = c["intercept"].to_numpy(float) + c["slope"].to_numpy(float) * np.log(v)
+            out[t] = np.exp(np.interp(r, grid, lnL)) if len(grid) > 1 else np.full(r.shape, np.exp(lnL[0]))
+        return out
+
+    def predict_ratio(self, tokens, base_general_loss, tolerance: float = 0.03, model_size=None,
+                      warn: bool = True) -> CellRatio:
+        """Usage 1 read off the extrapolated cells: the r_d at which the predicted general loss (isotonic in r_d,
+        linear between the logged ratios) first reaches (1 + tolerance) * L_g0, L_g0 = ``base_general_loss`` (the
+        target's base model; also its x unless x="model_size"), as :func:`dcpt_law.observed_crossings` reads the
+        runs. It is the best feasible ratio where the domain loss falls with r_d. Raises where not even the
+        smallest logged ratio meets the tolerance."""
+        if not 0 < tolerance < 1:
+            raise ValueError(f"tolerance={tolerance}: a share of the base general loss in (0, 1), e.g. 0.03 for 3%")
+        L_g0 = float(base_general_loss)
+        cells = self._at_tokens(tokens)
+        D, grid = float(cells["tokens"].iloc[0]), np.sort(cells["domain_ratio"].unique())
+        pred = self.predict(D, grid, base_general_loss=L_g0, model_size=model_size, warn=warn)
+        obs = pd.DataFrame({"domain_ratio": grid, "domain_loss": pred["domain"], "general_loss": pred["general"]})
+        try:
+            c = ratio_regret(obs, float(grid[0]), L_g0, tolerance, smooth=True)["crossing"]
+        except ValueError:
+            raise ValueError(f"tolerance {tolerance:.1%}: by the cells not even r_d = {grid[0]:g} keeps the general "
+                             f"loss within it at D = {format_count(D)}; raise the tolerance or use fewer tokens") from None
+        rise = float(np.interp(c, grid, pred["general"])) / L_g0 - 1
+        return CellRatio(float(c), D, tolerance, L_g0, rise)
+
+    def report(self) -> str:
+        s = self.sizes.assign(model_size=self.sizes["model_size"].map(format_count))
+        lines = [f"Cells of domain {self.domain!r}: ln L = a + b ln {'G' if self.x == 'base_general_loss' else 'N'} "
+                 f"per (D, r), {len(self.lines) // len(TARGETS)} cells x 2 losses over {len(self.sizes)} sizes",
+                 s.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
+        for t in TARGETS:
+            b = self.lines.loc[self.lines["target"] == t, "slope"]
+            lines.append(f"{t} loss: slope b median {b.median():.3f} (range {b.min():.3f} to {b.max():.3f}); "
+                         f"{(b <= 0).mean():.0%} of cells do not fall with a better base model")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"CellScaling(domain={self.domain!r}, x={self.x!r}, sizes={len(self.sizes)}, "
+                f"cells={len(self.lines) // len(TARGETS)})")
+
+
+def cell_scaling(table, domain: str | None = None, x: str = "base_general_loss", warn: bool = True) -> CellScaling:
+    """Fit ln L = a + b ln x in every (tokens, domain_ratio) cell that >= 3 swept sizes logged (seeds averaged per
+    size and cell; x = the size's base-model general loss G, seeds averaged, or ``x="model_size"``: N).
+
+    Needs the base models' rows (tokens == 0) for G, and >= 3 distinct sizes. Warns (FitWarning) where more than
+    :data:`FLAT_SHARE` of a loss's cells do not fall with a better base model (slope <= 0): the sweep's top step
+    is flat there, and the lines extrapolate that.
+    """
+    if x not in ("base_general_loss", "model_size"):
+        raise ValueError(f"x={x!r}: 'base_general_loss' (G, the base model's general loss) or 'model_size' (N)")
+    df = load_losses(table)
+    dom = single_domain(df, domain)
+    rows0 = df[df["tokens"] == 0]  # a base model is shared: where this domain has no row of it, another's will do
+    base = rows0[rows0["domain"] == dom].groupby("model_size")["general_loss"].mean().combine_first(
+        rows0.groupby("model_size")["general_loss"].mean())
+    cpt = df[(df["domain"] == dom) & (df["tokens"] > 0)]
+    if cpt.empty:
+        raise ValueError(f"domain {dom!r} has no CPT rows (tokens > 0): run the sweep first")
+    missing = sorted(set(cpt["model_size"]) - set(base.index))
+    if x == "base_general_loss" and missing:
+        raise ValueError(f"model_size {', '.join(format_count(n) for n in missing)} has no base-model row (tokens == 0) "
+                         "in the table: the cells are extrapolated in its general loss before CPT (G); log the base "
+                         "model's evaluation, or pass x='model_size'")
+    sizes = pd.DataFrame({"model_size": np.sort(cpt["model_size"].unique())})
+    sizes["base_general_loss"] = sizes["model_size"].map(base)
+    if len(sizes) < 3:
+        raise ValueError(f"domain {dom!r}: {len(sizes)} distinct model size(s); a line per cell and its error need >= 3 "
+                         "(sweep more sizes)")
+    if x == "base_general_loss" and sizes["base_general_loss"].nunique() < len(sizes):
+        raise ValueError("two swept sizes share a base general loss: ln G cannot order them; pass x='model_size'")
+    means = cpt.groupby(["tokens", "domain_ratio", "model_size"])[["domain_loss", "general_loss"]].mean().reset_index()
+    xs = means["model_size"] if x == "model_size" else means["model_size"].map(base)
+    means["x"] = np.log(xs.to_numpy(float))
+    rows = []
+    for (D, r), g in means.groupby(["tokens", "domain_ratio"]):
+        if len(g) < 3:
+            continue
+        X = np.c_[np.ones(len(g)), g["x"].to_numpy(float)]
+        for t in TARGETS:
+            y = np.log(g[f"{t}_loss"].to_numpy(float))
+            (a, b), *_ = np.linalg.lstsq(X, y, rcond=None)
+            sd = float(np.sqrt(np.sum((y - X @ (a, b)) ** 2) / (len(g) - 2))) if len(g) > 2 else np.nan
+            rows.append({"tokens": float(D), "domain_ratio": float(r), "target": t, "intercept": float(a),
+                         "slope": float(b), "residual_sd": sd, "sizes": len(g)})
+    if not rows:
+        raise ValueError(f"domain {dom!r}: no (tokens, domain_ratio) cell was logged by >= 3 sizes; sweep the same "
+                         "ratios and token counts at every size")
+    lines = pd.DataFrame(rows)
+    if warn:
+        for t in TARGETS:
+            b = lines.loc[lines["target"] == t, "slope"]
+            # ln L rises with ln G (a better base, lower loss) and falls with ln N
+            flat = float(((b <= 0) if x == "base_general_loss" else (b >= 0)).mean())
+            if flat > FLAT_SHARE:
+                _warn.emit(f"domain {dom!r}: in {flat:.0%} of the cells the {t} loss does not improve with a better "
+                           "base model across the swept sizes (a flat or inverted step); their lines extrapolate "
+                           "that: check the ladder (dcpt fit warns on its top step)", _warn.FitWarning)
+    return CellScaling(dom, x, lines, sizes)

@@ -1,0 +1,114 @@
+"""dcpt_law.cells: each logged (D, r) cell's loss extrapolated in the base model's general loss G."""
+import numpy as np
+import pandas as pd
+import pytest
+
+import dcpt_law as dl
+
+G = {30_000: 5.5, 60_000: 5.3, 120_000: 5.1, 480_000: 4.8}  # base general loss of each size (nats)
+TOKENS = (50_000, 100_000, 200_000)
+RATIOS = (0.0, 0.2, 0.5, 0.8, 1.0)
+
+
+def truth(G_, D, r):
+    """A loss surface no law in the package has: each cell's own power of G, a bump in D for the general loss."""
+    x = np.log(D / 1e5)
+    slope_d, slope_g = 1.0 + 0.5 * r + 0.2 * x, 0.4 + 0.3 * r - 0.1 * x ** 2
+    L_d = (3.0 + 2.0 * (1 - r) ** 2) * np.exp(-0.1 * x * r) * (G_ / 5.0) ** slope_d
+    L_g = (4.5 + 0.8 * r ** 2 + 0.05 * np.exp(-x ** 2)) * (G_ / 5.0) ** slope_g
+    return L_d, L_g
+
+
+def table(sizes=G, seeds=(0,), scale=None, ratios=RATIOS):
+    rows = []
+    for N in sizes:
+        for s in seeds:
+            f = 1.0 if scale is None else scale[s]
+            rows.append({"domain": "code", "model_size": N, "tokens": 0, "domain_ratio": 0.0, "seed": s,
+                         "general_loss": G[N], "domain_loss": 9.0})
+            for D in TOKENS:
+                for r in ratios:
+                    L_d, L_g = truth(G[N], D, r)
+                    rows.append({"domain": "code", "model_size": N, "tokens": D, "domain_ratio": r, "seed": s,
+                                 "general_loss": L_g * f, "domain_loss": L_d * f})
+    return pd.DataFrame(rows)
+
+
+def small():
+    return table({n: G[n] for n in list(G)[:3]})
+
+
+def test_cells_recover_a_per_cell_power_of_G_at_a_larger_size():
+    cs = dl.cell_scaling(small())
+    assert len(cs.lines) == len(TOKENS) * len(RATIOS) * 2 and (cs.lines["sizes"] == 3).all()
+    with pytest.warns(dl.ExtrapolationWarning, match="1.4x the swept sizes' span past"):  # 4.6: 1.4 spans below 5.1
+        p = cs.predict(200_000, np.array(RATIOS), base_general_loss=4.6)
+    L_d, L_g = truth(4.6, 200_000, np.array(RATIOS))
+    np.testing.assert_allclose(p["domain"], L_d, rtol=1e-10)
+    np.testing.assert_allclose(p["general"], L_g, rtol=1e-10)
+    assert cs.spans_past(4.6) == pytest.approx(np.log(5.1 / 4.6) / np.log(5.5 / 5.1))
+    # between logged ratios ln L is linear in r
+    mid = cs.predict(100_000, 0.35, base_general_loss=5.0, warn=False)["general"]
+    ends = cs.predict(100_000, [0.2, 0.5], base_general_loss=5.0, warn=False)["general"]
+    assert mid == pytest.approx(np.sqrt(ends[0] * ends[1]), rel=1e-12)
+
+
+def test_usage_1_by_the_cells_is_the_observed_crossing_of_the_larger_size():
+    big = table({480_000: 4.8}, ratios=np.linspace(0, 1, 11))
+    observed = dl.observed_crossings(big[big["model_size"] == 480_000])
+    want = float(observed.loc[observed["tokens"] == 200_000, "crossing"].iloc[0])
+    cs = dl.cell_scaling(table({n: G[n] for n in list(G)[:3]}, ratios=np.linspace(0, 1, 11)))
+    got = cs.predict_ratio(200_000, base_general_loss=4.8, tolerance=0.03, warn=False)
+    assert 0 < want < 1 and got.ratio == pytest.approx(want, abs=1e-9)
+    assert got.general_rise == pytest.approx(0.03, abs=1e-3)  # the crossing sits on the tolerance
+    assert "r_d=" in repr(got) and float(got) == got.ratio
+
+
+def test_seeds_are_averaged_per_size_and_cell():
+    # seeds 1.02x and 0.98x the truth: their mean is the truth, so the lines are the noise-free ones
+    cs = dl.cell_scaling(table({n: G[n] for n in list(G)[:3]}, seeds=(0, 1), scale={0: 1.02, 1: 0.98}))
+    clean = dl.cell_scaling(small())
+    a = cs.predict(100_000, RATIOS, base_general_loss=5.0, warn=False)["domain"]
+    b = clean.predict(100_000, RATIOS, base_general_loss=5.0, warn=False)["domain"]
+    np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_model_size_as_x_recovers_a_power_of_N():
+    df = small()
+    N = df["model_size"].to_numpy(float)
+    cpt = df["tokens"] > 0
+    df.loc[cpt, "domain_loss"] = 4.0 * (N[cpt] / 1e5) ** -0.2 * (1.5 - df.loc[cpt, "domain_ratio"])
+    cs = dl.cell_scaling(df, x="model_size")
+    got = cs.predict(50_000, 0.5, model_size="480K", warn=False)["domain"]
+    assert got == pytest.approx(4.0 * 4.8 ** -0.2 * 1.0, rel=1e-10)
+    with pytest.raises(ValueError, match="model_size=None"):
+        cs.predict(50_000, 0.5, base_general_loss=4.8)
+
+
+def test_bad_input_names_the_field_and_the_fix():
+    cs = dl.cell_scaling(small())
+    with pytest.raises(ValueError, match="tokens=75K is not a token count"):
+        cs.predict(75_000, 0.5, base_general_loss=5.0)
+    with pytest.raises(ValueError, match="outside the ratios"):
+        cs.predict(50_000, 1.2, base_general_loss=5.0)
+    with pytest.raises(ValueError, match="base_general_loss=None"):
+        cs.predict(50_000, 0.5)
+    with pytest.raises(ValueError, match="need >= 3"):
+        dl.cell_scaling(table({n: G[n] for n in list(G)[:2]}))
+    no_base = small()
+    no_base = no_base[~((no_base["tokens"] == 0) & (no_base["model_size"] == 60_000))]
+    with pytest.raises(ValueError, match="model_size 60K has no base-model row"):
+        dl.cell_scaling(no_base)
+    with pytest.raises(ValueError, match="x='bogus'"):
+        dl.cell_scaling(small(), x="bogus")
+    with pytest.raises(ValueError, match="not even r_d = 0"):
+        cs.predict_ratio(200_000, base_general_loss=4.0, tolerance=0.01, warn=False)
+
+
+def test_a_flat_top_step_warns():
+    df = small()
+    top = (df["model_size"] == 120_000) & (df["tokens"] > 0)
+    df.loc[top, ["domain_loss", "general_loss"]] *= 1.2  # the best base model ends worse in every cell
+    with pytest.warns(dl.FitWarning, match="does not improve with a better base model"):
+        cs = dl.cell_scaling(df)
+    assert "do not fall with a better base model" in cs.report()
