@@ -111,6 +111,10 @@ class CellScaling:
                              "there; use a law (dcpt_law.fit) for other D")
         return self.lines[np.isclose(self.lines["tokens"], logged[hit][0], rtol=1e-6, atol=0)]
 
+    def ratios(self, tokens) -> np.ndarray:
+        """The domain ratios every swept size trained at ``tokens`` (a logged token count), sorted."""
+        return np.sort(self._at_tokens(tokens)["domain_ratio"].unique())
+
     def predict(self, tokens, ratio, base_general_loss=None, model_size=None, warn: bool = True) -> dict:
         """{"domain": L_d, "general": L_g} (nats, arrays like ``ratio``) of a model whose base has general loss
         ``base_general_loss`` (or of ``model_size`` parameters, with x="model_size") after ``tokens`` CPT tokens

@@ -165,6 +165,32 @@ def cmd_crossings(a):
         print(misses_line(m))
 
 
+def cmd_cells(a):
+    import pandas as pd
+
+    import dcpt_law as dl
+
+    cs = dl.cell_scaling(a.losses, domain=a.domain, x="model_size" if a.by_size else "base_general_loss")
+    if a.by_size and a.model_size is None:
+        raise ValueError("--by-size extrapolates in ln N: pass --model-size N (e.g. 1B) and --base-general-loss")
+    D = a.tokens if a.tokens is not None else cs.lines["tokens"].max()
+    grid = cs.ratios(D)
+    kw = dict(base_general_loss=a.base_general_loss, model_size=a.model_size)
+    pred = cs.predict(D, grid, **kw)
+    rec = cs.predict_ratio(D, a.base_general_loss, a.tolerance, model_size=a.model_size)
+    table = pd.DataFrame({"domain_ratio": grid, "domain_loss": pred["domain"], "general_loss": pred["general"]})
+    if a.json:
+        print(json.dumps({"domain": cs.domain, "x": cs.x, "tokens": rec.tokens, "spans_past": cs.spans_past(**kw),
+                          "sizes": cs.sizes.to_dict("records"), "losses": table.to_dict("records"),
+                          "ratio": rec.__dict__}, indent=1, default=float))
+        return
+    print(cs.report())
+    print(f"\npredicted at D = {dl.format_count(rec.tokens)} ({cs.spans_past(**kw):.2f} spans of ln "
+          f"{'N' if a.by_size else 'G'} past the best swept size):")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print(repr(rec))
+
+
 def cmd_evaluate(a):
     import pandas as pd
 
@@ -318,6 +344,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "against their observed crossings (warns past a miss of 0.05 in r_d)")
     cr.add_argument("--json", action="store_true")
     cr.set_defaults(func=cmd_crossings)
+
+    ce = sub.add_parser("cells", help="a larger model's losses without a law: each (D, r) cell the sweep logged, "
+                        "ln L linear in ln G (its base model's general loss) over the swept sizes; usage 1 read off them")
+    ce.add_argument("losses", help="loss table (CSV/Parquet) with >= 3 sizes and their base rows")
+    ce.add_argument("--base-general-loss", type=float, required=True, metavar="LOSS",
+                    help="the target base model's general validation loss before CPT (nats per token): G and L_g0")
+    ce.add_argument("--tokens", help="a token count the sweep logged (default: the largest)")
+    ce.add_argument("--tolerance", type=float, default=0.03, help="max relative rise of general loss (0.03 = 3%%)")
+    ce.add_argument("--domain", help="which domain of a multi-domain table")
+    ce.add_argument("--by-size", action="store_true", help="extrapolate in ln N instead of ln G (needs --model-size)")
+    ce.add_argument("--model-size", help="the target's N, e.g. 1B (with --by-size)")
+    ce.add_argument("--json", action="store_true")
+    ce.set_defaults(func=cmd_cells)
 
     ev = sub.add_parser("evaluate", help="generalisation table (the paper's four splits) for every law")
     ev.add_argument("losses")

@@ -1,4 +1,6 @@
 """dcpt_law.cells: each logged (D, r) cell's loss extrapolated in the base model's general loss G."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -112,3 +114,23 @@ def test_a_flat_top_step_warns():
     with pytest.warns(dl.FitWarning, match="does not improve with a better base model"):
         cs = dl.cell_scaling(df)
     assert "do not fall with a better base model" in cs.report()
+
+
+def test_cli(tmp_path, capsys):
+    from dcpt_law.cli import main
+
+    path = tmp_path / "losses.csv"
+    small().to_csv(path, index=False)
+    assert main(["cells", str(path), "--base-general-loss", "4.8", "--tokens", "200K", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    want = dl.cell_scaling(small()).predict_ratio(200_000, 4.8, warn=False)
+    assert out["ratio"]["ratio"] == pytest.approx(want.ratio) and out["tokens"] == 200_000
+    L_d, L_g = truth(4.8, 200_000, np.array(RATIOS))
+    np.testing.assert_allclose([r["general_loss"] for r in out["losses"]], L_g, rtol=1e-9)
+    assert main(["cells", str(path), "--base-general-loss", "4.8"]) == 0  # the report, at the largest D
+    text = capsys.readouterr().out
+    assert "Cells of domain 'code'" in text and "CellRatio(G=4.8000, D=200K" in text
+    assert main(["cells", str(path), "--base-general-loss", "4.8", "--tokens", "7"]) == 2
+    assert "tokens=7 is not a token count" in capsys.readouterr().err
+    assert main(["cells", str(path), "--base-general-loss", "4.8", "--by-size"]) == 2
+    assert "pass --model-size" in capsys.readouterr().err
