@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from . import _warn
+from .crossings import logged_tokens
 from .evaluation import ratio_regret
 from .table import load_losses, single_domain
 from .units import format_count, parse_count
@@ -102,14 +103,9 @@ class CellScaling:
                        _warn.ExtrapolationWarning)
 
     def _at_tokens(self, tokens) -> pd.DataFrame:
-        D = parse_count(tokens, field="tokens")
-        logged = np.sort(self.lines["tokens"].unique())
-        hit = np.isclose(logged, D, rtol=1e-6, atol=0)
-        if not hit.any():
-            raise ValueError(f"tokens={format_count(D)} is not a token count every swept size logged for "
-                             f"{self.domain!r} ({', '.join(format_count(t) for t in logged)}): the cells exist only "
-                             "there; use a law (dcpt_law.fit) for other D")
-        return self.lines[np.isclose(self.lines["tokens"], logged[hit][0], rtol=1e-6, atol=0)]
+        D = logged_tokens(self.lines["tokens"], tokens, f"every swept size logged for {self.domain!r}",
+                          "the cells exist only there; use a law (dcpt_law.fit) for other D")
+        return self.lines[self.lines["tokens"] == D]
 
     def ratios(self, tokens) -> np.ndarray:
         """The domain ratios every swept size trained at ``tokens`` (a logged token count), sorted."""

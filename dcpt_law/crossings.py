@@ -224,6 +224,22 @@ def _line(df: pd.DataFrame, dom: str, tokens, tolerance: float) -> CrossingScali
     return CrossingScaling(dom, D, tolerance, at, float(a), float(b), sd, dof)
 
 
+#: a token count matches a logged one within this relative distance: "524K" (as format_count prints it) is 524,288
+TOKENS_RTOL = 5e-3
+
+
+def logged_tokens(logged, tokens, where: str, fix: str) -> float:
+    """The logged token count (of the values ``logged``) that ``tokens`` names ("524K" or 524288: the nearest within
+    :data:`TOKENS_RTOL`); a ValueError naming ``where`` the counts were logged and ``fix`` where none is."""
+    D = parse_count(tokens, field="tokens")
+    logged = np.sort(pd.unique(np.asarray(logged, float)))
+    near = np.abs(logged / D - 1)
+    if not len(logged) or near.min() > TOKENS_RTOL:
+        raise ValueError(f"tokens={format_count(D)} is not a token count {where} "
+                         f"({', '.join(format_count(x) for x in logged)}): {fix}")
+    return float(logged[near.argmin()])
+
+
 def _at_tokens(cr: pd.DataFrame, dom: str, tokens) -> tuple[float, pd.DataFrame]:
     """(D, the rows of :func:`observed_crossings`' table ``cr`` at D, by size): D = ``tokens``, which the sweep must
     have logged, or by default the largest token count every size logged."""
@@ -234,13 +250,8 @@ def _at_tokens(cr: pd.DataFrame, dom: str, tokens) -> tuple[float, pd.DataFrame]
             raise ValueError(f"domain {dom!r}: no token count is logged by all {sizes} sizes; pass tokens=...")
         D = float(shared.max())
     else:
-        D = parse_count(tokens, field="tokens")
-        logged = np.sort(cr["tokens"].unique())
-        if not np.isclose(logged, D, rtol=1e-6, atol=0).any():
-            raise ValueError(f"tokens={format_count(D)} is not a token count the sweep logged for {dom!r} "
-                             f"({', '.join(format_count(x) for x in logged)}): the observed crossings exist only "
-                             "there; use the law (dcpt_law.predict_ratio) for other D")
-        D = float(logged[np.isclose(logged, D, rtol=1e-6, atol=0)][0])
+        D = logged_tokens(cr["tokens"], tokens, f"the sweep logged for {dom!r}",
+                          "the observed crossings exist only there; use the law (dcpt_law.predict_ratio) for other D")
     at = cr[np.isclose(cr["tokens"], D, rtol=1e-6, atol=0)].drop(columns="tokens")
     return D, at.sort_values("model_size").reset_index(drop=True)
 

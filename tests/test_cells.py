@@ -87,6 +87,13 @@ def test_model_size_as_x_recovers_a_power_of_N():
         cs.predict(50_000, 0.5, base_general_loss=4.8)
 
 
+def test_a_token_count_as_printed_names_the_logged_one():
+    df = small().replace({"tokens": {200_000: 524_288}})
+    cs = dl.cell_scaling(df)
+    assert cs.predict_ratio("524K", 5.0, warn=False).tokens == 524_288  # format_count prints 524,288 as 524K
+    assert dl.crossing_scaling(df, tokens="524K").tokens == 524_288
+
+
 def test_bad_input_names_the_field_and_the_fix():
     cs = dl.cell_scaling(small())
     with pytest.raises(ValueError, match="tokens=75K is not a token count"):
