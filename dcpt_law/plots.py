@@ -72,10 +72,13 @@ def _nearest(values, target) -> float:
     return float(v[np.argmin(np.abs(np.log(v) - np.log(target)))])
 
 
-def loss_vs_ratio(fit, table, *, model_size=None, tokens=None, heldout=None, domain=None, n_tokens: int = 4):
+def loss_vs_ratio(fit, table, *, model_size=None, tokens=None, heldout=None, domain=None, n_tokens: int = 4,
+                  cells=None):
     """Loss against r_d at one model size (default the largest), one curve per token count.
 
     ``heldout``: boolean mask over the fitted rows (tokens > 0) drawn as stars, not circles.
+    ``cells``: a :class:`dcpt_law.CellScaling` (of smaller sizes) drawn dotted beside the law, at this size's G,
+    over the ratios it logged.
     """
     f, df = _inputs(fit, table, domain)
     N = _nearest(df["model_size"], parse_count(model_size, "model_size")) if model_size else df["model_size"].max()
@@ -93,13 +96,18 @@ def loss_vs_ratio(fit, table, *, model_size=None, tokens=None, heldout=None, dom
                 sel = mask & np.isclose(df["tokens"], D)
                 y = df[LOSS_COLUMNS[t]]
                 ax.plot(grid, f[t].predict(N, D, grid, warn=False, base_general_loss=G), "--", color=c, lw=1.4)
+                if cells is not None:
+                    rs = cells.ratios(D)
+                    ax.plot(rs, cells.predict(D, rs, base_general_loss=G, model_size=N, warn=False)[t], ":",
+                            color=c, lw=1.6)
                 ax.plot(df.loc[sel & ~held, "domain_ratio"], y[sel & ~held], "o", color=c, ms=5,
                         label=f"D = {format_count(D)}")
                 if (sel & held).any():
                     ax.plot(df.loc[sel & held, "domain_ratio"], y[sel & held], "*", color=c, ms=10)
             _label(ax, "domain ratio $r_d$ (share of domain data)", "validation loss (nats/token)",
                    f"{TITLES[t]}, N = {format_count(N)}", legend=False)
-        axes[0][0].legend(title="fit dashed; o fitted, * held out", loc="best")
+        axes[0][0].legend(title="fit dashed" + ("; cells dotted" if cells is not None else "") + "; o fitted, * held out",
+                          loc="best")
         fig.tight_layout()
     return fig
 

@@ -491,10 +491,12 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
         fitted_n = ", ".join(dl.format_count(n) for n in sorted(train["model_size"].unique()))
         held_n = dl.format_count(Nh)
         plain = {c for c, _ in fitted if not isinstance(c, dict)}
+        cs = cells_fit(train)
         for candidate, f in fitted:
             law = f.law
-            if candidate in FIGURE_LAWS and figs is not None:
-                fig_lines.append(heldout_figure(f, train, held[held["domain"] == dom], figs, dom, law, label))
+            if candidate in FIGURE_LAWS and figs is not None:  # the recommended pair's beside the cells
+                fig_lines.append(heldout_figure(f, train, held[held["domain"] == dom], figs, dom, law, label,
+                                                cs if candidate == dict(dl.RECOMMENDED_LAW) else None))
             # a pair's accuracy rows are those of its laws, under their names; here for a law no plain candidate has
             for t in (("domain", "general") if not isinstance(candidate, dict) else
                       [t for t in ("domain", "general") if candidate[t] not in plain]):
@@ -518,7 +520,6 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                          "90% interval": f"{lo:.3g}-{hi:.3g}" if rec.interval else np.nan,
                          "interval covers crossing": (lo <= row["observed crossing r_d"] <= hi) if rec.interval
                          else np.nan})
-        cs = cells_fit(train)
         if cs is not None:  # the law-free cells (dl.cell_scaling), scored like a law
             for t in ("domain", "general"):
                 row, by_ratio = accuracy_row(CellsLoss(cs, t), test, at_dmax, by_seed, reps, t)
@@ -556,7 +557,8 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
               "trained ratio r_d (over its token counts). The general loss at r_d near 1 is the forgetting regime.",
               "", md(_by_ratio_columns(pd.DataFrame(resid))), ""]
     lines += ["Loss against r_d at the held-out size: dashed the law fitted on the small sizes, stars the "
-              "held-out runs (never fitted).", ""] + fig_lines + [""]
+              "held-out runs (never fitted); dotted, in the recommended pair's figures, the cells of the small sizes "
+              "(`dcpt_law.cell_scaling`) at the held-out G.", ""] + fig_lines + [""]
     if recs:
         lines += [f"Usage 1 at the held-out size (tolerance {tolerance:.0%}, L_g0 from its base model, D = its "
                   "largest token count). The observed losses at the predicted ratio are interpolated linearly between "
@@ -1025,14 +1027,16 @@ def _by_ratio_columns(df: pd.DataFrame) -> pd.DataFrame:
     return df[["domain", "law", "target", *ratios]]
 
 
-def heldout_figure(f, train: pd.DataFrame, held: pd.DataFrame, figs: Path, dom: str, law: str, label: str = "") -> str:
-    """Loss vs ratio at the held-out size: the small-size fit (dashed) against the held-out runs (stars)."""
+def heldout_figure(f, train: pd.DataFrame, held: pd.DataFrame, figs: Path, dom: str, law: str, label: str = "",
+                   cells: dl.CellScaling | None = None) -> str:
+    """Loss vs ratio at the held-out size: the small-size fit (dashed) against the held-out runs (stars), and
+    ``cells`` (dotted) where given."""
     from dcpt_law import plots
 
     both = pd.concat([train, held], ignore_index=True)
     Nh = float(held["model_size"].max())
     mask = np.isclose(both.loc[both["tokens"] > 0, "model_size"], Nh)
-    fig = plots.loss_vs_ratio(f, both, model_size=Nh, heldout=mask, domain=dom)
+    fig = plots.loss_vs_ratio(f, both, model_size=Nh, heldout=mask, domain=dom, cells=cells)
     name = f"heldout_{label or held['size_name'].iloc[0]}_{dom}_{law.replace(':', '-').replace(',', '_')}"
     plots.save(fig, figs / name)
     return f"![{dom}, {law}](figures/{name}.png)"

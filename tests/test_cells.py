@@ -141,3 +141,17 @@ def test_cli(tmp_path, capsys):
     assert "tokens=7 is not a token count" in capsys.readouterr().err
     assert main(["cells", str(path), "--base-general-loss", "4.8", "--by-size"]) == 2
     assert "pass --model-size" in capsys.readouterr().err
+
+
+def test_loss_vs_ratio_draws_the_cells_dotted_beside_the_law():
+    from dcpt_law import plots
+
+    df = table()
+    f = dl.fit(small(), law="dcpt", warn=False)
+    cs = dl.cell_scaling(small())
+    fig = plots.loss_vs_ratio(f, df, model_size=480_000, tokens=[200_000], cells=cs)
+    dotted = [ln for ln in fig.axes[1].get_lines() if ln.get_linestyle() == ":"]
+    assert len(dotted) == 1 and "cells dotted" in fig.axes[0].get_legend().get_title().get_text()
+    want = cs.predict(200_000, RATIOS, base_general_loss=4.8, warn=False)["general"]
+    np.testing.assert_allclose(dotted[0].get_ydata(), want)
+    assert not any(ln.get_linestyle() == ":" for ln in plots.loss_vs_ratio(f, df, model_size=480_000).axes[0].get_lines())
