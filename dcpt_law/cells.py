@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from . import _warn
-from .crossings import logged_tokens
+from .crossings import base_general_losses, logged_tokens
 from .evaluation import ratio_regret
 from .table import load_losses, single_domain
 from .units import format_count, parse_count
@@ -181,9 +181,7 @@ def cell_scaling(table, domain: str | None = None, x: str = "base_general_loss",
         raise ValueError(f"x={x!r}: 'base_general_loss' (G, the base model's general loss) or 'model_size' (N)")
     df = load_losses(table)
     dom = single_domain(df, domain)
-    rows0 = df[df["tokens"] == 0]  # a base model is shared: where this domain has no row of it, another's will do
-    base = rows0[rows0["domain"] == dom].groupby("model_size")["general_loss"].mean().combine_first(
-        rows0.groupby("model_size")["general_loss"].mean())
+    base = base_general_losses(df, dom)
     cpt = df[(df["domain"] == dom) & (df["tokens"] > 0)]
     if cpt.empty:
         raise ValueError(f"domain {dom!r} has no CPT rows (tokens > 0): run the sweep first")

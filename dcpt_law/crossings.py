@@ -53,13 +53,19 @@ def observed_crossings(table, tolerance: float = 0.03, domain: str | None = None
     return _observed(df, single_domain(df, domain), tolerance)
 
 
+def base_general_losses(df: pd.DataFrame, dom: str) -> pd.Series:
+    """L_g0 (= G) of each model size of a validated table ``df``: its base-model rows' (tokens == 0) general loss,
+    seeds averaged, from domain ``dom``'s rows where it has them (a base model is shared: else another domain's)."""
+    rows0 = df[df["tokens"] == 0]
+    return rows0[rows0["domain"] == dom].groupby("model_size")["general_loss"].mean().combine_first(
+        rows0.groupby("model_size")["general_loss"].mean())
+
+
 def _observed(df: pd.DataFrame, dom: str, tolerance: float) -> pd.DataFrame:
     """:func:`observed_crossings` of a validated table ``df``, domain ``dom``."""
     if not 0 < tolerance < 1:
         raise ValueError(f"tolerance={tolerance}: a share of the base general loss in (0, 1), e.g. 0.03 for 3%")
-    rows0 = df[df["tokens"] == 0]  # a base model is shared: where this domain has no row of it, another's will do
-    base = rows0[rows0["domain"] == dom].groupby("model_size")["general_loss"].mean().combine_first(
-        rows0.groupby("model_size")["general_loss"].mean())
+    base = base_general_losses(df, dom)
     df = df[df["domain"] == dom]
     rows = []
     for (N, D), g in df[df["tokens"] > 0].groupby(["model_size", "tokens"]):
