@@ -170,22 +170,23 @@ def cmd_cells(a):
 
     import dcpt_law as dl
 
-    cs = dl.cell_scaling(a.losses, domain=a.domain, x="model_size" if a.by_size else "base_general_loss")
     if a.by_size and a.model_size is None:
         raise ValueError("--by-size extrapolates in ln N: pass --model-size N (e.g. 1B) and --base-general-loss")
+    cs = dl.cell_scaling(a.losses, domain=a.domain, x="model_size" if a.by_size else "base_general_loss")
     D = a.tokens if a.tokens is not None else cs.lines["tokens"].max()
     grid = cs.ratios(D)
     kw = dict(base_general_loss=a.base_general_loss, model_size=a.model_size)
-    pred = cs.predict(D, grid, **kw)
-    rec = cs.predict_ratio(D, a.base_general_loss, a.tolerance, model_size=a.model_size)
+    pred = cs.predict(D, grid, **kw)  # warns once where the target lies far past the swept sizes
+    rec = cs.predict_ratio(D, a.base_general_loss, a.tolerance, model_size=a.model_size, warn=False)
+    spans = cs.spans_past(**kw)
     table = pd.DataFrame({"domain_ratio": grid, "domain_loss": pred["domain"], "general_loss": pred["general"]})
     if a.json:
-        print(json.dumps({"domain": cs.domain, "x": cs.x, "tokens": rec.tokens, "spans_past": cs.spans_past(**kw),
+        print(json.dumps({"domain": cs.domain, "x": cs.x, "tokens": rec.tokens, "spans_past": spans,
                           "sizes": cs.sizes.to_dict("records"), "losses": table.to_dict("records"),
                           "ratio": rec.__dict__}, indent=1, default=float))
         return
     print(cs.report())
-    print(f"\npredicted at D = {dl.format_count(rec.tokens)} ({cs.spans_past(**kw):.2f} spans of ln "
+    print(f"\npredicted at D = {dl.format_count(rec.tokens)} ({spans:.2f} spans of ln "
           f"{'N' if a.by_size else 'G'} past the best swept size):")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     print(repr(rec))
