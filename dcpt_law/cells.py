@@ -38,6 +38,12 @@ FAR_SPANS = 1.0
 FLAT_SHARE = 0.2
 
 
+def _flat_share(slopes: pd.Series, x: str) -> float:
+    """The share of cells whose loss does not improve with a better base model: ln L rises with ln G (a better
+    base, a lower G) and falls with ln N, so a slope <= 0 in ln G, >= 0 in ln N, is a flat or inverted step."""
+    return float(((slopes <= 0) if x == "base_general_loss" else (slopes >= 0)).mean())
+
+
 @dataclass
 class CellRatio:
     """Answer of :meth:`CellScaling.predict_ratio`. ``float(p)`` is the predicted crossing r_d."""
@@ -62,7 +68,7 @@ class CellScaling:
     """ln L = intercept + slope * ln x per (tokens, domain_ratio, target) cell of one domain's sweep.
 
     ``lines``: one row per cell: tokens, domain_ratio, target ("domain" / "general"), intercept, slope,
-    residual_sd (of ln L; NaN with two sizes), sizes. ``sizes``: the swept sizes (model_size,
+    residual_sd (of ln L), sizes (>= 3). ``sizes``: the swept sizes (model_size,
     base_general_loss), seeds averaged. ``x``: "base_general_loss" (G) or "model_size" (N)."""
 
     domain: str
@@ -141,8 +147,7 @@ class CellScaling:
         if not 0 < tolerance < 1:
             raise ValueError(f"tolerance={tolerance}: a share of the base general loss in (0, 1), e.g. 0.03 for 3%")
         L_g0 = float(base_general_loss)
-        cells = self._at_tokens(tokens)
-        D, grid = float(cells["tokens"].iloc[0]), np.sort(cells["domain_ratio"].unique())
+        D, grid = float(self._at_tokens(tokens)["tokens"].iloc[0]), self.ratios(tokens)
         pred = self.predict(D, grid, base_general_loss=L_g0, model_size=model_size, warn=warn)
         obs = pd.DataFrame({"domain_ratio": grid, "domain_loss": pred["domain"], "general_loss": pred["general"]})
         try:
@@ -161,7 +166,7 @@ class CellScaling:
         for t in TARGETS:
             b = self.lines.loc[self.lines["target"] == t, "slope"]
             lines.append(f"{t} loss: slope b median {b.median():.3f} (range {b.min():.3f} to {b.max():.3f}); "
-                         f"{(b <= 0).mean():.0%} of cells do not fall with a better base model")
+                         f"{_flat_share(b, self.x):.0%} of cells do not fall with a better base model")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -208,7 +213,7 @@ def cell_scaling(table, domain: str | None = None, x: str = "base_general_loss",
         for t in TARGETS:
             y = np.log(g[f"{t}_loss"].to_numpy(float))
             (a, b), *_ = np.linalg.lstsq(X, y, rcond=None)
-            sd = float(np.sqrt(np.sum((y - X @ (a, b)) ** 2) / (len(g) - 2))) if len(g) > 2 else np.nan
+            sd = float(np.sqrt(np.sum((y - X @ (a, b)) ** 2) / (len(g) - 2)))
             rows.append({"tokens": float(D), "domain_ratio": float(r), "target": t, "intercept": float(a),
                          "slope": float(b), "residual_sd": sd, "sizes": len(g)})
     if not rows:
@@ -217,9 +222,7 @@ def cell_scaling(table, domain: str | None = None, x: str = "base_general_loss",
     lines = pd.DataFrame(rows)
     if warn:
         for t in TARGETS:
-            b = lines.loc[lines["target"] == t, "slope"]
-            # ln L rises with ln G (a better base, lower loss) and falls with ln N
-            flat = float(((b <= 0) if x == "base_general_loss" else (b >= 0)).mean())
+            flat = _flat_share(lines.loc[lines["target"] == t, "slope"], x)
             if flat > FLAT_SHARE:
                 _warn.emit(f"domain {dom!r}: in {flat:.0%} of the cells the {t} loss does not improve with a better "
                            "base model across the swept sizes (a flat or inverted step); their lines extrapolate "

@@ -83,6 +83,7 @@ def test_model_size_as_x_recovers_a_power_of_N():
     cs = dl.cell_scaling(df, x="model_size")
     got = cs.predict(50_000, 0.5, model_size="480K", warn=False)["domain"]
     assert got == pytest.approx(4.0 * 4.8 ** -0.2 * 1.0, rel=1e-10)
+    assert "0% of cells do not fall" in cs.report()  # in ln N a falling loss is the improving one
     with pytest.raises(ValueError, match="model_size=None"):
         cs.predict(50_000, 0.5, base_general_loss=4.8)
 
