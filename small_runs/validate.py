@@ -813,8 +813,8 @@ def cells_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
     c = pd.concat(cases)
     return ["The cells (`dcpt_law.cell_scaling`, no law): in every (D, r) cell the fitted sizes logged, ln L = a + b "
             "ln G by least squares over the sizes (G: the base model's general loss, seeds averaged), read off at "
-            "the held-out base model's G, ln L linear in r between logged ratios; usage 1 as the observed crossing of "
-            "those extrapolated runs. Against the recommended pair, medians over domains (scored on the same runs "
+            "the held-out base model's G, between logged ratios a monotone cubic in ln(s + 0.01), s the share "
+            "of the loss's corpus; usage 1 as the crossing of that curve (isotonic in r_d) at the tolerance. Against the recommended pair, medians over domains (scored on the same runs "
             "as the pair; section 1 of each experiment gives every domain). ln G spans past the fitted: how far the "
             "held-out G lies below the best fitted size's, in units of the fitted sizes' span of ln G (the cells "
             f"warn past {FAR_SPANS:g}). Over all {len(c)} cases the median r_d error is "

@@ -49,19 +49,38 @@ def test_cells_recover_a_per_cell_power_of_G_at_a_larger_size():
     np.testing.assert_allclose(p["domain"], L_d, rtol=1e-10)
     np.testing.assert_allclose(p["general"], L_g, rtol=1e-10)
     assert cs.spans_past(4.6) == pytest.approx(np.log(5.1 / 4.6) / np.log(5.5 / 5.1))
-    # between logged ratios ln L is linear in r
-    mid = cs.predict(100_000, 0.35, base_general_loss=5.0, warn=False)["general"]
-    ends = cs.predict(100_000, [0.2, 0.5], base_general_loss=5.0, warn=False)["general"]
-    assert mid == pytest.approx(np.sqrt(ends[0] * ends[1]), rel=1e-12)
 
 
-def test_usage_1_by_the_cells_is_the_observed_crossing_of_the_larger_size():
+def test_between_logged_ratios_a_loss_is_steep_where_its_corpus_is_scarce():
+    """The domain loss shoots up as r_d -> 0, the general loss as r_d -> 1 (forgetting): the cells read both off
+    between logged ratios within 1%, where a line in r (the geometric mean of the neighbours) misses by 9-13%."""
+    def surface(G_, r):
+        return (3.0 + 0.5 / (r + 0.02) ** 0.5) * G_ / 5.0, (4.5 + 0.2 / (1.02 - r)) * (G_ / 5.0) ** 0.5
+
+    rows = [{"domain": "code", "model_size": N, "tokens": D, "domain_ratio": r, "seed": 0,
+             **dict(zip(("domain_loss", "general_loss"), surface(G[N], r) if D else (9.0, G[N])))}
+            for N in list(G)[:3] for D in (0, *TOKENS) for r in ((0.0,) if D == 0 else RATIOS)]
+    cs = dl.cell_scaling(pd.DataFrame(rows))
+    at = np.array([0.1, 0.35, 0.65, 0.9])
+    got, want = cs.predict(100_000, at, base_general_loss=5.0, warn=False), surface(5.0, at)
+    line = {t: np.sqrt(np.prod([cs.predict(100_000, ends, base_general_loss=5.0, warn=False)[t]
+                                for ends in ((0.0, 0.2, 0.5, 0.8), (0.2, 0.5, 0.8, 1.0))], axis=0))
+            for t in ("domain", "general")}  # ln L linear in r between the neighbours
+    for t, w in zip(("domain", "general"), want):
+        assert np.max(np.abs(got[t] / w - 1)) < 0.01
+    assert abs(line["domain"][0] / want[0][0] - 1) > 0.09 and abs(line["general"][3] / want[1][3] - 1) > 0.09
+
+
+def test_usage_1_by_the_cells_is_the_crossing_of_the_larger_size():
+    from scipy.optimize import brentq
+
+    true = brentq(lambda r: truth(4.8, 200_000, r)[1] - 1.03 * 4.8, 0.0, 1.0)  # L_g = 1.03 L_g0 of the surface
     big = table({480_000: 4.8}, ratios=np.linspace(0, 1, 11))
-    observed = dl.observed_crossings(big[big["model_size"] == 480_000])
-    want = float(observed.loc[observed["tokens"] == 200_000, "crossing"].iloc[0])
+    observed = dl.observed_crossings(big[big["model_size"] == 480_000])  # its runs, linear between ratios
+    runs = float(observed.loc[observed["tokens"] == 200_000, "crossing"].iloc[0])
     cs = dl.cell_scaling(table({n: G[n] for n in list(G)[:3]}, ratios=np.linspace(0, 1, 11)))
     got = cs.predict_ratio(200_000, base_general_loss=4.8, tolerance=0.03, warn=False)
-    assert 0 < want < 1 and got.ratio == pytest.approx(want, abs=1e-9)
+    assert 0 < true < 1 and abs(got.ratio - true) < 1e-3 and abs(got.ratio - true) < 0.6 * abs(runs - true)
     assert got.general_rise == pytest.approx(0.03, abs=1e-3)  # the crossing sits on the tolerance
     assert "r_d=" in repr(got) and float(got) == got.ratio
 
