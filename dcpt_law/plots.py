@@ -2,7 +2,7 @@
 
 - :func:`loss_vs_ratio`: loss against mixture ratio r_d, one curve per token count, general and
   domain loss side by side (the paper's Figure 1): fitted curves dashed, fitted points circles,
-  held-out points stars.
+  held-out points stars; with cells (:func:`dcpt_law.cell_scaling`) their curves dotted, or alone.
 - :func:`loss_vs_tokens`: loss against CPT tokens D (log axis), one curve per ratio.
 - :func:`parity`: predicted against observed loss, coloured by model size, R^2 in the legend.
 - :func:`ratio_vs_size`: recommended r_d (usage 1) against model size N, with its 90% interval, and the
@@ -24,6 +24,7 @@ import pandas as pd
 
 from .fitting import Fit, load_fit
 from .table import LOSS_COLUMNS, fit_rows, load_losses, single_domain
+from .cells import TARGETS
 from .units import format_count, parse_count
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -73,40 +74,61 @@ def _nearest(values, target) -> float:
 
 
 def loss_vs_ratio(fit, table, *, model_size=None, tokens=None, heldout=None, domain=None, n_tokens: int = 4,
-                  cells=None):
+                  cells=None, base_general_loss=None):
     """Loss against r_d at one model size (default the largest), one curve per token count.
 
     ``heldout``: boolean mask over the fitted rows (tokens > 0) drawn as stars, not circles.
-    ``cells``: a :class:`dcpt_law.CellScaling` (of smaller sizes) drawn dotted beside the law, at this size's G,
-    over the ratios it logged.
+    ``cells``: a :class:`dcpt_law.CellScaling` (of smaller sizes) drawn dotted beside the law, at this size's G
+    (its base model's general loss: from the table's base rows, or ``base_general_loss``), over the ratios it
+    logged. ``fit=None`` with ``cells``: the cells alone against the table's runs of that size, all as stars
+    (a larger model's runs that the cells never saw).
     """
-    f, df = _inputs(fit, table, domain)
+    if fit is None:
+        if cells is None:
+            raise ValueError("fit=None: pass a fit (or its JSON path), or cells= to draw the cells alone")
+        df_all = load_losses(table)
+        df = fit_rows(df_all, single_domain(df_all, domain or cells.domain)).reset_index(drop=True)
+        targets, held = TARGETS, np.ones(len(df), bool)
+    else:
+        f, df = _inputs(fit, table, domain)
+        targets = f.targets
+    if df.empty:
+        raise ValueError("table: no CPT rows (tokens > 0) of this domain to draw")
     N = _nearest(df["model_size"], parse_count(model_size, "model_size")) if model_size else df["model_size"].max()
     mask = np.isclose(df["model_size"], N)
-    held = np.zeros(len(df), bool) if heldout is None else np.asarray(heldout, bool)
+    if fit is not None:
+        held = np.zeros(len(df), bool) if heldout is None else np.asarray(heldout, bool)
     Ds = _pick(df.loc[mask, "tokens"], n_tokens) if tokens is None else np.atleast_1d(
         [_nearest(df.loc[mask, "tokens"], parse_count(t, "tokens")) for t in np.atleast_1d(tokens)])
     grid = np.linspace(0, 1, 201)
     G = _base_G(df, mask)  # one model size: one base model
-    G = None if G is None else G[0]
+    G = float(base_general_loss) if base_general_loss is not None else (None if G is None else float(G[0]))
+    if cells is not None and G is None and cells.x == "base_general_loss":
+        raise ValueError(f"base_general_loss=None and the table has no base-model row (tokens == 0) for "
+                         f"N = {format_count(N)}: pass the base model's general loss G (nats) to place the cells")
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(f.targets), figsize=(5.2 * len(f.targets), 4.0), squeeze=False)
-        for ax, t in zip(axes[0], f.targets):
+        fig, axes = plt.subplots(1, len(targets), figsize=(5.2 * len(targets), 4.0), squeeze=False)
+        for ax, t in zip(axes[0], targets):
             for D, c in zip(Ds, _colours(len(Ds))):
                 sel = mask & np.isclose(df["tokens"], D)
                 y = df[LOSS_COLUMNS[t]]
-                ax.plot(grid, f[t].predict(N, D, grid, warn=False, base_general_loss=G), "--", color=c, lw=1.4)
-                if cells is not None:
+                if fit is not None:
+                    ax.plot(grid, f[t].predict(N, D, grid, warn=False, base_general_loss=G), "--", color=c, lw=1.4)
+                if cells is not None:  # the cells' own curve between logged ratios, not a chord
                     rs = cells.ratios(D)
+                    rs = np.union1d(rs, np.linspace(rs[0], rs[-1], 201))
                     ax.plot(rs, cells.predict(D, rs, base_general_loss=G, model_size=N, warn=False)[t], ":",
                             color=c, lw=1.6)
-                ax.plot(df.loc[sel & ~held, "domain_ratio"], y[sel & ~held], "o", color=c, ms=5,
-                        label=f"D = {format_count(D)}")
+                label = f"D = {format_count(D)}"  # on the circles, or on the stars where there are none
+                if (sel & ~held).any() or not (sel & held).any():
+                    ax.plot(df.loc[sel & ~held, "domain_ratio"], y[sel & ~held], "o", color=c, ms=5, label=label)
+                    label = None
                 if (sel & held).any():
-                    ax.plot(df.loc[sel & held, "domain_ratio"], y[sel & held], "*", color=c, ms=10)
+                    ax.plot(df.loc[sel & held, "domain_ratio"], y[sel & held], "*", color=c, ms=10, label=label)
             _label(ax, "domain ratio $r_d$ (share of domain data)", "validation loss (nats/token)",
                    f"{TITLES[t]}, N = {format_count(N)}", legend=False)
-        axes[0][0].legend(title="fit dashed" + ("; cells dotted" if cells is not None else "") + "; o fitted, * held out",
+        what = (["fit dashed"] if fit is not None else []) + (["cells dotted"] if cells is not None else [])
+        axes[0][0].legend(title="; ".join(what) + ("; o fitted, * held out" if fit is not None else "; * runs"),
                           loc="best")
         fig.tight_layout()
     return fig

@@ -172,6 +172,28 @@ def test_loss_vs_ratio_draws_the_cells_dotted_beside_the_law():
     fig = plots.loss_vs_ratio(f, df, model_size=480_000, tokens=[200_000], cells=cs)
     dotted = [ln for ln in fig.axes[1].get_lines() if ln.get_linestyle() == ":"]
     assert len(dotted) == 1 and "cells dotted" in fig.axes[0].get_legend().get_title().get_text()
-    want = cs.predict(200_000, RATIOS, base_general_loss=4.8, warn=False)["general"]
-    np.testing.assert_allclose(dotted[0].get_ydata(), want)
+    x = dotted[0].get_xdata()  # the cells' own curve between logged ratios, not the chords between them
+    assert set(RATIOS) <= set(np.round(x, 12)) and len(x) > 100
+    np.testing.assert_allclose(dotted[0].get_ydata(), cs.predict(200_000, x, base_general_loss=4.8, warn=False)["general"])
     assert not any(ln.get_linestyle() == ":" for ln in plots.loss_vs_ratio(f, df, model_size=480_000).axes[0].get_lines())
+
+
+def test_loss_vs_ratio_draws_the_cells_alone_against_a_larger_sizes_runs():
+    from dcpt_law import plots
+
+    big = table({480_000: 4.8})
+    cs = dl.cell_scaling(small())
+    fig = plots.loss_vs_ratio(None, big, tokens=[100_000], cells=cs)
+    for ax, t in zip(fig.axes, ("domain", "general")):
+        (curve,) = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+        (runs,) = [ln for ln in ax.get_lines() if ln.get_marker() == "*"]
+        # the curve sits at the larger size's G (from its base row) and passes through its runs (exact surface)
+        np.testing.assert_allclose(np.interp(RATIOS, curve.get_xdata(), curve.get_ydata()), runs.get_ydata(),
+                                   rtol=1e-9)
+        assert not [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    no_base = big[big["tokens"] > 0]
+    with pytest.raises(ValueError, match="base_general_loss"):
+        plots.loss_vs_ratio(None, no_base, cells=cs)
+    plots.loss_vs_ratio(None, no_base, cells=cs, base_general_loss=4.8)
+    with pytest.raises(ValueError, match="cells="):
+        plots.loss_vs_ratio(None, big)

@@ -35,3 +35,10 @@ def test_pilot_to_recommendation_notebook():
     assert "law dcpt" in text and "RatioResult(" in text and "CrossingPrediction(" in text
     assert "miss" in text and "crossing" in text  # law_misses' table: the law against the pilot sizes' runs
     assert images >= 5
+
+
+def test_larger_model_notebook():
+    text, images = run("larger_model.ipynb")
+    assert "Cells of domain 'code'" in text and "CellRatio(" in text and "CrossingPrediction(" in text
+    assert "R2" in text and "MAPE" in text and "m's runs: r_d" in text
+    assert images >= 1
