@@ -17,7 +17,7 @@ when CPT re-warms the learning rate, an inflection at small r) carries over as t
 and each cell has its own size effect. That is what a law's single size term cannot give: in our
 validation (docs/validation.md, headline) at a 4x larger size the general loss's R^2 rose from
 0.82 / 0.54 (the recommended laws) to 0.97 / 0.93 with 5M-token base models, and usage 1's answer
-missed the observed crossing by a median 0.018 in r_d over 56 cases (the laws 0.029). It has no
+missed the observed crossing by a median 0.020 in r_d over 60 cases (the laws 0.029). It has no
 error bars of its own (three sizes leave one dof per cell) and trusts the top size's step: where
 the largest swept size gains little over the next (a flat ladder), it extrapolates that and fails
 worse than a law. ``x="model_size"`` regresses on ln N instead, for a target without a base model;

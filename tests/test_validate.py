@@ -652,16 +652,21 @@ def test_the_cells_are_scored_beside_the_laws_and_the_headline_compares_them(mon
     assert acc.loc[(validate.CELLS, "general"), "MAPE %"] == pytest.approx(0, abs=1e-7)
     use = tables["usage"].set_index("law")
     cells = use.loc[validate.CELLS]
-    assert cells["predicted r_d"] == pytest.approx(cells["observed crossing r_d"], abs=1e-9)
+    # usage 1 is the cells' own crossing (a monotone cubic between logged ratios), next to the observed one (read
+    # linearly between the held-out size's 11 trained ratios): both approximate the surface's, 0.0013 apart here
+    own = dl.cell_scaling(small, warn=False).predict_ratio(200_000, 4.8, tolerance=validate.TOLERANCE, warn=False)
+    assert cells["predicted r_d"] == pytest.approx(float(own), abs=1e-9)
+    assert abs(cells["predicted r_d"] - cells["observed crossing r_d"]) < 0.003
     # at the crossing itself: no worse than the best trained feasible ratio, the general loss at the tolerance
-    assert cells["regret % (isotonic)"] <= 0 and cells["L_g rise % at predicted"] == pytest.approx(3, abs=1e-6)
+    assert cells["regret % (isotonic)"] <= 0 and cells["L_g rise % at predicted"] == pytest.approx(3, abs=0.05)
     assert cells["ln G spans past the fitted"] == pytest.approx(np.log(5.1 / 4.8) / np.log(5.5 / 5.1))
     text = "\n".join(validate.cells_headline({"x": ("t", tables)}))
     header = next(ln for ln in text.splitlines() if ln.startswith("| experiment"))
     row = dict(zip((c.strip() for c in header.split("|")),
                    (c.strip() for c in next(ln for ln in text.splitlines() if ln.startswith("| x")).split("|"))))
     assert float(row["R2 general cells"]) == pytest.approx(1, abs=1e-6)
-    assert float(row["r_d error cells"]) == pytest.approx(0, abs=1e-6)
+    assert float(row["r_d error cells"]) == pytest.approx(abs(cells["predicted r_d"] - cells["observed crossing r_d"]),
+                                                          rel=1e-3)
     pair_err = abs(use.loc[dl.pair_name(pair), "predicted r_d"] - cells["observed crossing r_d"])
     assert float(row["r_d error pair"]) == pytest.approx(pair_err, rel=1e-3, abs=1e-6)
     assert "cells are closer in" in text
