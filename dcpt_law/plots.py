@@ -47,9 +47,13 @@ def _label(ax, xlabel: str, ylabel: str, title: str, legend: bool = True) -> Non
 
 def _inputs(fit, table, domain=None) -> tuple[Fit, pd.DataFrame]:
     f = load_fit(fit) if isinstance(fit, (str, Path)) else fit
+    return f, _rows(table, domain or f.domain or None)
+
+
+def _rows(table, domain=None) -> pd.DataFrame:
+    """The CPT rows (tokens > 0) of one domain of ``table``, with their base model's general loss."""
     df_all = load_losses(table)
-    dom = single_domain(df_all, domain or f.domain or None)
-    return f, fit_rows(df_all, dom).reset_index(drop=True)
+    return fit_rows(df_all, single_domain(df_all, domain)).reset_index(drop=True)
 
 
 def _base_G(df: pd.DataFrame, mask=None):
@@ -86,9 +90,7 @@ def loss_vs_ratio(fit, table, *, model_size=None, tokens=None, heldout=None, dom
     if fit is None:
         if cells is None:
             raise ValueError("fit=None: pass a fit (or its JSON path), or cells= to draw the cells alone")
-        df_all = load_losses(table)
-        df = fit_rows(df_all, single_domain(df_all, domain or cells.domain)).reset_index(drop=True)
-        targets, held = TARGETS, np.ones(len(df), bool)
+        df, targets = _rows(table, domain or cells.domain), TARGETS
     else:
         f, df = _inputs(fit, table, domain)
         targets = f.targets
@@ -96,8 +98,8 @@ def loss_vs_ratio(fit, table, *, model_size=None, tokens=None, heldout=None, dom
         raise ValueError("table: no CPT rows (tokens > 0) of this domain to draw")
     N = _nearest(df["model_size"], parse_count(model_size, "model_size")) if model_size else df["model_size"].max()
     mask = np.isclose(df["model_size"], N)
-    if fit is not None:
-        held = np.zeros(len(df), bool) if heldout is None else np.asarray(heldout, bool)
+    held = (np.ones(len(df), bool) if fit is None  # cells alone: every run is one they never saw
+            else np.zeros(len(df), bool) if heldout is None else np.asarray(heldout, bool))
     Ds = _pick(df.loc[mask, "tokens"], n_tokens) if tokens is None else np.atleast_1d(
         [_nearest(df.loc[mask, "tokens"], parse_count(t, "tokens")) for t in np.atleast_1d(tokens)])
     grid = np.linspace(0, 1, 201)
