@@ -255,3 +255,20 @@ def cell_scaling(table, domain: str | None = None, x: str = "base_general_loss",
                            "base model across the swept sizes (a flat or inverted step); their lines extrapolate "
                            "that: check the ladder (dcpt fit warns on its top step)", _warn.FitWarning)
     return CellScaling(dom, x, lines, sizes)
+
+
+def cells_check(table, tokens, base_general_loss, tolerance: float = 0.03,
+                domain: str | None = None) -> tuple[CellScaling | None, str]:
+    """For a report beside a law's recommendation: (the table's :func:`cell_scaling`, None where it cannot give
+    one; usage 1 read off its cells at ``tokens`` for a base model of general loss ``base_general_loss``, or why
+    there is none: too few sizes, D not logged, no ratio within the tolerance). Its warnings (a target far past the
+    swept sizes, a flat top step) are emitted as :func:`cell_scaling` and :meth:`CellScaling.predict` give them."""
+    try:
+        cs = cell_scaling(table, domain=domain)
+        rec = cs.predict_ratio(tokens, base_general_loss, tolerance)
+    except ValueError as exc:
+        return None, f"no answer from the cells: {exc}"
+    spans = cs.spans_past(base_general_loss)
+    where = ("inside the swept sizes' ln G" if spans <= 0 else
+             f"{spans:.2f} spans of the swept sizes' ln G past the best of them")
+    return cs, f"{rec!r}; the target's G lies {where}"

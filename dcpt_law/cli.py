@@ -218,7 +218,7 @@ def cmd_report(a):
     from dcpt_law import report
 
     path = report.write_report(a.fit, a.losses, a.out, model_size=a.model_size, tokens=a.tokens,
-                               tolerance=a.tolerance, laws=a.compare)
+                               tolerance=a.tolerance, laws=a.compare, base_general_loss=a.base_general_loss)
     print(f"report written to {path}")
 
 
@@ -257,6 +257,8 @@ def cmd_quickstart(a):
     print(repr(dl.predict_ratio(N, D, fit=f, tolerance=a.tolerance)))
     print("without a law (each size's observed crossing, extrapolated in log N):")
     print(crossings.cross_check(losses, N, D, a.tolerance, f.domain, fit=f)[1])
+    print("from the cells (ln L linear in ln G per logged (D, r), at this size's base model):")
+    print(dl.cells_check(losses, D, float(f.base_losses.loc[N, "general_loss"]), a.tolerance, f.domain)[1])
     print(f"\nloss table {losses}\nfit        {out / 'fit.json'}\nfigures    {out / 'figures'}\n"
           f"report     {path}\ndone in {(time.time() - t0) / 60:.1f} min")
 
@@ -381,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--model-size", help="target N for the recommendation (default: largest fitted size)")
     rp.add_argument("--tokens", help="target D (default: largest fitted D)")
     rp.add_argument("--tolerance", type=float, default=0.03)
+    rp.add_argument("--base-general-loss", type=float, metavar="LOSS", help="the target's base-model general loss "
+                    "before CPT, nats per token (L_g0 and G; needed for a --model-size the sweep did not train)")
     rp.add_argument("--compare", nargs="+", metavar="LAW", help="laws of the generalisation table (default: every "
                     "law of RATIO_LAWS; the fit's own laws are always in it)")
     rp.set_defaults(func=cmd_report)

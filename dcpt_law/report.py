@@ -41,10 +41,12 @@ def _png(fig, close: bool = True) -> str:
 
 
 def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: float = 0.03,
-                 evaluate_splits="every", laws=None) -> Path:
+                 evaluate_splits="every", laws=None, base_general_loss=None) -> Path:
     """Write ``out/report.html`` (and the figures as PNG + PDF in ``out/figures``).
 
     model_size/tokens: the recommendation's target (default: the largest fitted N and D).
+    base_general_loss: the target's base-model general loss G (nats, before CPT): L_g0 of usage 1, G of the scaled
+    and anchored laws and of the cells; needed where ``model_size`` is not a swept size (default: its base row).
     evaluate_splits: splits of the generalisation table (``"every"``, a list, or ``None`` to skip).
     laws: the laws it compares (default: RATIO_LAWS); the fit's own laws are always among them (an averaged or
     opt-in law too).
@@ -52,8 +54,9 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
     from . import plots
     from .evaluation import evaluate, summary
     from .laws import RATIO_LAWS, get_law
+    from .cells import cells_check
     from .crossings import cross_check
-    from .optimisation import optimal_ratio_limited_domain, predict_ratio
+    from .optimisation import _base_general_loss, optimal_ratio_limited_domain, predict_ratio
 
     f = load_fit(fit) if isinstance(fit, (str, Path)) else fit
     own = [lf.law.name for lf in f.fits.values() if "K" not in lf.law.needs]  # not a cross-domain law
@@ -68,14 +71,17 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
         if not np.isfinite(N):
             N = f["domain"].ranges["model_size"][1]
         D = parse_count(tokens, "tokens") if tokens else f["domain"].ranges["tokens"][1]
+        G = _base_general_loss(f, N, base_general_loss)  # a target outside the sweep needs its own base model's
         crossings, check = cross_check(losses, N, D, tolerance, f.domain, fit=f)
-        figs = plots.standard_figures(f, losses, tokens=D, model_size=N, tolerance=tolerance, crossings=crossings)
+        cells_line = cells_check(losses, D, G, tolerance, f.domain)[1]
+        figs = plots.standard_figures(f, losses, tokens=D, model_size=N, tolerance=tolerance, crossings=crossings,
+                                      base_general_loss=G)
         images = {}
         for name, fig in figs.items():
             images[name] = _png(fig, close=False)  # inline copy first; save() closes the figure
             plots.save(fig, out / "figures" / name)
-        rec = predict_ratio(N, D, fit=f, tolerance=tolerance)
-        limited = optimal_ratio_limited_domain(N, D * max(rec.ratio, 0.05), fit=f)
+        rec = predict_ratio(N, D, fit=f, tolerance=tolerance, base_general_loss=G)
+        limited = optimal_ratio_limited_domain(N, D * max(rec.ratio, 0.05), fit=f, base_general_loss=G)
         gen = None
         if evaluate_splits:
             ev = evaluate(losses, law=names, split=evaluate_splits, domain=f.domain)
@@ -96,7 +102,10 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
              f"{tolerance:.1%}.</p><pre>{html.escape(repr(rec))}\n{html.escape(repr(limited))}</pre>",
              "<p>The same question without a law: each size's observed best feasible ratio (where its general loss "
              f"reaches the tolerance), extrapolated in log N (<code>dcpt crossings</code>), and the law's answer at "
-             f"the swept sizes against theirs:</p><pre>{html.escape(check)}</pre>"]
+             f"the swept sizes against theirs:</p><pre>{html.escape(check)}</pre>",
+             "<p>And from the cells: in every (D, r) the sweep logged, ln L linear in ln G across the swept sizes, "
+             "read off at the target's base model and its crossing taken (<code>dcpt cells</code>; no law, no "
+             f"interval):</p><pre>{html.escape(cells_line)}</pre>"]
     if caught:
         parts.append("<h2>Warnings</h2><ul class='warn'>" + "".join(f"<li>{html.escape(c)}</li>" for c in caught)
                      + "</ul>")

@@ -111,6 +111,11 @@ def test_report_is_self_contained(tmp_path, small_fit, small):
     # beside it, the law-free answer, and the law's own answer at the swept sizes against their runs
     assert check.startswith("CrossingPrediction(") and "\nthe law at the swept sizes" in check
     assert html.escape(check) in text
+    # and the cells' answer (no law) at the same size's base model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cells = dl.cells_check(small, rec.tokens, rec.base_general_loss, 0.03, small_fit.domain)[1]
+    assert cells.startswith("CellRatio(") and html.escape(cells) in text
     assert "src='http" not in text and "src=\"http" not in text  # nothing external
     # the generalisation table compares the laws asked for and always the fit's own
     assert small_fit["domain"].law.name == "dcpt"
@@ -177,6 +182,38 @@ def test_cli_fit_one_law_per_loss(tmp_path, small, capsys):
     # a misspelt law for the report's table fails at once, before any figure is drawn
     assert cli.main(["report", str(out), str(csv), "--out", str(tmp_path / "r"), "--compare", "dcpt", "nope"]) == 2
     assert "nope" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_report_at_a_larger_model_needs_its_base_model(tmp_path, capsys, small_fit, small):
+    """A target the sweep did not train: usage 1 needs its base model's general loss (L_g0, and G of the cells),
+    asked for by name; given it, all three answers (law, crossings, cells) are at that target."""
+    N, D = 4 * small_fit.base_losses.index.max(), small_fit["domain"].ranges["tokens"][1]
+    with pytest.raises(ValueError, match="base_general_loss"):
+        report.write_report(small_fit, small, tmp_path / "no", model_size=N, evaluate_splits=None)
+    assert not (tmp_path / "no" / "report.html").exists()
+    G = 0.97 * small_fit.base_losses["general_loss"].min()
+    path = report.write_report(small_fit, small, tmp_path / "big", model_size=N, base_general_loss=G,
+                               evaluate_splits=None)
+    text = path.read_text()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rec = dl.predict_ratio(N, D, fit=small_fit, base_general_loss=G, warn=False)
+        cells = dl.cells_check(small, D, G, 0.03, small_fit.domain)[1]
+    assert f"r_d={rec.ratio:.4f}" in text and f"vs base {G:.4f}" in text
+    assert f"CellRatio(G={G:.4f}" in cells and html.escape(cells) in text
+    assert f"CrossingPrediction(N={dl.format_count(N)}" in text
+    # the command line: the hint names the flag, and the flag exists
+    fit_path, csv = tmp_path / "fit.json", tmp_path / "losses.csv"
+    small_fit.save(fit_path)
+    small.to_csv(csv, index=False)
+    args = ["report", str(fit_path), str(csv), "--out", str(tmp_path / "cli"), "--model-size", str(N),
+            "--compare", "dcpt"]
+    assert cli.main(args) == 2
+    assert "pass --base-general-loss LOSS" in capsys.readouterr().err
+    assert cli.main([*args, "--base-general-loss", str(G)]) == 0
+    assert f"vs base {G:.4f}" in (tmp_path / "cli" / "report.html").read_text()
+    # the cells say why where they cannot answer: D the sweep did not log
+    assert dl.cells_check(small, 1.5 * D, G)[1].startswith("no answer from the cells: ")
 
 
 def test_cli_law_pair_may_name_an_averaged_law():
