@@ -172,7 +172,11 @@ def cmd_cells(a):
 
     if a.by_size and a.model_size is None:
         raise ValueError("--by-size extrapolates in ln N: pass --model-size N (e.g. 1B) and --base-general-loss")
-    cs = dl.cell_scaling(a.losses, domain=a.domain, x="model_size" if a.by_size else "base_general_loss")
+    if a.relative and not a.by_size:
+        raise ValueError("--relative without --by-size changes nothing (ln(L/G) in ln G is ln L in ln G): add "
+                         "--by-size --model-size N")
+    cs = dl.cell_scaling(a.losses, domain=a.domain, x="model_size" if a.by_size else "base_general_loss",
+                         relative=a.relative)
     D = a.tokens if a.tokens is not None else cs.lines["tokens"].max()
     grid = cs.ratios(D)
     kw = dict(base_general_loss=a.base_general_loss, model_size=a.model_size)
@@ -358,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--domain", help="which domain of a multi-domain table")
     ce.add_argument("--by-size", action="store_true", help="extrapolate in ln N instead of ln G (needs --model-size)")
     ce.add_argument("--model-size", help="the target's N, e.g. 1B (with --by-size)")
+    ce.add_argument("--relative", action="store_true", help="with --by-size: each size's loss over its own base "
+                    "model, ln(L/G), in ln N, times the target's G (usage 1 from the rise alone)")
     ce.add_argument("--json", action="store_true")
     ce.set_defaults(func=cmd_cells)
 

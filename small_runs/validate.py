@@ -394,15 +394,18 @@ def bootstrapped(train: pd.DataFrame, f: dl.Fit, dom: str, n: int | None = None)
 
 
 CELLS = "cells (ln G)"  # the law-free route of dl.cell_scaling, scored beside the laws
+# ... and its variant: each size's loss relative to its own base model, ln(L / G), in ln N, times the target's G
+CELLS_RISE = "cells (L/G in ln N)"
+CELL_ROUTES = {CELLS: {}, CELLS_RISE: {"x": "model_size", "relative": True}}
 
 
-def cells_fit(train: pd.DataFrame) -> dl.CellScaling | None:
-    """:func:`dcpt_law.cell_scaling` of one domain's fitted sizes (warnings off: the document reports its
-    extrapolation distance); None where the sizes share too few cells."""
+def cells_fit(train: pd.DataFrame, **kw) -> dl.CellScaling | None:
+    """:func:`dcpt_law.cell_scaling` of one domain's fitted sizes (``kw``: its x and relative; warnings off: the
+    document reports the extrapolation distance); None where the sizes share too few cells."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return dl.cell_scaling(train, warn=False)
+            return dl.cell_scaling(train, warn=False, **kw)
         except ValueError:
             return None
 
@@ -416,12 +419,12 @@ class CellsLoss:
         self.cells, self.target = cells, target
 
     def predict(self, model_size, tokens, ratio, warn: bool = False, base_general_loss=None) -> np.ndarray:
-        D, r, G = (np.asarray(x, float) for x in (tokens, ratio, base_general_loss))
+        D, r, G, N = (np.asarray(x, float) for x in (tokens, ratio, base_general_loss, model_size))
         out = np.full(len(D), np.nan)
-        for d, g in {(d, g) for d, g in zip(D, G)}:
-            at = (D == d) & (G == g)
+        for d, g, n in set(zip(D, G, N)):
+            at = (D == d) & (G == g) & (N == n)
             try:
-                out[at] = self.cells.predict(d, r[at], base_general_loss=g, warn=False)[self.target]
+                out[at] = self.cells.predict(d, r[at], base_general_loss=g, model_size=n, warn=False)[self.target]
             except ValueError:
                 pass
         return out
@@ -494,7 +497,8 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
         fitted_n = ", ".join(dl.format_count(n) for n in sorted(train["model_size"].unique()))
         held_n = dl.format_count(Nh)
         plain = {c for c, _ in fitted if not isinstance(c, dict)}
-        cs = cells_fit(train)
+        routes = {name: cells_fit(train, **kw) for name, kw in CELL_ROUTES.items()}
+        cs = routes[CELLS]
         for candidate, f in fitted:
             law = f.law
             if candidate in FIGURE_LAWS and figs is not None:  # the recommended pair's beside the cells
@@ -523,20 +527,25 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                          "90% interval": f"{lo:.3g}-{hi:.3g}" if rec.interval else np.nan,
                          "interval covers crossing": (lo <= row["observed crossing r_d"] <= hi) if rec.interval
                          else np.nan})
-        if cs is not None:  # the law-free cells (dl.cell_scaling), scored like a law
+        for route, c in routes.items():  # the law-free cells (dl.cell_scaling), scored like a law
+            if c is None:
+                continue
             for t in ("domain", "general"):
-                row, by_ratio = accuracy_row(CellsLoss(cs, t), test, at_dmax, by_seed, reps, t)
-                resid.append({"domain": dom, "law": CELLS, "target": t, **by_ratio})
-                rows.append({"domain": dom, "law": CELLS, "target": t, "N fitted": fitted_n, "N held out": held_n,
+                row, by_ratio = accuracy_row(CellsLoss(c, t), test, at_dmax, by_seed, reps, t)
+                resid.append({"domain": dom, "law": route, "target": t, **by_ratio})
+                rows.append({"domain": dom, "law": route, "target": t, "N fitted": fitted_n, "N held out": held_n,
                              **row})
             if len(base):
                 try:
-                    ratio = cs.predict_ratio(D, L_g0, tolerance, warn=False).ratio
+                    ratio = c.predict_ratio(D, L_g0, tolerance, model_size=Nh, warn=False).ratio
                 except ValueError:  # not even the smallest ratio keeps within the tolerance, by the cells
-                    ratio = np.nan
-                if np.isfinite(ratio):
-                    recs.append({"domain": dom, "law": CELLS, **usage_row(last, ratio, L_g0, tolerance, by_seed),
-                                 "ln G spans past the fitted": cs.spans_past(L_g0)})
+                    recs.append({"domain": dom, "law": route, "binding": "infeasible: no logged ratio within the "
+                                 "tolerance, by these cells", "observed crossing r_d": usage_row(
+                                     last, 0.0, L_g0, tolerance, by_seed)["observed crossing r_d"]})
+                    continue
+                recs.append({"domain": dom, "law": route, **usage_row(last, ratio, L_g0, tolerance, by_seed),
+                             ("ln G spans past the fitted" if c.x == "base_general_loss" else
+                              "ln N spans past the fitted"): c.spans_past(L_g0, Nh)})
         if len(base):
             emp.append(crossings_row(train, Nh, last, L_g0, tolerance, by_seed, pool_table=small))
     if not rows:
@@ -799,15 +808,23 @@ def cells_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
         if e is not None and "predicted r_d (pooled)" in e:
             both = both.merge(e[["domain", "predicted r_d (pooled)"]], on="domain", how="left")
         err = lambda col: (both[col] - both["observed crossing r_d"]).abs()  # noqa: E731
-        row.update({"r_d error pair": err("predicted r_d").median(), "r_d error cells": err("predicted r_d cells").median()})
+        rise = u[u["law"] == CELLS_RISE].rename(columns=lambda c: c if c == "domain" else f"{c} rise")
+        both = both.merge(rise, on="domain", how="left")
+        if "predicted r_d rise" not in both:
+            both["predicted r_d rise"] = np.nan
+        row.update({"r_d error pair": err("predicted r_d").median(), "r_d error cells": err("predicted r_d cells").median(),
+                    "r_d error cells L/G in ln N": err("predicted r_d rise").median()})
         if "predicted r_d (pooled)" in both:
             row["r_d error crossings pooled"] = err("predicted r_d (pooled)").median()
         for kind in ("", " (isotonic)", " (seed means)"):
             row.update({f"regret %{kind} {who}": _abs_median(both[f"regret %{kind}{sfx}"].astype(float))
-                        for who, sfx in (("pair", ""), ("cells", " cells"))})
+                        for who, sfx in (("pair", ""), ("cells", " cells"), ("cells L/G in ln N", " rise"))
+                        if f"regret %{kind}{sfx}" in both})
         row["ln G spans past the fitted"] = both["ln G spans past the fitted cells"].median()
+        row["cells L/G in ln N: no answer"] = int(both["predicted r_d rise"].isna().sum())
         rows.append(row)
-        cases.append(both.assign(pair_err=err("predicted r_d"), cells_err=err("predicted r_d cells")))
+        cases.append(both.assign(pair_err=err("predicted r_d"), cells_err=err("predicted r_d cells"),
+                                 rise_err=err("predicted r_d rise")))
     if not rows:
         return []
     c = pd.concat(cases)
@@ -820,6 +837,16 @@ def cells_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
             f"warn past {FAR_SPANS:g}). Over all {len(c)} cases the median r_d error is "
             f"{c['cells_err'].median():.3f} for the cells and {c['pair_err'].median():.3f} for the pair; the cells "
             f"are closer in {int((c['cells_err'] < c['pair_err']).sum())} of {len(c)}.", "",
+            "Cells L/G in ln N (`cell_scaling(x=\"model_size\", relative=True)`): in each cell the loss relative to "
+            "each fitted size's own base model, ln(L / G), by least squares in ln N, read off at the held-out N and "
+            "multiplied by its G. Usage 1 then reads only the extrapolated rise of the general loss over the base "
+            "model, in model size, with the base model's luck divided out. Where it finds no logged ratio within "
+            f"the tolerance it gives no answer (no answer: {int(c['rise_err'].isna().sum())} of {len(c)} cases). "
+            f"Over the {int(c['rise_err'].notna().sum())} it answers, its median r_d error is "
+            f"{c['rise_err'].median():.3f} (the cells in ln G {c.loc[c['rise_err'].notna(), 'cells_err'].median():.3f}, "
+            f"the pair {c.loc[c['rise_err'].notna(), 'pair_err'].median():.3f}), closer than the cells in ln G in "
+            f"{int((c['rise_err'] < c['cells_err']).sum())} and than the pair in "
+            f"{int((c['rise_err'] < c['pair_err']).sum())}. Its losses: section 1 of each experiment.", "",
             md(_drop_empty(pd.DataFrame(rows))), ""]
 
 

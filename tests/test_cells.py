@@ -161,6 +161,13 @@ def test_cli(tmp_path, capsys):
     assert "tokens=7 is not a token count" in capsys.readouterr().err
     assert main(["cells", str(path), "--base-general-loss", "4.8", "--by-size"]) == 2
     assert "pass --model-size" in capsys.readouterr().err
+    assert main(["cells", str(path), "--base-general-loss", "4.8", "--relative"]) == 2
+    assert "add --by-size" in capsys.readouterr().err
+    args = ["cells", str(path), "--base-general-loss", "4.8", "--by-size", "--model-size", "480K", "--relative", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    want = dl.cell_scaling(small(), x="model_size", relative=True)
+    assert out["ratio"]["ratio"] == pytest.approx(want.predict_ratio(200_000, 4.8, model_size=480_000, warn=False).ratio)
 
 
 def test_loss_vs_ratio_draws_the_cells_dotted_beside_the_law():
@@ -197,3 +204,36 @@ def test_loss_vs_ratio_draws_the_cells_alone_against_a_larger_sizes_runs():
     plots.loss_vs_ratio(None, no_base, cells=cs, base_general_loss=4.8)
     with pytest.raises(ValueError, match="cells="):
         plots.loss_vs_ratio(None, big)
+
+
+def test_relative_cells_extrapolate_the_rise_over_the_base_model_in_ln_N():
+    """relative=True, x="model_size": ln(L / G) per cell in ln N, read off at the target's N and times its own G.
+    On a surface where the loss is the base model's G times a rise that grows with N (as re-warming a better-trained
+    base did in our runs), and the target's base model is luckier than its size (G off the swept sizes' trend), the
+    relative cells recover it exactly, usage 1 included, where the cells in ln G do not."""
+    from scipy.optimize import brentq
+
+    def rise(N, D, r):  # L / G: ln of it linear in ln N, growing with N and with the share of domain data
+        return np.exp(-0.01 + (0.02 + 0.008 * np.log(N / 3e4)) * (1 + 0.3 * np.log(D / 5e4)) * r ** 2)
+
+    sizes = {30_000: 5.5, 60_000: 5.3, 120_000: 5.1}
+    rows = [{"domain": "code", "model_size": N, "tokens": D, "domain_ratio": r, "seed": 0,
+             "general_loss": G_ * (rise(N, D, r) if D else 1.0), "domain_loss": (9.0 if D == 0 else
+                                                                                 G_ * (1.6 - 0.5 * r))}
+            for N, G_ in sizes.items() for D in (0, *TOKENS) for r in ((0.0,) if D == 0 else np.linspace(0, 1, 11))]
+    rel = dl.cell_scaling(pd.DataFrame(rows), x="model_size", relative=True)
+    assert rel.relative and "ln (L/G) = a + b ln N" in rel.report()
+    N, G_ = 480_000, 4.95  # a lucky base: the trend in ln N would put it near 4.7
+    p = rel.predict(200_000, np.array(RATIOS), model_size=N, base_general_loss=G_, warn=False)
+    np.testing.assert_allclose(p["general"], G_ * rise(N, 200_000, np.array(RATIOS)), rtol=1e-10)
+    np.testing.assert_allclose(p["domain"], G_ * (1.6 - 0.5 * np.array(RATIOS)), rtol=1e-10)
+    true = brentq(lambda r: rise(N, 200_000, r) - 1.03, 0.0, 1.0)
+    got = rel.predict_ratio(200_000, G_, 0.03, model_size=N, warn=False)
+    assert float(got) == pytest.approx(true, abs=2e-3)  # the cubic between logged ratios, not the surface's form
+    by_G = dl.cell_scaling(pd.DataFrame(rows)).predict_ratio(200_000, G_, 0.03, warn=False)
+    assert abs(float(by_G) - true) > 0.05  # G says "a smaller model than its N": a smaller rise, a later crossing
+    # its target needs both N and G, asked for by name
+    with pytest.raises(ValueError, match="base_general_loss=None.*relative=True"):
+        rel.predict(200_000, 0.5, model_size=N)
+    with pytest.raises(ValueError, match="model_size=None"):
+        rel.predict(200_000, 0.5, base_general_loss=G_)
