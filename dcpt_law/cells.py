@@ -100,13 +100,14 @@ class CellRatio:
     tolerance: float
     base_general_loss: float
     general_rise: float  # predicted L_g / L_g0 - 1 at ``ratio``
+    route: str = "extrapolated in ln G"  # how the cells were read off (CellScaling.route)
 
     def __float__(self) -> float:
         return float(self.ratio)
 
     def __repr__(self) -> str:
         return (f"CellRatio(G={self.base_general_loss:.4f}, D={format_count(self.tokens)}: the sweep's cells "
-                f"extrapolated in ln G give r_d={self.ratio:.4f}, general loss {self.general_rise:+.2%} at the "
+                f"{self.route} give r_d={self.ratio:.4f}, general loss {self.general_rise:+.2%} at the "
                 f"tolerance {self.tolerance:.1%})")
 
 
@@ -133,6 +134,12 @@ class CellScaling:
         else:
             v = _base_loss(base_general_loss, "the cells are extrapolated in ln G")
         return v
+
+    @property
+    def route(self) -> str:
+        """How the cells are read off a target, in words."""
+        x = "ln G" if self.x == "base_general_loss" else "ln N"
+        return f"relative to their base models, extrapolated in {x}" if self.relative else f"extrapolated in {x}"
 
     def spans_past(self, base_general_loss=None, model_size=None) -> float:
         """How far the target lies past the best swept size, in units of the swept sizes' span of ln x: 0 inside
@@ -205,7 +212,7 @@ class CellScaling:
             raise ValueError(f"tolerance {tolerance:.1%}: by the cells not even r_d = {grid[0]:g} keeps the general "
                              f"loss within it at D = {format_count(D)}; raise the tolerance or use fewer tokens") from None
         rise = float(self.predict(D, c, base_general_loss=L_g0, model_size=model_size, warn=False)["general"]) / L_g0 - 1
-        return CellRatio(float(c), D, tolerance, L_g0, rise)
+        return CellRatio(float(c), D, tolerance, L_g0, rise, self.route)
 
     def report(self) -> str:
         s = self.sizes.assign(model_size=self.sizes["model_size"].map(format_count))
@@ -291,18 +298,27 @@ def cell_scaling(table, domain: str | None = None, x: str = "base_general_loss",
     return CellScaling(dom, x, lines, sizes, relative)
 
 
-def cells_check(table, tokens, base_general_loss, tolerance: float = 0.03,
-                domain: str | None = None) -> tuple[CellScaling | None, str]:
+def cells_check(table, tokens, base_general_loss, tolerance: float = 0.03, domain: str | None = None,
+                model_size=None) -> tuple[CellScaling | None, str]:
     """For a report beside a law's recommendation: (the table's :func:`cell_scaling`, None where it cannot give
     one; usage 1 read off its cells at ``tokens`` for a base model of general loss ``base_general_loss``, or why
-    there is none: too few sizes, D not logged, no ratio within the tolerance). Its warnings (a target far past the
-    swept sizes, a flat top step) are emitted as :func:`cell_scaling` and :meth:`CellScaling.predict` give them."""
-    try:
-        cs = cell_scaling(table, domain=domain)
-        rec = cs.predict_ratio(tokens, base_general_loss, tolerance)
-    except ValueError as exc:
-        return None, f"no answer from the cells: {exc}"
-    spans = cs.spans_past(base_general_loss)
-    where = ("inside the swept sizes' ln G" if spans <= 0 else
-             f"{spans:.2f} spans of the swept sizes' ln G past the best of them")
-    return cs, f"{rec!r}; the target's G lies {where}"
+    there is none: too few sizes, D not logged, no ratio within the tolerance). With ``model_size`` (the target's
+    N), a second line gives the relative cells' answer (ln(L/G) in ln N, ``relative=True``). Their warnings (a
+    target far past the swept sizes, a flat top step) are emitted as :func:`cell_scaling` and
+    :meth:`CellScaling.predict` give them."""
+    cs, lines = None, []
+    for kw in ({}, {"x": "model_size", "relative": True}) if model_size is not None else ({},):
+        what = "the relative cells (ln(L/G) in ln N)" if kw else "the cells"
+        try:
+            c = cell_scaling(table, domain=domain, **kw)
+            rec = c.predict_ratio(tokens, base_general_loss, tolerance, model_size=model_size)
+        except ValueError as exc:
+            lines.append(f"no answer from {what}: {exc}")
+            continue
+        spans = c.spans_past(base_general_loss, model_size)
+        x = "ln N" if kw else "ln G"
+        where = (f"inside the swept sizes' {x}" if spans <= 0 else
+                 f"{spans:.2f} spans of the swept sizes' {x} past the best of them")
+        lines.append(f"{rec!r}; the target's {x.split()[1]} lies {where}")
+        cs = cs or (c if not kw else None)
+    return cs, "\n".join(lines)

@@ -73,7 +73,7 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
         D = parse_count(tokens, "tokens") if tokens else f["domain"].ranges["tokens"][1]
         G = _base_general_loss(f, N, base_general_loss)  # a target outside the sweep needs its own base model's
         crossings, check = cross_check(losses, N, D, tolerance, f.domain, fit=f)
-        cells_line = cells_check(losses, D, G, tolerance, f.domain)[1]
+        cells_line = cells_check(losses, D, G, tolerance, f.domain, model_size=N)[1]
         figs = plots.standard_figures(f, losses, tokens=D, model_size=N, tolerance=tolerance, crossings=crossings,
                                       base_general_loss=G)
         images = {}
@@ -104,8 +104,9 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
              f"reaches the tolerance), extrapolated in log N (<code>dcpt crossings</code>), and the law's answer at "
              f"the swept sizes against theirs:</p><pre>{html.escape(check)}</pre>",
              "<p>And from the cells: in every (D, r) the sweep logged, ln L linear in ln G across the swept sizes, "
-             "read off at the target's base model and its crossing taken (<code>dcpt cells</code>; no law, no "
-             f"interval):</p><pre>{html.escape(cells_line)}</pre>"]
+             "read off at the target's base model and its crossing taken; then the loss over each size's own base "
+             "model, ln(L/G), linear in ln N, read off at the target's N and times its G (<code>dcpt cells</code>; "
+             f"no law, no interval):</p><pre>{html.escape(cells_line)}</pre>"]
     if caught:
         parts.append("<h2>Warnings</h2><ul class='warn'>" + "".join(f"<li>{html.escape(c)}</li>" for c in caught)
                      + "</ul>")

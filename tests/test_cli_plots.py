@@ -114,8 +114,10 @@ def test_report_is_self_contained(tmp_path, small_fit, small):
     # and the cells' answer (no law) at the same size's base model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cells = dl.cells_check(small, rec.tokens, rec.base_general_loss, 0.03, small_fit.domain)[1]
+        cells = dl.cells_check(small, rec.tokens, rec.base_general_loss, 0.03, small_fit.domain,
+                               model_size=rec.model_size)[1]
     assert cells.startswith("CellRatio(") and html.escape(cells) in text
+    assert "relative to their base models, extrapolated in ln N give r_d=" in cells.splitlines()[1]
     assert "src='http" not in text and "src=\"http" not in text  # nothing external
     # the generalisation table compares the laws asked for and always the fit's own
     assert small_fit["domain"].law.name == "dcpt"
@@ -198,7 +200,7 @@ def test_report_at_a_larger_model_needs_its_base_model(tmp_path, capsys, small_f
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rec = dl.predict_ratio(N, D, fit=small_fit, base_general_loss=G, warn=False)
-        cells = dl.cells_check(small, D, G, 0.03, small_fit.domain)[1]
+        cells = dl.cells_check(small, D, G, 0.03, small_fit.domain, model_size=N)[1]
     assert f"r_d={rec.ratio:.4f}" in text and f"vs base {G:.4f}" in text
     assert f"CellRatio(G={G:.4f}" in cells and html.escape(cells) in text
     assert f"CrossingPrediction(N={dl.format_count(N)}" in text
