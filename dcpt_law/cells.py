@@ -297,28 +297,3 @@ def cell_scaling(table, domain: str | None = None, x: str = "base_general_loss",
                            "that: check the ladder (dcpt fit warns on its top step)", _warn.FitWarning)
     return CellScaling(dom, x, lines, sizes, relative)
 
-
-def cells_check(table, tokens, base_general_loss, tolerance: float = 0.03, domain: str | None = None,
-                model_size=None) -> tuple[CellScaling | None, str]:
-    """For a report beside a law's recommendation: (the table's :func:`cell_scaling`, None where it cannot give
-    one; usage 1 read off its cells at ``tokens`` for a base model of general loss ``base_general_loss``, or why
-    there is none: too few sizes, D not logged, no ratio within the tolerance). With ``model_size`` (the target's
-    N), a second line gives the relative cells' answer (ln(L/G) in ln N, ``relative=True``). Their warnings (a
-    target far past the swept sizes, a flat top step) are emitted as :func:`cell_scaling` and
-    :meth:`CellScaling.predict` give them."""
-    cs, lines = None, []
-    for kw in ({}, {"x": "model_size", "relative": True}) if model_size is not None else ({},):
-        what = "the relative cells (ln(L/G) in ln N)" if kw else "the cells"
-        try:
-            c = cell_scaling(table, domain=domain, **kw)
-            rec = c.predict_ratio(tokens, base_general_loss, tolerance, model_size=model_size)
-        except ValueError as exc:
-            lines.append(f"no answer from {what}: {exc}")
-            continue
-        spans = c.spans_past(base_general_loss, model_size)
-        x = "ln N" if kw else "ln G"
-        where = (f"inside the swept sizes' {x}" if spans <= 0 else
-                 f"{spans:.2f} spans of the swept sizes' {x} past the best of them")
-        lines.append(f"{rec!r}; the target's {x.split()[1]} lies {where}")
-        cs = cs or (c if not kw else None)
-    return cs, "\n".join(lines)

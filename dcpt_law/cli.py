@@ -261,9 +261,8 @@ def cmd_quickstart(a):
     print(repr(dl.predict_ratio(N, D, fit=f, tolerance=a.tolerance)))
     print("without a law (each size's observed crossing, extrapolated in log N):")
     print(crossings.cross_check(losses, N, D, a.tolerance, f.domain, fit=f)[1])
-    print("from the cells (per logged (D, r): ln L linear in ln G; ln(L/G) linear in ln N), at this size:")
-    print(dl.cells_check(losses, D, float(f.base_losses.loc[N, "general_loss"]), a.tolerance, f.domain,
-                         model_size=N)[1])
+    print("usage 1 four ways and their median (dcpt_law.usage1_consensus):")
+    print(repr(dl.usage1_consensus(f, losses, N, D, a.tolerance)))
     print(f"\nloss table {losses}\nfit        {out / 'fit.json'}\nfigures    {out / 'figures'}\n"
           f"report     {path}\ndone in {(time.time() - t0) / 60:.1f} min")
 

@@ -54,7 +54,7 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
     from . import plots
     from .evaluation import evaluate, summary
     from .laws import RATIO_LAWS, get_law
-    from .cells import cells_check
+    from .consensus import usage1_consensus
     from .crossings import cross_check
     from .optimisation import _base_general_loss, optimal_ratio_limited_domain, predict_ratio
 
@@ -73,7 +73,7 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
         D = parse_count(tokens, "tokens") if tokens else f["domain"].ranges["tokens"][1]
         G = _base_general_loss(f, N, base_general_loss)  # a target outside the sweep needs its own base model's
         crossings, check = cross_check(losses, N, D, tolerance, f.domain, fit=f)
-        cells_line = cells_check(losses, D, G, tolerance, f.domain, model_size=N)[1]
+        consensus = usage1_consensus(f, losses, N, D, tolerance, base_general_loss=G)
         figs = plots.standard_figures(f, losses, tokens=D, model_size=N, tolerance=tolerance, crossings=crossings,
                                       base_general_loss=G)
         images = {}
@@ -103,10 +103,10 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
              "<p>The same question without a law: each size's observed best feasible ratio (where its general loss "
              f"reaches the tolerance), extrapolated in log N (<code>dcpt crossings</code>), and the law's answer at "
              f"the swept sizes against theirs:</p><pre>{html.escape(check)}</pre>",
-             "<p>And from the cells: in every (D, r) the sweep logged, ln L linear in ln G across the swept sizes, "
-             "read off at the target's base model and its crossing taken; then the loss over each size's own base "
-             "model, ln(L/G), linear in ln N, read off at the target's N and times its G (<code>dcpt cells</code>; "
-             f"no law, no interval):</p><pre>{html.escape(cells_line)}</pre>"]
+             "<p>Usage 1 four ways and their median (<code>dcpt_law.usage1_consensus</code>): the law, those "
+             "crossings, the cells (ln L linear in ln G per logged (D, r), read off at the target's base model) and "
+             "the relative cells (ln(L/G) linear in ln N, times the target's G). Where they spread over "
+             f"0.05 in r_d, train the target at a few ratios across them:</p><pre>{html.escape(repr(consensus))}</pre>"]
     if caught:
         parts.append("<h2>Warnings</h2><ul class='warn'>" + "".join(f"<li>{html.escape(c)}</li>" for c in caught)
                      + "</ul>")

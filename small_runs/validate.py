@@ -397,6 +397,7 @@ CELLS = "cells (ln G)"  # the law-free route of dl.cell_scaling, scored beside t
 # ... and its variant: each size's loss relative to its own base model, ln(L / G), in ln N, times the target's G
 CELLS_RISE = "cells (L/G in ln N)"
 CELL_ROUTES = {CELLS: {}, CELLS_RISE: {"x": "model_size", "relative": True}}
+CONSENSUS = "median of 4 routes"  # dl.usage1_consensus: the pair, the pooled crossings and both cells
 
 
 def cells_fit(train: pd.DataFrame, **kw) -> dl.CellScaling | None:
@@ -548,6 +549,14 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                               "ln N spans past the fitted"): c.spans_past(L_g0, Nh)})
         if len(base):
             emp.append(crossings_row(train, Nh, last, L_g0, tolerance, by_seed, pool_table=small))
+            pair_fit = next((f for c, f in fitted if c == dict(dl.RECOMMENDED_LAW)), None)
+            if pair_fit is not None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    c = dl.usage1_consensus(pair_fit, small, Nh, D, tolerance, base_general_loss=L_g0, domain=dom,
+                                            warn=False)
+                recs.append({"domain": dom, "law": CONSENSUS, **usage_row(last, c.ratio, L_g0, tolerance, by_seed),
+                             "routes spread": c.spread, "routes answered": int(c.answers["ratio"].notna().sum())})
     if not rows:
         return lines + ["No domain has both a complete small-size grid and held-out runs yet.", ""]
     if tables is not None:
@@ -737,6 +746,7 @@ def headline(results: dict[str, tuple[str, dict]], data: pd.DataFrame) -> list[s
              md(pd.concat([pd.DataFrame([goal]), body := _drop_empty(pd.DataFrame(rows))])[body.columns]), ""]
     lines += routes_headline(results)
     lines += cells_headline(results)
+    lines += consensus_headline(results)
     lines += binding_headline({label: t["usage"] for label, (_, t) in results.items() if t and not t["usage"].empty})
     lines += noise_headline(noise_rows)
     noise = held_out_seed_noise(data)
@@ -847,6 +857,46 @@ def cells_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
             f"the pair {c.loc[c['rise_err'].notna(), 'pair_err'].median():.3f}), closer than the cells in ln G in "
             f"{int((c['rise_err'] < c['cells_err']).sum())} and than the pair in "
             f"{int((c['rise_err'] < c['pair_err']).sum())}. Its losses: section 1 of each experiment.", "",
+            md(_drop_empty(pd.DataFrame(rows))), ""]
+
+
+def consensus_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
+    """Usage 1 by the median of the four routes (:data:`CONSENSUS`, :func:`dcpt_law.usage1_consensus`): per
+    experiment its r_d error and |regret| beside each route's, the routes' spread; pooled over every case, split
+    at :data:`dcpt_law.consensus.AGREE`."""
+    from dcpt_law.consensus import AGREE
+
+    name = dl.pair_name(dl.RECOMMENDED_LAW)
+    rows, cases = [], []
+    for label, (_, t) in results.items():
+        if not t or not (t["usage"]["law"] == CONSENSUS).any():
+            continue
+        u = t["usage"]
+        pred = u.pivot_table(index="domain", columns="law", values="predicted r_d", aggfunc="first")
+        c = u[u["law"] == CONSENSUS].set_index("domain")
+        pooled = t["crossings"].set_index("domain")["predicted r_d (pooled)"]
+        err = pd.DataFrame({who: (col - c["observed crossing r_d"]).abs() for who, col in (
+            ("pair", pred.get(name)), ("crossings pooled", pooled), ("cells", pred.get(CELLS)),
+            ("cells L/G in ln N", pred.get(CELLS_RISE)), ("median", c["predicted r_d"])) if col is not None})
+        row = {"experiment": label, **{f"r_d error {k}": v.median() for k, v in err.items()},
+               "routes spread": c["routes spread"].median()}
+        for kind in ("", " (isotonic)", " (seed means)"):
+            row[f"regret %{kind} median"] = _abs_median(c[f"regret %{kind}"].astype(float))
+        rows.append(row)
+        cases.append(err.assign(spread=c["routes spread"]))
+    if not rows:
+        return []
+    a = pd.concat(cases)
+    ok = a["spread"] <= AGREE
+    return ["Usage 1 by the median of four routes (`dcpt_law.usage1_consensus`: the recommended pair, the pooled "
+            "crossings, the cells in ln G and the cells L/G in ln N, each as above; routes that give no answer left "
+            "out) and the routes' spread (largest minus smallest answer), medians over domains. Over all "
+            f"{len(a)} cases the median's r_d error is {a['median'].median():.3f} (pair "
+            f"{a['pair'].median():.3f}, crossings pooled {a['crossings pooled'].median():.3f}, cells "
+            f"{a['cells'].median():.3f}); where the spread is at most {AGREE:g} ({int(ok.sum())} cases) "
+            f"{a.loc[ok, 'median'].median():.3f} (largest {a.loc[ok, 'median'].max():.3f}), beyond it "
+            f"({int((~ok).sum())} cases) {a.loc[~ok, 'median'].median():.3f}. The routes and the threshold were "
+            "chosen on these runs: this is not a held-out test of the combination.", "",
             md(_drop_empty(pd.DataFrame(rows))), ""]
 
 

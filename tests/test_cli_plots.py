@@ -111,13 +111,11 @@ def test_report_is_self_contained(tmp_path, small_fit, small):
     # beside it, the law-free answer, and the law's own answer at the swept sizes against their runs
     assert check.startswith("CrossingPrediction(") and "\nthe law at the swept sizes" in check
     assert html.escape(check) in text
-    # and the cells' answer (no law) at the same size's base model
+    # and usage 1 four ways with their median, at the same target
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cells = dl.cells_check(small, rec.tokens, rec.base_general_loss, 0.03, small_fit.domain,
-                               model_size=rec.model_size)[1]
-    assert cells.startswith("CellRatio(") and html.escape(cells) in text
-    assert "relative to their base models, extrapolated in ln N give r_d=" in cells.splitlines()[1]
+        cons = dl.usage1_consensus(small_fit, small, rec.model_size, rec.tokens, 0.03)
+    assert html.escape(repr(cons)) in text and cons.answers.loc[0, "ratio"] == pytest.approx(rec.ratio)
     assert "src='http" not in text and "src=\"http" not in text  # nothing external
     # the generalisation table compares the laws asked for and always the fit's own
     assert small_fit["domain"].law.name == "dcpt"
@@ -200,9 +198,9 @@ def test_report_at_a_larger_model_needs_its_base_model(tmp_path, capsys, small_f
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rec = dl.predict_ratio(N, D, fit=small_fit, base_general_loss=G, warn=False)
-        cells = dl.cells_check(small, D, G, 0.03, small_fit.domain, model_size=N)[1]
+        cons = dl.usage1_consensus(small_fit, small, N, D, 0.03, base_general_loss=G)
     assert f"r_d={rec.ratio:.4f}" in text and f"vs base {G:.4f}" in text
-    assert f"CellRatio(G={G:.4f}" in cells and html.escape(cells) in text
+    assert f"G={G:.4f}" in repr(cons) and html.escape(repr(cons)) in text
     assert f"CrossingPrediction(N={dl.format_count(N)}" in text
     # the command line: the hint names the flag, and the flag exists
     fit_path, csv = tmp_path / "fit.json", tmp_path / "losses.csv"
@@ -214,8 +212,6 @@ def test_report_at_a_larger_model_needs_its_base_model(tmp_path, capsys, small_f
     assert "pass --base-general-loss LOSS" in capsys.readouterr().err
     assert cli.main([*args, "--base-general-loss", str(G)]) == 0
     assert f"vs base {G:.4f}" in (tmp_path / "cli" / "report.html").read_text()
-    # the cells say why where they cannot answer: D the sweep did not log
-    assert dl.cells_check(small, 1.5 * D, G)[1].startswith("no answer from the cells: ")
 
 
 def test_cli_law_pair_may_name_an_averaged_law():

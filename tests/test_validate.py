@@ -670,3 +670,12 @@ def test_the_cells_are_scored_beside_the_laws_and_the_headline_compares_them(mon
     pair_err = abs(use.loc[dl.pair_name(pair), "predicted r_d"] - cells["observed crossing r_d"])
     assert float(row["r_d error pair"]) == pytest.approx(pair_err, rel=1e-3, abs=1e-6)
     assert "cells are closer in" in text
+    # usage 1 by the median of the four routes: the same answers the other rows of the section give
+    routes = [use.loc[dl.pair_name(pair), "predicted r_d"], cells["predicted r_d"],
+              use.loc[validate.CELLS_RISE, "predicted r_d"],
+              tables["crossings"].set_index("domain").loc["code", "predicted r_d (pooled)"]]
+    cons = use.loc[validate.CONSENSUS]
+    assert cons["predicted r_d"] == pytest.approx(np.median(routes), abs=1e-9)
+    assert cons["routes spread"] == pytest.approx(max(routes) - min(routes), abs=1e-9)
+    text = "\n".join(validate.consensus_headline({"x": ("t", tables)}))
+    assert "median of four routes" in text and "| x |" in text
