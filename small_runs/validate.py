@@ -869,7 +869,7 @@ def consensus_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
     name = dl.pair_name(dl.RECOMMENDED_LAW)
     rows, cases = [], []
     for label, (_, t) in results.items():
-        if not t or not (t["usage"]["law"] == CONSENSUS).any():
+        if not t or t["usage"].empty or not (t["usage"]["law"] == CONSENSUS).any():
             continue
         u = t["usage"]
         pred = u.pivot_table(index="domain", columns="law", values="predicted r_d", aggfunc="first")
