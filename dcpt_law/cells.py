@@ -269,7 +269,8 @@ def cell_scaling(table, domain: str | None = None, x: str = "base_general_loss",
     means = cpt.groupby(["tokens", "domain_ratio", "model_size"])[["domain_loss", "general_loss"]].mean().reset_index()
     xs = means["model_size"] if x == "model_size" else means["model_size"].map(base)
     means["x"] = np.log(xs.to_numpy(float))
-    shift = np.log(means["model_size"].map(base).to_numpy(float)) if relative else 0.0
+    # relative: each size's own ln G comes off its ln L
+    shift = np.log(means["model_size"].map(base).to_numpy(float)) if relative else np.zeros(len(means))
     rows = []
     for (D, r), g in means.groupby(["tokens", "domain_ratio"]):
         if len(g) < 3:
@@ -277,7 +278,7 @@ def cell_scaling(table, domain: str | None = None, x: str = "base_general_loss",
         X = np.c_[np.ones(len(g)), g["x"].to_numpy(float)]
         for t in TARGETS:
             lnL = np.log(g[f"{t}_loss"].to_numpy(float))
-            y = lnL - (shift[g.index] if relative else 0.0)
+            y = lnL - shift[g.index]
             (a, b), *_ = np.linalg.lstsq(X, y, rcond=None)
             sd = float(np.sqrt(np.sum((y - X @ (a, b)) ** 2) / (len(g) - 2)))
             # the slope of ln L itself: whether the loss improves across the swept sizes (relative: not the rise's)
