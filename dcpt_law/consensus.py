@@ -33,7 +33,7 @@ import pandas as pd
 from . import _warn
 from .cells import cell_scaling
 from .crossings import crossing_scaling
-from .optimisation import _base_general_loss, _resolve, predict_ratio
+from .optimisation import RatioResult, _base_general_loss, _resolve, predict_ratio
 from .table import load_losses
 from .units import format_count, parse_count
 
@@ -47,7 +47,9 @@ class Consensus:
     """Answer of :func:`usage1_consensus`. ``float(c)`` is the median r_d of the routes that answered.
 
     ``answers``: one row per route (:data:`ROUTES`): route, ratio (NaN where it gave none), lo, hi (its 90%
-    interval where it has one), note (why it gave none, or what it read)."""
+    interval where it has one), note (why it gave none, or what it read). ``law``: the law route's whole
+    :class:`~dcpt_law.optimisation.RatioResult` (the losses at its ratio, whether the constraint binds), None
+    where it gave no answer."""
 
     ratio: float
     spread: float
@@ -56,6 +58,7 @@ class Consensus:
     tokens: float
     tolerance: float
     base_general_loss: float
+    law: "RatioResult | None" = None
 
     def __float__(self) -> float:
         return float(self.ratio)
@@ -92,7 +95,7 @@ def usage1_consensus(fit, table, model_size, tokens=None, tolerance: float = 0.0
     N = parse_count(model_size, "model_size")
     D = parse_count(tokens, "tokens") if tokens is not None else float(f["domain"].ranges["tokens"][1])
     G = _base_general_loss(f, N, base_general_loss)
-    rows = []
+    rows, recommendation = [], []
 
     def attempt(route, answer):
         try:
@@ -104,6 +107,7 @@ def usage1_consensus(fit, table, model_size, tokens=None, tolerance: float = 0.0
 
     def law():
         rec = predict_ratio(N, D, fit=f, tolerance=tolerance, base_general_loss=G, warn=warn)
+        recommendation.append(rec)
         return rec.ratio, rec.interval, ("" if rec.feasible else "no ratio meets the tolerance by the law: the r_d "
                                          "of its least rise")
 
@@ -128,7 +132,8 @@ def usage1_consensus(fit, table, model_size, tokens=None, tolerance: float = 0.0
     if got.empty:
         raise ValueError("usage 1: no route gave an answer: " + "; ".join(
             f"{r.route}: {r.note}" for r in answers.itertuples()))
-    out = Consensus(float(got.median()), float(got.max() - got.min()), answers, N, D, tolerance, G)
+    out = Consensus(float(got.median()), float(got.max() - got.min()), answers, N, D, tolerance, G,
+                    recommendation[0] if recommendation else None)
     if warn and not out.agree:
         why = (f"only the {answers.loc[got.index[0], 'route']} answered" if len(got) < 2 else
                f"the routes' answers spread over {out.spread:.3f} in r_d (" + ", ".join(

@@ -80,7 +80,7 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
         for name, fig in figs.items():
             images[name] = _png(fig, close=False)  # inline copy first; save() closes the figure
             plots.save(fig, out / "figures" / name)
-        rec = predict_ratio(N, D, fit=f, tolerance=tolerance, base_general_loss=G)
+        rec = consensus.law or predict_ratio(N, D, fit=f, tolerance=tolerance, base_general_loss=G)  # raises why
         limited = optimal_ratio_limited_domain(N, D * max(rec.ratio, 0.05), fit=f, base_general_loss=G)
         gen = None
         if evaluate_splits:

@@ -53,7 +53,12 @@ LONG_TABLES = ("long_ladder4", "long_heldout",  # bases pre-trained on 5M tokens
                "long_heldout_xl")  # ... and xl held out beside them (seed 0)
 LONG_EXTRA = "small_runs/results/long_heldout"  # their extra held-out runs (every seed), beside the grid
 TABLES = ("pilot", "multidomain", "xxs", "s3", "s2", "ladder4", "ladder4h", "heldout_grid", "heldout_extra",
-          *SEED_TABLES, *LONG_TABLES)
+          *SEED_TABLES, *LONG_TABLES, "newdomain")
+# the domains every choice of the package was made on (the laws, the recommended pair, the consensus's routes and
+# threshold), and two it never saw (newdomain: the depth-matched ladder and m, run after those choices): only the
+# experiments of EXPERIMENT_DOMAINS read the held-out domains, so they test the choices on data not used to make them
+CHOSEN_DOMAINS = ("code", "law", "chemistry", "music")
+HELD_OUT_DOMAINS = ("medicine", "math")
 SMALL_SIZES = ("xs", "s", "m")  # the grid of the splits and cross-domain sections ...
 GRID_TABLES = ("pilot", "multidomain")  # ... from these tables (complete 9-ratio grids)
 # held-out experiments: label -> (sizes fitted, size held out). m (443K non-embedding parameters) is 4.16x s3,
@@ -77,7 +82,9 @@ EXPERIMENTS = {"m4c": (("xxs", "xs", "s3"), "m", 1), "m4c3": (("xxs", "xs", "s3"
                "xl": (("xs", "s", "m"), "xl", 1),
                "m4L3": (("xxs4", "xs4", "s4"), "m", 3, {"base_tokens": 5_000_000}),
                "m4L2": (("xxs4", "xs4", "s4"), "m", 3, {"base_tokens": 5_000_000, "lr": 0.001}),
-               "xlL3": (("xs4", "s4", "m"), "xl", 3, {"base_tokens": 5_000_000})}
+               "xlL3": (("xs4", "s4", "m"), "xl", 3, {"base_tokens": 5_000_000}),
+               "m4n": (("xxs4", "xs4", "s4"), "m", 1)}
+EXPERIMENT_DOMAINS = {"m4n": HELD_OUT_DOMAINS}  # every other experiment: CHOSEN_DOMAINS
 # the run settings (loss-table columns) of an experiment's runs, where its fourth element does not say otherwise:
 # every table but the long_* ones. m4L3 is m4d3 with bases pre-trained on 5M general tokens (long_ladder4,
 # long_heldout): m at 11 tokens per non-embedding parameter instead of 2.3, base losses 1.3-1.5 nats lower. m4L2:
@@ -1242,14 +1249,21 @@ def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, laws
         size = str(base["size_name"].iloc[0])
         taken = list(held.loc[(held["domain"] == dom) & (held["tokens"] > 0), "domain_ratio"].unique())
         extra, said = [], []
-        for _, f in fit_candidates(small[small["domain"] == dom], dom, laws):
+        N, G = float(base["model_size"].iloc[0]), float(base["general_loss"].iloc[0])
+        D = float(small.loc[small["tokens"] > 0, "tokens"].max())
+        answers = []
+        for candidate, f in fit_candidates(small[small["domain"] == dom], dom, laws):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                D = float(small.loc[small["tokens"] > 0, "tokens"].max())
-                rec = dl.predict_ratio(float(base["model_size"].iloc[0]), D, fit=f, tolerance=tolerance,
-                                       base_general_loss=float(base["general_loss"].iloc[0]), warn=False)
-            said.append(f"{f.law} predicts r_d = {rec.ratio:.4f}")
-            for x in (round(float(np.clip(rec.ratio + d, 0.0, 1.0)), 4) for d in (-step, step)):
+                answers.append((f.law, dl.predict_ratio(N, D, fit=f, tolerance=tolerance, base_general_loss=G,
+                                                        warn=False).ratio))
+                if candidate == dict(dl.RECOMMENDED_LAW):  # usage 1's default answer: the median of four routes
+                    c = dl.usage1_consensus(f, small, N, D, tolerance, base_general_loss=G, domain=dom, warn=False)
+                    answers.insert(0, (CONSENSUS + " (" + ", ".join(
+                        f"{r.route} {r.ratio:.4f}" for r in c.answers.itertuples()) + ")", c.ratio))
+        for who, ratio in answers:
+            said.append(f"{who} predicts r_d = {ratio:.4f}")
+            for x in (round(float(np.clip(ratio + d, 0.0, 1.0)), 4) for d in (-step, step)):
                 if all(abs(x - t) > step / 2 for t in taken):
                     extra.append(x)
                     taken.append(x)
@@ -1296,6 +1310,17 @@ def experiment(data: pd.DataFrame, fitted, held_out, seeds: int = 1,
     return small, held[held["domain"].isin(repeated)]
 
 
+def experiment_domains(label: str) -> tuple[str, ...]:
+    """The domains experiment ``label`` fits and scores (:data:`EXPERIMENT_DOMAINS`, else :data:`CHOSEN_DOMAINS`)."""
+    return EXPERIMENT_DOMAINS.get(label, CHOSEN_DOMAINS)
+
+
+def experiment_data(data: pd.DataFrame, label: str) -> pd.DataFrame:
+    """The rows experiment ``label`` reads: its run settings and its domains."""
+    data = with_settings(data, experiment_spec(label)[3])
+    return data[data["domain"].isin(experiment_domains(label))] if not data.empty else data
+
+
 def with_settings(data: pd.DataFrame, settings: dict | None) -> pd.DataFrame:
     """The rows whose columns hold ``settings`` (column -> value, e.g. base_tokens, lr; None: every row)."""
     if not settings or data.empty:
@@ -1315,8 +1340,14 @@ def experiment_spec(label: str) -> tuple[tuple, str, int, dict]:
 def experiment_title(label: str) -> str:
     fitted, held_out, seeds, settings = experiment_spec(label)
     tol = TOLERANCES.get(label, TOLERANCE)
-    return f"{', '.join(fitted)} -> {held_out}" + _seeds_title(seeds, settings) + (
+    return f"{', '.join(fitted)} -> {held_out}" + _seeds_title(seeds, settings) + _domains_title(label) + (
         f", tolerance {tol:.0%}" if tol != TOLERANCE else "")
+
+
+def _domains_title(label: str) -> str:
+    """", held-out domains ..." for an experiment on domains no choice was made on; "" for the others."""
+    own = EXPERIMENT_DOMAINS.get(label)
+    return f", held-out domains {', '.join(own)}" if own else ""
 
 
 def _seeds_title(seeds: int, settings: dict = RUN_SETTINGS) -> str:
@@ -1339,14 +1370,14 @@ def held_out_seeds(seeds: int) -> int:
 def heldout_args(data: pd.DataFrame, label: str, figs: Path | None) -> tuple:
     """The arguments of :func:`heldout_section` for experiment ``label`` (figures into ``figs``, None: none)."""
     fitted, held_out, seeds, settings = experiment_spec(label)
-    data = with_settings(data, settings)
+    data = experiment_data(data, label)
     small, held = experiment(data, fitted, held_out, seeds)
     every_seed = data[(data["size_name"] == held_out) & data["domain"].isin(held["domain"].unique())
                       & (data["seed"] < held_out_seeds(seeds))]
     laws = (None if label in ALL_LAWS_EXPERIMENTS else LONG_CANDIDATES if settings != RUN_SETTINGS else
             SIX_SEED_CANDIDATES if seeds > 3 else SEED_CANDIDATES if seeds > 1 else CORE_CANDIDATES)
     title = (f"{string.ascii_lowercase[list(EXPERIMENTS).index(label)]}. Held-out size {held_out}, fitted on "
-             f"{', '.join(fitted)}" + _seeds_title(seeds, settings))
+             f"{', '.join(fitted)}" + _seeds_title(seeds, settings) + _domains_title(label))
     return small, held, figs, title, label, every_seed, laws, TOLERANCES.get(label, TOLERANCE)
 
 
@@ -1379,7 +1410,7 @@ def main(argv=None):
                 raise SystemExit(f"--plan-extra {label}: the experiments are {', '.join(EXPERIMENTS)}")
             fitted, held_out, seeds, settings = experiment_spec(label)
             extra = {} if settings == RUN_SETTINGS else {"seeds": range(seeds), "out": LONG_EXTRA, "laws": LONG_CANDIDATES}
-            for p in plan_extra(*experiment(data, fitted, held_out, seeds, settings), label=label,
+            for p in plan_extra(*experiment(experiment_data(data, label), fitted, held_out, seeds), label=label,
                                 tolerance=TOLERANCES.get(label, TOLERANCE), **extra):
                 print(f"wrote {p}: run it with `dcpt sweep {p.relative_to(ROOT)}`")
         return

@@ -35,6 +35,8 @@ def test_every_route_answers_and_the_consensus_is_their_median(sweep, law_fit):
     want = [law.ratio, crossing.ratio, cells.ratio, rel.ratio]
     np.testing.assert_allclose(a["ratio"], want, rtol=1e-9)
     assert float(c) == pytest.approx(np.median(want)) and c.spread == pytest.approx(max(want) - min(want))
+    # the law route's whole answer travels with it (the report reads its losses instead of solving again)
+    assert c.law.ratio == pytest.approx(law.ratio) and c.law.domain_loss == pytest.approx(law.domain_loss)
     assert a.loc["crossings", "lo"] == pytest.approx(crossing.interval[0])  # intervals where a route has one
     assert np.isnan(a.loc["cells", "lo"])
     # the cells recover this surface at the larger size: its crossing is the cells' one, and near the median

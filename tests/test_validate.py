@@ -111,6 +111,27 @@ def test_plan_extra_brackets_the_prediction(tmp_path, monkeypatch):
     # a looser tolerance allows more of the domain: the prediction and the ratios planned around it move up
     (path,) = validate.plan_extra(small, held, laws=[pair], label="d4y", tolerance=0.10)
     assert float(path.read_text().split("predicts r_d = ")[1].split()[0].rstrip(";")) > predicted + 0.02
+    # the recommended pair's fit also gives usage 1's default answer, the median of four routes: named first in the
+    # header with each route's answer, and bracketed by the runs too
+    monkeypatch.setattr(dl, "RECOMMENDED_LAW", pair)
+    (path,) = validate.plan_extra(small, held, laws=[pair], label="d4z")
+    head = path.read_text().splitlines()[0]
+    assert f"{validate.CONSENSUS} (law " in head and "crossings " in head and "relative cells " in head, head
+    median = float(head.split("predicts r_d = ")[1].split()[0].rstrip(";"))
+    ratios = tomllib.loads(path.read_text())["ratios"]
+    assert any(r < median for r in ratios) and any(r > median for r in ratios), (median, ratios)
+
+
+def test_held_out_domains_are_read_by_their_experiment_alone(monkeypatch):
+    rows = [(dom, size) for dom in ("code", "law", "medicine", "math") for size in ("a", "b", "c")]
+    df = pd.DataFrame(rows, columns=["domain", "size_name"]).assign(tokens=10, seed=0, **validate.RUN_SETTINGS)
+    monkeypatch.setattr(validate, "EXPERIMENTS", {"old": (("a", "b"), "c", 1), "new": (("a", "b"), "c", 1)})
+    monkeypatch.setattr(validate, "EXPERIMENT_DOMAINS", {"new": ("medicine", "math")})
+    assert set(validate.experiment_data(df, "old")["domain"]) == {"code", "law"}  # CHOSEN_DOMAINS
+    assert set(validate.experiment_data(df, "new")["domain"]) == {"medicine", "math"}
+    assert validate.experiment_title("new") == "a, b -> c, held-out domains medicine, math"
+    assert validate.experiment_title("old") == "a, b -> c"
+    assert set(validate.heldout_args(df, "new", None)[1]["domain"]) == {"medicine", "math"}  # the held-out size's rows
 
 
 def test_experiment_keeps_seed_0_or_every_seed_of_repeated_domains():
