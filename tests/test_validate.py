@@ -699,4 +699,10 @@ def test_the_cells_are_scored_beside_the_laws_and_the_headline_compares_them(mon
     assert cons["predicted r_d"] == pytest.approx(np.median(routes), abs=1e-9)
     assert cons["routes spread"] == pytest.approx(max(routes) - min(routes), abs=1e-9)
     text = "\n".join(validate.consensus_headline({"x": ("t", tables)}))
-    assert "median of four routes" in text and "| x |" in text
+    assert "median of four routes" in text and "| x |" in text and "Over the 1 cases" in text
+    assert "no choice saw" not in text
+    # an experiment on held-out domains is pooled apart: the test of choices made on the others
+    monkeypatch.setattr(validate, "EXPERIMENT_DOMAINS", {"h": ("code",)})
+    text = "\n".join(validate.consensus_headline({"x": ("t", tables), "h": ("t", tables)}))
+    assert "Over the 1 cases of the domains the package was chosen on" in text
+    assert "On the 1 cases of the domains no choice saw" in text and "| h |" in text
