@@ -1241,13 +1241,16 @@ def verdict(wide: pd.DataFrame) -> list[str]:
 
 
 def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, laws=None, label: str = "",
-               seeds=(0,), out: str = "small_runs/results/heldout_extra", tolerance: float = TOLERANCE) -> list[Path]:
+               seeds=(0,), out: str = "small_runs/results/heldout_extra", tolerance: float = TOLERANCE,
+               fit_with=()) -> list[Path]:
     """Write small_runs/configs/heldout_extra_<label>_<domain>.toml (label defaults to the held-out size's
     name; one label per experiment of :data:`EXPERIMENTS`): the held-out size at the two ratios next
     to the prediction of each of ``laws`` (default :data:`EXTRA_LAWS`; usage 1 at ``tolerance``), from fits on
     the small sizes and L_g0 of the held-out base model, so the regret can be measured. Ratios within
     step/2 of a trained or already planned one are left out. Needs the held-out base rows; the runs start from
-    base models pre-trained on as many tokens as theirs, with ``seeds``, into the table ``out``."""
+    base models pre-trained on as many tokens as theirs, with ``seeds``, into the table ``out``. ``fit_with``: more
+    candidates fitted beside ``laws`` and not asked (the rest of a section's, so a pair's laws are the fits the
+    section reads: a law only a pair uses is fitted on that pair's loss alone, under another key)."""
     laws = EXTRA_LAWS if laws is None else laws
     written = []
     template = "\n".join(ln for ln in (ROOT / "small_runs" / "configs" / "multidomain.toml").read_text().splitlines()
@@ -1262,15 +1265,17 @@ def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, laws
         N, G = float(base["model_size"].iloc[0]), float(base["general_loss"].iloc[0])
         D = float(small.loc[small["tokens"] > 0, "tokens"].max())
         answers = []
-        for candidate, f in fit_candidates(small[small["domain"] == dom], dom, laws):
+        fits = fit_candidates(small[small["domain"] == dom], dom, [*laws, *(c for c in fit_with if c not in laws)])
+        for candidate, f in fits[:len(laws)]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                answers.append((f.law, dl.predict_ratio(N, D, fit=f, tolerance=tolerance, base_general_loss=G,
-                                                        warn=False).ratio))
                 if candidate == dict(dl.RECOMMENDED_LAW):  # usage 1's default answer: the median of four routes
                     c = dl.usage1_consensus(f, small, N, D, tolerance, base_general_loss=G, domain=dom, warn=False)
                     answers.insert(0, (CONSENSUS + " (" + ", ".join(
                         f"{r.route} {r.ratio:.4f}" for r in c.answers.itertuples()) + ")", c.ratio))
+                rec = c.law if candidate == dict(dl.RECOMMENDED_LAW) and c.law is not None else dl.predict_ratio(
+                    N, D, fit=f, tolerance=tolerance, base_general_loss=G, warn=False)  # the law route's, not again
+                answers.append((f.law, rec.ratio))
         for who, ratio in answers:
             said.append(f"{who} predicts r_d = {ratio:.4f}")
             for x in (round(float(np.clip(ratio + d, 0.0, 1.0)), 4) for d in (-step, step)):
@@ -1377,6 +1382,13 @@ def held_out_seeds(seeds: int) -> int:
     return max(3, seeds)
 
 
+def section_laws(label: str) -> list | None:
+    """The laws and pairs experiment ``label``'s held-out section fits (None: every candidate, :data:`CANDIDATES`)."""
+    _, _, seeds, settings = experiment_spec(label)
+    return (None if label in ALL_LAWS_EXPERIMENTS else LONG_CANDIDATES if settings != RUN_SETTINGS else
+            SIX_SEED_CANDIDATES if seeds > 3 else SEED_CANDIDATES if seeds > 1 else CORE_CANDIDATES)
+
+
 def heldout_args(data: pd.DataFrame, label: str, figs: Path | None) -> tuple:
     """The arguments of :func:`heldout_section` for experiment ``label`` (figures into ``figs``, None: none)."""
     fitted, held_out, seeds, settings = experiment_spec(label)
@@ -1384,8 +1396,7 @@ def heldout_args(data: pd.DataFrame, label: str, figs: Path | None) -> tuple:
     small, held = experiment(data, fitted, held_out, seeds)
     every_seed = data[(data["size_name"] == held_out) & data["domain"].isin(held["domain"].unique())
                       & (data["seed"] < held_out_seeds(seeds))]
-    laws = (None if label in ALL_LAWS_EXPERIMENTS else LONG_CANDIDATES if settings != RUN_SETTINGS else
-            SIX_SEED_CANDIDATES if seeds > 3 else SEED_CANDIDATES if seeds > 1 else CORE_CANDIDATES)
+    laws = section_laws(label)
     title = (f"{string.ascii_lowercase[list(EXPERIMENTS).index(label)]}. Held-out size {held_out}, fitted on "
              f"{', '.join(fitted)}" + _seeds_title(seeds, settings) + _domains_title(label))
     return small, held, figs, title, label, every_seed, laws, TOLERANCES.get(label, TOLERANCE)
@@ -1420,8 +1431,8 @@ def main(argv=None):
                 raise SystemExit(f"--plan-extra {label}: the experiments are {', '.join(EXPERIMENTS)}")
             fitted, held_out, seeds, settings = experiment_spec(label)
             # around the pairs its section fits anyway (and the consensus): no global search the document never uses
-            laws = heldout_args(data, label, None)[6] or CANDIDATES
-            extra = ({"laws": [c for c in laws if isinstance(c, dict)]} if settings == RUN_SETTINGS else
+            laws = section_laws(label) or CANDIDATES
+            extra = ({"laws": [c for c in laws if isinstance(c, dict)], "fit_with": laws} if settings == RUN_SETTINGS else
                      {"seeds": range(seeds), "out": LONG_EXTRA, "laws": LONG_CANDIDATES})
             for p in plan_extra(*experiment(experiment_data(data, label), fitted, held_out, seeds), label=label,
                                 tolerance=TOLERANCES.get(label, TOLERANCE), **extra):
