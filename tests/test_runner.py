@@ -87,6 +87,60 @@ def test_license_front_matter_is_stripped(tmp_path):
     assert doc.startswith("Permission is granted.") and "key: mit" not in doc
 
 
+MANPAGE = r""".\" Copyright and licence: a comment, dropped
+.TH tcp 7 2023-02-10 "Linux man-pages 6.03"
+.de XX
+.  a macro definition, dropped
+..
+.SH NAME
+tcp \- TCP protocol
+.SH DESCRIPTION
+It runs on top of
+.BR ip (7),
+for both v4 and v6 \(em see \fBRFC\ 793\fP.
+.B "SO_SNDBUF  option"
+.PP
+.TS
+tab(:);
+l l.
+T{
+name
+T}:value \" an end-of-line comment
+.TE
+.IP \(bu 2
+Windows (> 64\ kB).
+"""
+
+
+def test_manpage_roff_becomes_plain_text():
+    text = corpora.manpage_text(MANPAGE)
+    assert text == ("tcp(7)\n\nNAME\n\ntcp - TCP protocol\n\nDESCRIPTION\n\nIt runs on top of\nip(7),\n"
+                    "for both v4 and v6 \u2014 see RFC 793.\nSO_SNDBUF  option\n\nname\n:value\n\n\u2022\n"
+                    "Windows (> 64 kB).")
+
+
+def test_manpage_docs_chunk_pages_and_skip_links(tmp_path):
+    import gzip
+    import shutil
+    import subprocess
+
+    if not shutil.which("dpkg-deb"):
+        pytest.skip("dpkg-deb is not on this machine (the manuals corpus needs it)")
+    man = tmp_path / "pkg" / "usr" / "share" / "man" / "man7"
+    man.mkdir(parents=True)
+    (tmp_path / "pkg" / "DEBIAN").mkdir()
+    (tmp_path / "pkg" / "DEBIAN" / "control").write_text(
+        "Package: manpages\nVersion: 6.03-2\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n")
+    body = "\n.PP\n".join(f"Paragraph {i} " + "word " * 60 for i in range(12))
+    (man / "tcp.7.gz").write_bytes(gzip.compress(f".TH tcp 7\n.SH NAME\n{body}\n".encode()))
+    (man / "link.7.gz").write_bytes(gzip.compress(b".so man7/tcp.7\n"))
+    deb = tmp_path / "manpages_6.03-2_all.deb"
+    subprocess.run(["dpkg-deb", "--build", str(tmp_path / "pkg"), str(deb)], check=True, capture_output=True)
+    docs = list(corpora.manpage_docs(deb, chunk=1000))
+    assert len(docs) == 3 and all(len(d) >= 1000 for d in docs)   # one page in 3 chunks; the link is skipped
+    assert "\n\n".join(docs) == corpora.manpage_text(f".TH tcp 7\n.SH NAME\n{body}\n")
+
+
 def test_deb_version_pin_fails_loudly(tmp_path):
     (tmp_path / "metamath-databases_9.9-1_all.deb").write_bytes(b"x")
     with pytest.raises(corpora.CorpusError, match="got version 9.9-1, pinned"):
