@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="corpora: dcpt data prepare").add_subparsers(dest="data_cmd", required=True)
     pr = data.add_parser("prepare", help="fetch and clean the offline corpora into the cache (idempotent)")
-    pr.add_argument("--domains", nargs="*", help="default: all (general code law chemistry music math medicine manuals)")
+    pr.add_argument("--domains", nargs="*", help="default: all (general code law chemistry music math medicine manuals dictionary)")
     pr.add_argument("--cache", help="cache folder (default $DCPT_CACHE or ~/.cache/dcpt-law)")
     pr.set_defaults(func=cmd_data_prepare)
 

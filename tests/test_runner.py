@@ -119,26 +119,75 @@ def test_manpage_roff_becomes_plain_text():
                     "Windows (> 64 kB).")
 
 
-def test_manpage_docs_chunk_pages_and_skip_links(tmp_path):
-    import gzip
+def _fake_deb(tmp_path, name, version, files: dict) -> "Path":
+    """A .deb holding ``files`` (path -> bytes), built with dpkg-deb (skips where it is missing)."""
     import shutil
     import subprocess
 
     if not shutil.which("dpkg-deb"):
-        pytest.skip("dpkg-deb is not on this machine (the manuals corpus needs it)")
-    man = tmp_path / "pkg" / "usr" / "share" / "man" / "man7"
-    man.mkdir(parents=True)
-    (tmp_path / "pkg" / "DEBIAN").mkdir()
-    (tmp_path / "pkg" / "DEBIAN" / "control").write_text(
-        "Package: manpages\nVersion: 6.03-2\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n")
+        pytest.skip(f"dpkg-deb is not on this machine (the {name} corpus needs it)")
+    pkg = tmp_path / "pkg"
+    for rel, data in files.items():
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_bytes(data)
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "DEBIAN" / "control").write_text(
+        f"Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n")
+    deb = tmp_path / f"{name}_{version}_all.deb"
+    subprocess.run(["dpkg-deb", "--build", str(pkg), str(deb)], check=True, capture_output=True)
+    return deb
+
+
+def test_manpage_docs_chunk_pages_and_skip_links(tmp_path):
+    import gzip
+
     body = "\n.PP\n".join(f"Paragraph {i} " + "word " * 60 for i in range(12))
-    (man / "tcp.7.gz").write_bytes(gzip.compress(f".TH tcp 7\n.SH NAME\n{body}\n".encode()))
-    (man / "link.7.gz").write_bytes(gzip.compress(b".so man7/tcp.7\n"))
-    deb = tmp_path / "manpages_6.03-2_all.deb"
-    subprocess.run(["dpkg-deb", "--build", str(tmp_path / "pkg"), str(deb)], check=True, capture_output=True)
+    man = "usr/share/man/man7/"
+    deb = _fake_deb(tmp_path, "manpages", "6.03-2", {
+        man + "tcp.7.gz": gzip.compress(f".TH tcp 7\n.SH NAME\n{body}\n".encode()),
+        man + "link.7.gz": gzip.compress(b".so man7/tcp.7\n")})
     docs = list(corpora.manpage_docs(deb, chunk=1000))
     assert len(docs) == 3 and all(len(d) >= 1000 for d in docs)   # one page in 3 chunks; the link is skipped
     assert "\n\n".join(docs) == corpora.manpage_text(f".TH tcp 7\n.SH NAME\n{body}\n")
+
+
+def test_dictd_numbers_are_base64():
+    assert [corpora.dictd_number(s) for s in ("A", "B", "/", "BA", "Kj")] == [0, 1, 63, 64, 10 * 64 + 35]
+    with pytest.raises(corpora.CorpusError, match="not a base-64 number"):
+        corpora.dictd_number("A-")
+
+
+def test_gcide_docs_entries_without_source_tags(tmp_path):
+    import gzip
+
+    def num(v):  # the inverse of dictd_number
+        s = ""
+        while True:
+            s = corpora._DICTD_DIGITS[v % 64] + s
+            v //= 64
+            if not v:
+                return s
+
+    entries = ["00-database-short\n   A test dictionary\n",
+               'Abandon \\A*ban"don\\, v. t. [OF.]\n   To give up.\n   [1913 Webster]\n',
+               'Abase \\A*base"\\, v. t.\n   To lower. [Obs.]\n   [Webster 1913 Suppl. +PJC]\n',
+               'Zymase \\Zy"mase\\, n.\n   An enzyme.\n   [WordNet 1.5]']
+    data, index, at = b"", [], 0
+    for e in entries:
+        b = e.encode()
+        index.append((e.split()[0], at, len(b)))
+        data, at = data + b, at + len(b)
+    index.append(("abandoned", index[1][1], index[1][2]))  # two headwords, one entry
+    idx = "\n".join(f"{w}\t{num(o)}\t{num(n)}" for w, o, n in sorted(index)) + "\n"
+    deb = _fake_deb(tmp_path, "dict-gcide", "0.48.5+nmu2", {"usr/share/dictd/gcide.dict.dz": gzip.compress(data),
+                                                           "usr/share/dictd/gcide.index": idx.encode()})
+    docs = list(corpora.gcide_docs(deb, chunk=1, every=1))
+    assert docs == ['Abandon \\A*ban"don\\, v. t. [OF.]\n   To give up.',     # source tags gone, [OF.], [Obs.] kept
+                    'Abase \\A*base"\\, v. t.\n   To lower. [Obs.]',
+                    'Zymase \\Zy"mase\\, n.\n   An enzyme.']                   # the shared entry once, notes out
+    assert list(corpora.gcide_docs(deb, chunk=1, every=2)) == docs[::2]
+    with pytest.raises(corpora.CorpusError, match="not 'word<TAB>offset<TAB>length'"):
+        corpora.dictd_entries(data, "Abandon A B\n")
 
 
 def test_deb_version_pin_fails_loudly(tmp_path):
