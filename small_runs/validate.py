@@ -55,11 +55,11 @@ LONG_EXTRA = "small_runs/results/long_heldout"  # their extra held-out runs (eve
 TABLES = ("pilot", "multidomain", "xxs", "s3", "s2", "ladder4", "ladder4h", "heldout_grid", "heldout_extra",
           *SEED_TABLES, *LONG_TABLES, "newdomain")
 # the domains every choice of the package was made on (the laws, the recommended pair, the consensus's routes and
-# threshold), and three it never saw (newdomain: the depth-matched ladder and m, run after those choices; manuals a
-# session after medicine and math): only the
+# threshold), and four it never saw (newdomain: the depth-matched ladder and m, run after those choices; manuals a
+# session after medicine and math, dictionary a session after manuals): only the
 # experiments of EXPERIMENT_DOMAINS read the held-out domains, so they test the choices on data not used to make them
 CHOSEN_DOMAINS = ("code", "law", "chemistry", "music")
-HELD_OUT_DOMAINS = ("medicine", "math", "manuals")
+HELD_OUT_DOMAINS = ("medicine", "math", "manuals", "dictionary")
 SMALL_SIZES = ("xs", "s", "m")  # the grid of the splits and cross-domain sections ...
 GRID_TABLES = ("pilot", "multidomain")  # ... from these tables (complete 9-ratio grids)
 # held-out experiments: label -> (sizes fitted, size held out). m (443K non-embedding parameters) is 4.16x s3,
