@@ -58,13 +58,13 @@ def cmd_sweep(a):
 def cmd_probe(a):
     _, sweeps = _runner()
     cfg = sweeps.load_config(a.config)
-    out = sweeps.run_probe(cfg, a.domain, a.probe_tokens)
+    out = sweeps.run_probe(cfg, a.domain, a.probe_tokens, n_sizes=a.sizes)
     if a.json:
         print(json.dumps(out, indent=1))
         return
     print(f"domain {out['domain']}: k1 = {out['k1']:.5f} (base-model loss), k2 = {out['k2']:.5f} (relative drop "
           f"after {out['k2_tokens']:,.0f} tokens at r_d = 1, N = {out['model_size']:,.0f}); probe run: "
-          f"{out['probe_tokens']:,} tokens\n"
+          f"{out['probe_tokens']:,} tokens at each of {', '.join(out['sizes'])}\n"
           f"probe compute: {out['compute_share']:.2%} of this config's full grid for the domain\n"
           f"rows: {out['losses']}")
 
@@ -295,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("config")
     pb.add_argument("--domain", required=True)
     pb.add_argument("--probe-tokens", type=int, help="CPT tokens at r_d = 1 (default: half the config's CPT budget)")
+    pb.add_argument("--sizes", type=int, default=2, help="probe the N smallest sizes of the config (default 2: the "
+                    "calibrated law then fits the domain's own scaling in model size; 1: the paper's probe, cheaper)")
     pb.add_argument("--json", action="store_true")
     pb.set_defaults(func=cmd_probe)
 

@@ -20,6 +20,7 @@ domains with very different tokenisations on one scale; ``"nats"`` fits nats per
 """
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -301,21 +302,38 @@ def fit_cross_domain(table, *, method: str = "calibrated", probe_tokens=None, un
 
 
 def leave_one_domain_out(table, *, method: str = "calibrated", probe_tokens=None, unit: str = "nats",
-                         k_definition: str = "k1+k2", delta: float = 1e-3, in_domain: bool = True) -> pd.DataFrame:
+                         k_definition: str = "k1+k2", delta: float = 1e-3, in_domain: bool = True,
+                         fit_on=None, probe_sizes: int = 1) -> pd.DataFrame:
     """For every domain: fit on the others, predict its whole grid from its probe alone, and score it
     next to that domain's own in-domain D-CPT fit (``in_domain=False`` skips that fit: NaN columns).
-    Also the probe's share of the grid's compute."""
+    Also the probe's share of the grid's compute.
+
+    ``fit_on``: the domains of one fit; then only the table's other domains are held out, each predicted from
+    its probe by that fit (a test on domains no fit and no choice saw; default: every domain, each held out
+    from a fit on the rest). ``probe_sizes``: how many of the smallest sizes the calibrated law's probe runs at
+    (2: it also fits the domain's own size coefficient; the paper's k1, k2 are one size's)."""
     from .fitting import fit as fit_one
 
     probe_tokens = PROBE_TOKENS.get(method, 0) if probe_tokens is None else probe_tokens
+    if probe_sizes != 1 and method != "calibrated":
+        raise ValueError(f"probe_sizes={probe_sizes!r}: the paper's k1, k2 come from one size; use method='calibrated'")
     df = to_unit(load_losses(table), unit)
     doms = sorted(df["domain"].unique())
-    out = []
-    for held in doms:
-        cf = fit_cross_domain(df, method=method, probe_tokens=probe_tokens, unit="nats", k_definition=k_definition,
-                              domains=[d for d in doms if d != held], delta=delta)
+    if fit_on is not None:
+        fit_on = sorted({fit_on} if isinstance(fit_on, str) else set(fit_on))
+        missing = [d for d in fit_on if d not in doms]
+        if missing or len(fit_on) == len(doms):
+            raise ValueError(f"fit_on={fit_on}: " + (f"{missing} not in the table (domains: {doms})" if missing else
+                             "leaves no domain of the table to hold out"))
+    out, shared = [], None
+    for held in ([d for d in doms if d not in fit_on] if fit_on is not None else doms):
+        if shared is None or fit_on is None:
+            shared = fit_cross_domain(df, method=method, probe_tokens=probe_tokens, unit="nats",
+                                      k_definition=k_definition, domains=fit_on or [d for d in doms if d != held],
+                                      delta=delta)
+        cf = copy.deepcopy(shared)  # add_domain calibrates in place: each held-out domain on the fit alone
         if method == "calibrated":
-            cf.add_domain(held, probe_rows(df, held, probe_tokens))
+            cf.add_domain(held, probe_rows(df, held, probe_tokens, n_sizes=probe_sizes))
         else:
             cf.add_domain(held, measure_coefficients(df[df["domain"] == held], probe_tokens)[held],
                           base_losses(df, held))
@@ -335,16 +353,17 @@ def leave_one_domain_out(table, *, method: str = "calibrated", probe_tokens=None
                         "k_definition": k_definition if method == "paper" else "", "unit": unit,
                         "r2_cross": cross["r2"], "huber_cross": cross["huber"], "mape_cross": cross["mape"],
                         "r2_in_domain": mine["r2"], "huber_in_domain": mine["huber"],
-                        "probe_compute_share": probe_compute_share(df, held, probe_tokens)})
+                        "probe_sizes": probe_sizes,
+                        "probe_compute_share": probe_compute_share(df, held, probe_tokens, probe_sizes)})
     return pd.DataFrame(out)
 
 
-def probe_compute_share(df: pd.DataFrame, domain: str, probe_tokens: float) -> float:
-    """Compute of the probe (6 N D at the smallest size, probe_tokens) over the domain's full grid
-    (6 N D summed over its CPT runs at their last token count). Uses ``total_params`` when logged."""
+def probe_compute_share(df: pd.DataFrame, domain: str, probe_tokens: float, n_sizes: int = 1) -> float:
+    """Compute of the probe (6 N D at each of the ``n_sizes`` smallest sizes, probe_tokens) over the domain's full
+    grid (6 N D summed over its CPT runs at their last token count). Uses ``total_params`` when logged."""
     g = df[(df["domain"] == domain) & (df["tokens"] > 0)]
     size = "total_params" if "total_params" in g.columns else "model_size"
     last = g.groupby(["model_size", "domain_ratio"] + (["seed"] if "seed" in g.columns else []))
     grid = float(sum(6 * grp[size].iloc[0] * grp["tokens"].max() for _, grp in last))
-    smallest = g.loc[g["model_size"] == g["model_size"].min(), size].iloc[0]
-    return 6 * smallest * probe_tokens / grid
+    probed = [g.loc[g["model_size"] == n, size].iloc[0] for n in sorted(g["model_size"].unique())[:n_sizes]]
+    return 6 * float(sum(probed)) * probe_tokens / grid

@@ -17,8 +17,12 @@ depends on the domain. The probe of a new domain (``dcpt probe``) is cheap:
 - one r_d = 1 run of the smallest size for ``probe_tokens`` tokens, with its logged losses.
 
 From these, E_k, B_k, C_k and beta_k (domain loss) and C_k (general loss) are a small fit with
-every shared parameter held fixed. A and alpha stay shared: a probe of one size cannot see how
-the domain loss scales with N.
+every shared parameter held fixed. With a probe of one size A and alpha stay shared: it cannot see how
+the domain loss scales with N. A probe at the two smallest sizes (``probe_rows(..., n_sizes=2)``,
+``dcpt probe --sizes 2``) can: the domain loss's A_k is then the new domain's own (alpha shared).
+Measured (docs/validation.md 3b; the depth-matched ladder, 27K-443K parameters): one size under-predicted
+the larger sizes' loss on domains that gain less from size than the fitted ones (manuals: 1.5% off at the
+probed size, 10% at 16x), domain-loss R^2 0.62-0.92 on the held-out domains; two sizes gave 0.86-0.92.
 
 Fitting: variable projection. For given exponents the law is linear in its coefficients, which
 are solved by non-negative least squares on relative residuals ((pred - obs)/obs, about the log
@@ -149,19 +153,32 @@ def _scaled(p: dict, alpha: float) -> np.ndarray:
     return np.array([p["E"], p["A"] / _N0 ** alpha, p["B"] / _D0 ** p["beta"], p["C"]])
 
 
-def probe_rows(df: pd.DataFrame, domain: str, probe_tokens: float, size: float | None = None) -> pd.DataFrame:
-    """The rows a probe of ``domain`` yields: its base-model row and its r_d = 1 run's rows with
-    tokens <= probe_tokens, at model size ``size`` (default: the smallest of the table)."""
+def probe_rows(df: pd.DataFrame, domain: str, probe_tokens: float, size=None, n_sizes: int = 1) -> pd.DataFrame:
+    """The rows a probe of ``domain`` yields: at each probed model size, its base-model row and its r_d = 1 run's rows
+    with tokens <= probe_tokens. ``size``: the model size(s) probed (a number or a list); default the ``n_sizes``
+    smallest of the table's sizes for the domain (1: the paper's probe; 2 lets the calibrated law see how the
+    domain's loss scales with N)."""
     g = df[df["domain"] == domain]
-    N = g["model_size"].min() if size is None else size
-    g = g[g["model_size"] == N]
-    base = g[g["tokens"] == 0].head(1)
-    run = g[(g["tokens"] > 0) & (g["tokens"] <= probe_tokens) & np.isclose(g["domain_ratio"], 1.0)]
-    if base.empty or len(run) < 2:
-        raise ValueError(f"domain {domain!r}: the probe needs the base model's row (tokens == 0) and at least 2 "
-                         f"logged losses of an r_d = 1 run up to {probe_tokens:g} tokens at N = {N:g}; "
-                         f"found {len(base)} and {len(run)}. Run `dcpt probe CONFIG --domain {domain}`")
-    return pd.concat([base, run])
+    if size is None:
+        if n_sizes < 1:
+            raise ValueError(f"n_sizes={n_sizes!r}: probe at least 1 model size")
+        sizes = sorted(g["model_size"].unique())[:n_sizes]
+        if len(sizes) < n_sizes:
+            raise ValueError(f"domain {domain!r}: a probe at {n_sizes} sizes needs {n_sizes} model sizes in the table, "
+                             f"found {len(sizes)}; run `dcpt probe CONFIG --domain {domain} --sizes {n_sizes}`")
+    else:
+        sizes = sorted(float(s) for s in np.atleast_1d(np.asarray(size, float)))
+    out = []
+    for N in sizes:
+        at = g[np.isclose(g["model_size"], N)]
+        base = at[at["tokens"] == 0].head(1)
+        run = at[(at["tokens"] > 0) & (at["tokens"] <= probe_tokens) & np.isclose(at["domain_ratio"], 1.0)]
+        if base.empty or len(run) < 2:
+            raise ValueError(f"domain {domain!r}: the probe needs the base model's row (tokens == 0) and at least 2 "
+                             f"logged losses of an r_d = 1 run up to {probe_tokens:g} tokens at N = {N:g}; "
+                             f"found {len(base)} and {len(run)}. Run `dcpt probe CONFIG --domain {domain}`")
+        out += [base, run]
+    return pd.concat(out)
 
 
 def _groups(rows_by_domain: dict, target: str, probe: bool = False):
@@ -196,15 +213,18 @@ class CalibratedFit:
         return np.array([e["alpha"], e["beta"], e["eta"], e["gamma"], np.log(e["eps"])])
 
     def add_domain(self, name: str, probe: pd.DataFrame) -> None:
-        """Calibrate a new domain from its probe rows (see :func:`probe_rows`), all else fixed."""
+        """Calibrate a new domain from its probe rows (see :func:`probe_rows`), all else fixed. A probe at one
+        model size fits the domain loss's E, B, C and beta (A shared); at two or more sizes also its own A."""
         probe = probe[probe["domain"] == name] if "domain" in probe.columns else probe
-        probe = probe_rows(probe.assign(domain=name), name, self.probe_tokens)
+        probe = probe_rows(probe.assign(domain=name), name, self.probe_tokens, size=probe["model_size"].unique())
         ref = next(iter(self.coefficients.values()))  # any known domain: its shared coefficients
         coefs = {}
         for t in TARGETS:
             x = self._x(t)
             (N, D, r, y), = _groups({name: probe}, t, probe=True)
             shared, own = _columns(t)
+            if t == "domain" and probe["model_size"].nunique() > 1:  # the probe sees the domain's size scaling
+                shared, own = [], [0, 1, 2, 3]
             fixed = _scaled(ref[t], self.exponents[t]["alpha"])
             betas = np.linspace(0.02, 2.0, 100) if t == "domain" else [x[1]]
             best = None

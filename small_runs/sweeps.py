@@ -610,35 +610,37 @@ def grid_flops(cfg: SweepConfig) -> float:
     return float(sum(6 * total[j.size] * job_tokens(j) for j in cpt))
 
 
-def probe_config(cfg: SweepConfig, domain: str, probe_tokens: int | None = None) -> SweepConfig:
-    """The cheap measurement a new domain needs for the cross-domain laws: the base model of the
-    smallest size and one run at r_d = 1 for ``probe_tokens`` (default: half the sweep's CPT budget),
-    evaluated at the sweep's evaluation points up to there. With a WSD schedule these are exactly
-    the first evaluations of the full sweep's r_d = 1 run, so probed and swept domains measure the
-    same numbers. The paper's law uses k1 (base loss) and k2 (drop at the first point); the
-    calibrated law uses the whole probe curve."""
+def probe_config(cfg: SweepConfig, domain: str, probe_tokens: int | None = None, n_sizes: int = 1) -> SweepConfig:
+    """The cheap measurement a new domain needs for the cross-domain laws: the base models of the
+    ``n_sizes`` smallest sizes and one run at r_d = 1 each for ``probe_tokens`` (default: half the sweep's CPT
+    budget), evaluated at the sweep's evaluation points up to there. With a WSD schedule these are exactly
+    the first evaluations of the full sweep's r_d = 1 runs, so probed and swept domains measure the
+    same numbers. The paper's law uses k1 (base loss) and k2 (drop at the first point) of the smallest size; the
+    calibrated law uses the whole probe curve, and with 2 sizes also the domain's own scaling in N."""
     from .models import LADDER
 
     P = int(probe_tokens or cfg.cpt_tokens // 2)
-    smallest = min(cfg.sizes, key=list(LADDER).index) if not cfg.hf_path else cfg.sizes[0]
+    if not 1 <= n_sizes <= len(cfg.sizes):
+        raise ValueError(f"n_sizes={n_sizes!r}: between 1 and the config's {len(cfg.sizes)} sizes")
+    sizes = cfg.sizes[:n_sizes] if cfg.hf_path else sorted(cfg.sizes, key=list(LADDER).index)[:n_sizes]
     evals = [int(t) for t in cfg.eval_at() if t < P] + [P]
-    return replace(cfg, name=f"{cfg.name}-probe-{domain}", sizes=[smallest], domains=[domain], ratios=[1.0],
+    return replace(cfg, name=f"{cfg.name}-probe-{domain}", sizes=sizes, domains=[domain], ratios=[1.0],
                    cpt_tokens=P, eval_tokens_list=evals, out=str(cfg.out_dir() / "probes" / domain))
 
 
-def run_probe(cfg: SweepConfig, domain: str, probe_tokens: int | None = None, log=print) -> dict:
+def run_probe(cfg: SweepConfig, domain: str, probe_tokens: int | None = None, log=print, n_sizes: int = 1) -> dict:
     """Run the probe of ``domain`` (resumable like a sweep); returns k1, k2 and its compute share."""
     import dcpt_law as dl
     from dcpt_law.cross_domain import measure_coefficients
 
-    pcfg = probe_config(cfg, domain, probe_tokens)
+    pcfg = probe_config(cfg, domain, probe_tokens, n_sizes)
     validate(pcfg)
     path = run_sweep(pcfg, log=log)
     coef = measure_coefficients(dl.load_losses(path), pcfg.eval_at()[0])[domain]
     share = grid_flops(pcfg) / grid_flops(replace(cfg, domains=[domain]))
     return {"domain": domain, "k1": coef.k1, "k2": coef.k2, "k2_tokens": coef.probe_tokens,
-            "probe_tokens": pcfg.cpt_tokens, "model_size": coef.model_size, "compute_share": share,
-            "losses": str(path)}
+            "probe_tokens": pcfg.cpt_tokens, "model_size": coef.model_size, "sizes": list(pcfg.sizes),
+            "compute_share": share, "losses": str(path)}
 
 
 def record_config(cfg: SweepConfig, out: Path) -> Path:

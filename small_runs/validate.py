@@ -62,6 +62,10 @@ CHOSEN_DOMAINS = ("code", "law", "chemistry", "music")
 HELD_OUT_DOMAINS = ("medicine", "math", "manuals", "dictionary")
 SMALL_SIZES = ("xs", "s", "m")  # the grid of the splits and cross-domain sections ...
 GRID_TABLES = ("pilot", "multidomain")  # ... from these tables (complete 9-ratio grids)
+# section 3b: the cross-domain law fitted on the chosen domains, each held-out domain's grid from its probe alone, on
+# the sizes and 9 ratios every domain ran (the depth-matched ladder and m, seed 0)
+NEW_DOMAIN_SIZES = ("xxs4", "xs4", "s4", "m")
+GRID_RATIOS = (0.0, 0.1, 0.2, 0.333333, 0.5, 0.666667, 0.8, 0.9, 1.0)
 # held-out experiments: label -> (sizes fitted, size held out). m (443K non-embedding parameters) is 4.16x s3,
 # the largest size of the headline fit (m4c: a clean ladder, each base model better than the one below), 4.4x s2
 # (m4x: 2 layers, s2's CPT gains barely above the smaller xs's), 4.17x s4 (m4d: the depth-matched ladder xxs4, xs4,
@@ -1195,50 +1199,79 @@ def splits_domain(dom: str, per_law: list[list[dict]]) -> list[str]:
             md(_mean_median(dl.summary(ev, "mean")["r2"], dl.summary(ev, "median")["r2"]), index=True), ""]
 
 
-def cross_section(small: pd.DataFrame) -> list[str]:
-    lines = ["## 3. Cross-domain law: leave one domain out", ""]
+def cross_section(small: pd.DataFrame, fit_on=None) -> list[str]:
+    """Section 3: the cross-domain law, each domain of ``small`` held out from a fit on the others; with ``fit_on``
+    (3b), one fit on those domains and the table's other domains held out, each predicted from its probe alone."""
     doms = complete_domains(small)
-    if len(doms) < 3:
-        return lines + [f"Needs 3+ complete domains; complete now: {doms}.", ""]
+    if fit_on is None:
+        lines = ["## 3. Cross-domain law: leave one domain out", ""]
+        if len(doms) < 3:
+            return lines + [f"Needs 3+ complete domains; complete now: {doms}.", ""]
+        held, kw = doms, {}
+        how = f"Fit on the other {len(doms) - 1} domains ({', '.join(doms)}), predict the held-out domain's"
+    else:
+        lines = ["## 3b. Cross-domain law: domains no choice saw", ""]
+        fit_on = [d for d in fit_on if d in doms]
+        held, kw = [d for d in doms if d not in fit_on], {"fit_on": fit_on}
+        if len(fit_on) < 2 or not held:
+            return lines + [f"Needs 2+ complete domains to fit and 1+ to hold out; complete now: {doms}.", ""]
+        sizes = ", ".join(dl.format_count(n) for n in sorted(small["model_size"].unique()))
+        how = (f"Fit once on {', '.join(fit_on)} (the domains every choice was made on), predict each of "
+               f"{', '.join(held)} (never used to choose anything) on its sizes ({sizes} parameters): its")
     df = small[small["domain"].isin(doms)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ours = dl.leave_one_domain_out(df, method="calibrated")  # with the in-domain fits, once
-        out = [ours, dl.leave_one_domain_out(df, method="calibrated", unit="bpb", in_domain=False)]
-        out += [dl.leave_one_domain_out(df, method="paper", unit=unit, k_definition=k, in_domain=False)
+        ours = dl.leave_one_domain_out(df, method="calibrated", **kw)  # with the in-domain fits, once
+        out = [ours, dl.leave_one_domain_out(df, method="calibrated", unit="bpb", in_domain=False, **kw),
+               dl.leave_one_domain_out(df, method="calibrated", in_domain=False, probe_sizes=2, **kw)]
+        out += [dl.leave_one_domain_out(df, method="paper", unit=unit, k_definition=k, in_domain=False, **kw)
                 for unit in ("nats", "bpb") for k in ("k1", "k1+k2")]
     table = pd.concat(out, ignore_index=True)
     own = ours.set_index(["domain", "target"])[["r2_in_domain", "huber_in_domain"]]
     table = table.drop(columns=["r2_in_domain", "huber_in_domain"]).join(own, on=["domain", "target"])
     table["variant"] = np.where(table["method"] == "paper", "paper, K=" + table["k_definition"] + ", " + table["unit"],
-                                "calibrated (ours), " + table["unit"])
+                                "calibrated (ours), " + np.where(table["probe_sizes"] > 1, "2-size probe, ", "")
+                                + table["unit"])
     wide = table.pivot_table(index=["domain", "target"], columns="variant", values="r2_cross")
     wide["in-domain D-CPT"] = own["r2_in_domain"]
     med = wide.groupby(level="target").median()
     med.index = pd.MultiIndex.from_tuples([("median over domains", t) for t in med.index], names=wide.index.names)
     wide = pd.concat([wide, med])
-    share = table.groupby("method")["probe_compute_share"].max()
+    share = table.groupby("variant")["probe_compute_share"].max()
+    share = {"calibrated, 1 size": share["calibrated (ours), nats"], "calibrated, 2 sizes":
+             share["calibrated (ours), 2-size probe, nats"], "paper": share[share.index.str.startswith("paper")].max()}
     return lines + verdict(wide) + [
-        f"Fit on the other {len(doms) - 1} domains ({', '.join(doms)}), predict the held-out domain's whole grid "
-        "from its probe alone. R^2 on that grid; the in-domain D-CPT fit (trained on the grid itself) is the "
-        "ceiling. Probe compute as a share of the domain's full grid (6ND summed): "
+        how + " whole grid from its probe alone. R^2 on that grid; the in-domain D-CPT fit (trained on the grid "
+        "itself) is the ceiling. Probe compute as a share of the domain's full grid (6ND summed): "
         + ", ".join(f"{m} {v:.2%}" for m, v in share.items()) + ".", "",
         md(wide, index=True), "", "Every number (Huber, MAPE):", "", md(table), ""]
 
 
+def new_domain_grid(data: pd.DataFrame) -> pd.DataFrame:
+    """Section 3b's rows: seed 0 of the chosen and the held-out domains at NEW_DOMAIN_SIZES and GRID_RATIOS (and the
+    base models, once: several tables log the same base model), with the run settings every such domain ran
+    (RUN_SETTINGS)."""
+    df = with_settings(data, RUN_SETTINGS)
+    keep = (df["size_name"].isin(NEW_DOMAIN_SIZES) & (df["seed"] == 0)
+            & df["domain"].isin(CHOSEN_DOMAINS + HELD_OUT_DOMAINS)
+            & ((df["tokens"] == 0) | np.isclose(df["domain_ratio"].to_numpy(float)[:, None], GRID_RATIOS).any(axis=1)))
+    return df[keep].drop(columns="table").drop_duplicates(["domain", "model_size", "tokens", "domain_ratio", "seed"])
+
+
 def verdict(wide: pd.DataFrame) -> list[str]:
-    """The K definition and unit decision, read off the medians over held-out domains (domain loss)."""
+    """The K definition, unit and probe decision, read off the medians over held-out domains (domain loss)."""
     med = wide.loc["median over domains"].T  # variant x target
     paper = med[med.index.str.startswith("paper")]["domain"]
     best = {u: paper[paper.index.str.endswith(u)].idxmax() for u in ("nats", "bpb")}
-    ours = {u: med.loc[f"calibrated (ours), {u}", "domain"] for u in ("nats", "bpb")}
+    ours = {u: med.loc[f"calibrated (ours), {u}", "domain"] for u in ("nats", "bpb", "2-size probe, nats")}
     return [
         "Median R^2 over held-out domains, domain loss. The paper's form: "
         + ", ".join(f"{v.removeprefix('paper, ')} {paper[v]:.3g}" for v in paper.index)
         + "; its best K is " + " and ".join(f"{best[u].split(', ')[1]} in {u}" for u in best)
         + f". The calibrated law: {ours['nats']:.3g} in nats per token (its default) and {ours['bpb']:.3g} in bits "
-        "per byte (its size term A/N^alpha is shared across domains, so the unit matters). Goal: R^2 >= 0.95 on "
-        "both losses at <= 2% of the compute; the table shows where it is met and where not.", ""]
+        "per byte (its size term A/N^alpha is shared across domains, so the unit matters); probed at the two "
+        f"smallest sizes, so that the new domain's A is its own: {ours['2-size probe, nats']:.3g} (nats). Goal: R^2 "
+        ">= 0.95 on both losses at <= 2% of the compute; the table shows where it is met and where not.", ""]
 
 
 def plan_extra(small: pd.DataFrame, held: pd.DataFrame, step: float = 0.03, laws=None, label: str = "",
@@ -1460,7 +1493,8 @@ def main(argv=None):
     small = experiment(data[data["table"].isin(GRID_TABLES)], SMALL_SIZES, None)[0]
     split_jobs = [(dom, law) for dom in complete_domains(small) for law in SPLIT_LAWS]
     jobs += [(cached_lines, (splits_law, small, dom, law, a.quick)) for dom, law in split_jobs]
-    jobs += [(cached_lines, (cross_section, small)), (seeds_section, (data,))]
+    jobs += [(cached_lines, (cross_section, small)), (cached_lines, (cross_section, new_domain_grid(data), CHOSEN_DOMAINS)),
+             (seeds_section, (data,))]
     if a.jobs > 1:
         with ProcessPoolExecutor(a.jobs, initializer=_use_store, initargs=(FITS, REFIT, REKEY_FROM)) as pool:
             parts = [fut.result() for fut in [pool.submit(fn, *args) for fn, args in jobs]]

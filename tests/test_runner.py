@@ -484,18 +484,24 @@ def test_dry_run_lists_runs(tmp_path, capsys):
 
 def test_probe_is_the_start_of_the_full_run(tmp_path):
     """`dcpt probe`: k1 from the smallest base model, k2 from the first tokens at r_d = 1; with WSD the
-    probe's losses are exactly the full sweep's first evaluations of that run, at a tiny compute share."""
+    probe's losses are exactly the full sweep's first evaluations of that run, at a small compute share.
+    Two sizes (the smallest two of the config, whatever its order): the same at each."""
     cfg = ci_config(tmp_path, sizes=["xs", "xxs"], ratios=[0.0, 1.0])
     P = cfg.eval_at()[0]
-    out = sweeps.run_probe(cfg, "code", log=lambda m: None)
+    out = sweeps.run_probe(cfg, "code", log=lambda m: None, n_sizes=2)
     probe = dl.load_losses(out["losses"])
-    assert set(probe["size_name"]) == {"xxs"} and set(probe.loc[probe.tokens > 0, "domain_ratio"]) == {1.0}
+    assert out["sizes"] == ["xxs", "xs"] and set(probe["size_name"]) == {"xxs", "xs"}
+    assert set(probe.loc[probe.tokens > 0, "domain_ratio"]) == {1.0}
+    assert len(dl.probe_rows(probe, "code", cfg.cpt_tokens, n_sizes=2)) == len(probe)
+    with pytest.raises(ValueError, match="n_sizes=3"):
+        sweeps.probe_config(cfg, "code", n_sizes=3)
+    probe = probe[probe["size_name"] == "xxs"]
     full = dl.load_losses(sweeps.run_sweep(replace(cfg, sizes=["xxs"]), log=lambda m: None))
     base = full[full.tokens == 0]["domain_loss"].iloc[0]
     at_p = full[(full.tokens == P) & (full.domain_ratio == 1.0)]["domain_loss"].iloc[0]
     assert out["k1"] == pytest.approx(base, rel=1e-6)
     assert out["k2"] == pytest.approx((base - at_p) / base, rel=1e-5)
-    assert 0 < out["compute_share"] < 0.1
+    assert 0.2 < out["compute_share"] < 0.35  # 1 of 2 ratios at half the tokens, + cool-downs and evaluations
     # the whole probe curve (the calibrated law's input) is the full run's start: half its budget by default
     run = probe[probe.tokens > 0].set_index("tokens")["domain_loss"]
     assert run.index.max() == cfg.cpt_tokens // 2 and len(run) >= 3

@@ -1,4 +1,6 @@
 """Probe-calibrated cross-domain law: synthetic recovery, a held-out domain from its probe alone, the API."""
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,19 +19,20 @@ OWN = {"a": (1.5, 200.0, 0.30, 0.20, 0.02), "b": (2.5, 90.0, 0.25, 0.50, 0.05), 
        "d": (3.0, 40.0, 0.20, 0.30, 0.03), "e": (2.0, 300.0, 0.33, 0.15, 0.04)}  # E, B, beta, C; C of the general
 
 
-def params(dom):
+def params(dom, A=None):
     E, B, beta, C, Cg = OWN[dom]
-    return {"domain": {**SHAPE["domain"], "E": E, "B": B, "beta": beta, "C": C},
+    own_A = {} if A is None else {"A": A}  # a domain whose loss scales otherwise with N
+    return {"domain": {**SHAPE["domain"], "E": E, "B": B, "beta": beta, "C": C, **own_A},
             "general": {**SHAPE["general"], "C": Cg}}
 
 
-def synthetic(domains, noise=0.002, seed=0):
+def synthetic(domains, noise=0.002, seed=0, A=None):
     """Full grids plus each domain's base rows (tokens == 0; the domain loss there is the r_d = 0 law)."""
     rng = np.random.default_rng(seed)
     N, D, r = (a.ravel() for a in np.meshgrid(SIZES, TOKENS, RATIOS, indexing="ij"))
     frames = []
     for dom in domains:
-        p = params(dom)
+        p = params(dom, A)
         row = {"domain": dom, "model_size": N, "tokens": D, "domain_ratio": r, "seed": 0,
                "domain_loss": DCPT.predict(p["domain"], N, D, r) * (1 + noise * rng.standard_normal(N.size)),
                "general_loss": DCPT.predict(p["general"], N, D, 1 - r) * (1 + noise * rng.standard_normal(N.size))}
@@ -63,6 +66,27 @@ def test_held_out_domain_from_its_probe_alone(tmp_path):
         cf.for_domain("unknown")
 
 
+def test_two_size_probe_sees_a_domain_that_scales_otherwise_with_size():
+    """A new domain that gains far less from size than the fitted ones: a probe at the smallest size calibrates it
+    there and misses the larger sizes; a probe at the two smallest also fits its own A, and the grid follows."""
+    cf = dl.fit_cross_domain(synthetic(list("abcd")), method="calibrated", probe_tokens=TOKENS[3])
+    new = synthetic(["e"], noise=0.0, A=4.0)
+    grid = new[new["tokens"] > 0]
+    worst = {}
+    for n in (1, 2):
+        c = copy.deepcopy(cf)
+        probe = probe_rows(new, "e", TOKENS[3], n_sizes=n)
+        assert probe["model_size"].nunique() == n
+        c.add_domain("e", probe)
+        pred = c.predict("e", grid["model_size"], grid["tokens"], grid["domain_ratio"])
+        worst[n] = np.max(np.abs(pred / grid["domain_loss"] - 1))
+    assert worst[2] < 0.02 < 0.1 < worst[1], worst
+    with pytest.raises(ValueError, match="needs 4 model sizes in the table, found 3"):
+        probe_rows(new, "e", TOKENS[3], n_sizes=4)
+    with pytest.raises(ValueError, match="one size; use method='calibrated'"):
+        dl.leave_one_domain_out(synthetic(list("ab")), method="paper", probe_sizes=2)
+
+
 def test_leave_one_domain_out_calibrated_follows_domains_of_different_shape():
     """Domains that differ in shape: the paper's level-only form cannot follow them, the calibrated law can."""
     df = synthetic(list("abcd"))
@@ -71,6 +95,26 @@ def test_leave_one_domain_out_calibrated_follows_domains_of_different_shape():
     dom = cal[cal["target"] == "domain"]
     assert dom["r2_cross"].min() > 0.97
     assert (cal["probe_compute_share"] < 0.05).all()
+
+
+def test_leave_domains_out_of_one_fit():
+    """fit_on: one fit on the named domains; only the others are held out, each on that fit alone (the second is
+    calibrated on a copy, so it scores as it would alone)."""
+    df = synthetic(list("abcde"))
+    both = dl.leave_one_domain_out(df, method="calibrated", probe_tokens=TOKENS[3], fit_on=list("abc"), in_domain=False)
+    assert sorted(set(both["domain"])) == ["d", "e"] and len(both) == 4
+    alone = dl.leave_one_domain_out(df[df["domain"] != "d"], method="calibrated", probe_tokens=TOKENS[3],
+                                    fit_on=list("abc"), in_domain=False)
+    key = ["domain", "target"]
+    pd.testing.assert_frame_equal(both[both["domain"] == "e"].set_index(key)[["r2_cross", "mape_cross"]],
+                                  alone.set_index(key)[["r2_cross", "mape_cross"]])
+    assert both.loc[both["target"] == "domain", "r2_cross"].min() > 0.97
+    with pytest.raises(ValueError, match=r"\['x'\] not in the table"):
+        dl.leave_one_domain_out(df, fit_on=["a", "x"])
+    with pytest.raises(ValueError, match="leaves no domain"):
+        dl.leave_one_domain_out(df, fit_on=list("abcde"))
+    with pytest.raises(ValueError, match=r"\['abc'\] not in the table"):  # a string is one domain's name
+        dl.leave_one_domain_out(df, fit_on="abc")
 
 
 def test_probe_needs_a_base_row_and_a_run():
