@@ -295,8 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("config")
     pb.add_argument("--domain", required=True)
     pb.add_argument("--probe-tokens", type=int, help="CPT tokens at r_d = 1 (default: half the config's CPT budget)")
-    pb.add_argument("--sizes", type=int, default=2, help="probe the N smallest sizes of the config (default 2: the "
-                    "calibrated law then fits the domain's own scaling in model size; 1: the paper's probe, cheaper)")
+    pb.add_argument("--sizes", type=int, help="probe the N smallest sizes of the config (default 2, or 1 where it has "
+                    "one: the calibrated law then fits the domain's own scaling in model size; 1: the paper's probe, "
+                    "cheaper)")
     pb.add_argument("--json", action="store_true")
     pb.set_defaults(func=cmd_probe)
 

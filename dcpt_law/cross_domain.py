@@ -303,7 +303,7 @@ def fit_cross_domain(table, *, method: str = "calibrated", probe_tokens=None, un
 
 def leave_one_domain_out(table, *, method: str = "calibrated", probe_tokens=None, unit: str = "nats",
                          k_definition: str = "k1+k2", delta: float = 1e-3, in_domain: bool = True,
-                         fit_on=None, probe_sizes: int = 1) -> pd.DataFrame:
+                         fit_on=None, probe_sizes: int | None = None) -> pd.DataFrame:
     """For every domain: fit on the others, predict its whole grid from its probe alone, and score it
     next to that domain's own in-domain D-CPT fit (``in_domain=False`` skips that fit: NaN columns).
     Also the probe's share of the grid's compute.
@@ -311,10 +311,11 @@ def leave_one_domain_out(table, *, method: str = "calibrated", probe_tokens=None
     ``fit_on``: the domains of one fit; then only the table's other domains are held out, each predicted from
     its probe by that fit (a test on domains no fit and no choice saw; default: every domain, each held out
     from a fit on the rest). ``probe_sizes``: how many of the smallest sizes the calibrated law's probe runs at
-    (2: it also fits the domain's own size coefficient; the paper's k1, k2 are one size's)."""
+    (default 2: it also fits the domain's own size coefficient; the paper's k1, k2 are one size's: 1)."""
     from .fitting import fit as fit_one
 
     probe_tokens = PROBE_TOKENS.get(method, 0) if probe_tokens is None else probe_tokens
+    probe_sizes = (2 if method == "calibrated" else 1) if probe_sizes is None else probe_sizes
     if probe_sizes != 1 and method != "calibrated":
         raise ValueError(f"probe_sizes={probe_sizes!r}: the paper's k1, k2 come from one size; use method='calibrated'")
     df = to_unit(load_losses(table), unit)

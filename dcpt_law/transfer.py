@@ -153,11 +153,11 @@ def _scaled(p: dict, alpha: float) -> np.ndarray:
     return np.array([p["E"], p["A"] / _N0 ** alpha, p["B"] / _D0 ** p["beta"], p["C"]])
 
 
-def probe_rows(df: pd.DataFrame, domain: str, probe_tokens: float, size=None, n_sizes: int = 1) -> pd.DataFrame:
+def probe_rows(df: pd.DataFrame, domain: str, probe_tokens: float, size=None, n_sizes: int = 2) -> pd.DataFrame:
     """The rows a probe of ``domain`` yields: at each probed model size, its base-model row and its r_d = 1 run's rows
     with tokens <= probe_tokens. ``size``: the model size(s) probed (a number or a list); default the ``n_sizes``
-    smallest of the table's sizes for the domain (1: the paper's probe; 2 lets the calibrated law see how the
-    domain's loss scales with N)."""
+    smallest of the table's sizes for the domain (2, the default of ``dcpt probe``, lets the calibrated law fit how
+    the domain's loss scales with N; 1: the smallest size alone, the paper's probe, cheaper)."""
     g = df[df["domain"] == domain]
     if size is None:
         if n_sizes < 1:
@@ -165,7 +165,8 @@ def probe_rows(df: pd.DataFrame, domain: str, probe_tokens: float, size=None, n_
         sizes = sorted(g["model_size"].unique())[:n_sizes]
         if len(sizes) < n_sizes:
             raise ValueError(f"domain {domain!r}: a probe at {n_sizes} sizes needs {n_sizes} model sizes in the table, "
-                             f"found {len(sizes)}; run `dcpt probe CONFIG --domain {domain} --sizes {n_sizes}`")
+                             f"found {len(sizes)}; pass n_sizes={len(sizes) or 1} for a probe of fewer sizes, or run "
+                             f"`dcpt probe CONFIG --domain {domain} --sizes {n_sizes}`")
     else:
         sizes = sorted(float(s) for s in np.atleast_1d(np.asarray(size, float)))
     out = []

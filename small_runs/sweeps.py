@@ -610,16 +610,18 @@ def grid_flops(cfg: SweepConfig) -> float:
     return float(sum(6 * total[j.size] * job_tokens(j) for j in cpt))
 
 
-def probe_config(cfg: SweepConfig, domain: str, probe_tokens: int | None = None, n_sizes: int = 1) -> SweepConfig:
+def probe_config(cfg: SweepConfig, domain: str, probe_tokens: int | None = None,
+                 n_sizes: int | None = None) -> SweepConfig:
     """The cheap measurement a new domain needs for the cross-domain laws: the base models of the
-    ``n_sizes`` smallest sizes and one run at r_d = 1 each for ``probe_tokens`` (default: half the sweep's CPT
-    budget), evaluated at the sweep's evaluation points up to there. With a WSD schedule these are exactly
+    ``n_sizes`` smallest sizes (default 2, or 1 where the config has one) and one run at r_d = 1 each for
+    ``probe_tokens`` (default: half the sweep's CPT budget), evaluated at the sweep's evaluation points up to there. With a WSD schedule these are exactly
     the first evaluations of the full sweep's r_d = 1 runs, so probed and swept domains measure the
     same numbers. The paper's law uses k1 (base loss) and k2 (drop at the first point) of the smallest size; the
     calibrated law uses the whole probe curve, and with 2 sizes also the domain's own scaling in N."""
     from .models import LADDER
 
     P = int(probe_tokens or cfg.cpt_tokens // 2)
+    n_sizes = min(2, len(cfg.sizes)) if n_sizes is None else n_sizes
     if not 1 <= n_sizes <= len(cfg.sizes):
         raise ValueError(f"n_sizes={n_sizes!r}: between 1 and the config's {len(cfg.sizes)} sizes")
     sizes = cfg.sizes[:n_sizes] if cfg.hf_path else sorted(cfg.sizes, key=list(LADDER).index)[:n_sizes]
@@ -628,7 +630,8 @@ def probe_config(cfg: SweepConfig, domain: str, probe_tokens: int | None = None,
                    cpt_tokens=P, eval_tokens_list=evals, out=str(cfg.out_dir() / "probes" / domain))
 
 
-def run_probe(cfg: SweepConfig, domain: str, probe_tokens: int | None = None, log=print, n_sizes: int = 1) -> dict:
+def run_probe(cfg: SweepConfig, domain: str, probe_tokens: int | None = None, log=print,
+              n_sizes: int | None = None) -> dict:
     """Run the probe of ``domain`` (resumable like a sweep); returns k1, k2 and its compute share."""
     import dcpt_law as dl
     from dcpt_law.cross_domain import measure_coefficients

@@ -488,7 +488,7 @@ def test_probe_is_the_start_of_the_full_run(tmp_path):
     Two sizes (the smallest two of the config, whatever its order): the same at each."""
     cfg = ci_config(tmp_path, sizes=["xs", "xxs"], ratios=[0.0, 1.0])
     P = cfg.eval_at()[0]
-    out = sweeps.run_probe(cfg, "code", log=lambda m: None, n_sizes=2)
+    out = sweeps.run_probe(cfg, "code", log=lambda m: None)  # default: the two smallest sizes
     probe = dl.load_losses(out["losses"])
     assert out["sizes"] == ["xxs", "xs"] and set(probe["size_name"]) == {"xxs", "xs"}
     assert set(probe.loc[probe.tokens > 0, "domain_ratio"]) == {1.0}
