@@ -20,9 +20,9 @@ held-out size 3-6x the largest fitted one): the median missed the held-out size'
 0.010 in r_d (the law 0.029, the crossings pooled 0.014, the cells 0.020, the relative cells 0.014 where they
 answer); where the spread was at most :data:`AGREE` (37 cases) by a median 0.008 and at most 0.049, beyond it
 (23 cases) by a median 0.043. The four routes and that threshold were chosen on these same runs. Held out
-(three domains no choice saw, medicine, math and manuals, answers written down from the small sizes before the
-target's runs near them were read; validate's m4n): the median missed by 0.026, 0.011 and 0.011, the law by
-0.011, 0.006 and 0.005.
+(four domains no choice saw, medicine, math, manuals and dictionary, answers written down from the small sizes
+before the target's runs near them were read; validate's m4n): the median missed by 0.023, 0.008, 0.011 and 0.039
+(its spread 0.066 warned there), the law by 0.011, 0.006, 0.005 and 0.055.
 A spread over :data:`AGREE` warns: train the target at a few ratios across the answers instead.
 """
 from __future__ import annotations

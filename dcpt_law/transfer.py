@@ -20,9 +20,10 @@ From these, E_k, B_k, C_k and beta_k (domain loss) and C_k (general loss) are a 
 every shared parameter held fixed. With a probe of one size A and alpha stay shared: it cannot see how
 the domain loss scales with N. A probe at the two smallest sizes (``probe_rows(..., n_sizes=2)``,
 ``dcpt probe --sizes 2``) can: the domain loss's A_k is then the new domain's own (alpha shared).
-Measured (docs/validation.md 3b; the depth-matched ladder, 27K-443K parameters): one size under-predicted
-the larger sizes' loss on domains that gain less from size than the fitted ones (manuals: 1.5% off at the
-probed size, 10% at 16x), domain-loss R^2 0.62-0.92 on the held-out domains; two sizes gave 0.86-0.92.
+Measured (docs/validation.md 3b: fitted on four domains on the depth-matched ladder, 27K-443K parameters, four
+others held out): one size under-predicted the larger sizes' loss on domains that gain less from size than the
+fitted ones (manuals: 1.5% off at the probed size, 10% at 16x), domain-loss R^2 0.62-0.92; two sizes gave
+0.86-0.93 at 1.2% of a grid's compute (section 3, leave one domain out on xs, s, m: 0.92-0.97 and 0.96-0.97).
 
 Fitting: variable projection. For given exponents the law is linear in its coefficients, which
 are solved by non-negative least squares on relative residuals ((pred - obs)/obs, about the log
