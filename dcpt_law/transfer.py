@@ -13,13 +13,14 @@ k is the domain; A, alpha, eta, gamma, eps (and, for the general loss, E, B, bet
 The general loss is the same corpus for every domain, so only its forgetting level C_k
 depends on the domain. The probe of a new domain (``dcpt probe``) is cheap:
 
-- the base model's domain loss at the smallest size (tokens == 0; an r_d = 0 point), and
-- one r_d = 1 run of the smallest size for ``probe_tokens`` tokens, with its logged losses.
+- the base model's domain loss at each probed size (tokens == 0; an r_d = 0 point), and
+- one r_d = 1 run of each probed size for ``probe_tokens`` tokens, with its logged losses;
 
-From these, E_k, B_k, C_k and beta_k (domain loss) and C_k (general loss) are a small fit with
-every shared parameter held fixed. With a probe of one size A and alpha stay shared: it cannot see how
-the domain loss scales with N. A probe at the two smallest sizes (``probe_rows(..., n_sizes=2)``,
-``dcpt probe --sizes 2``) can: the domain loss's A_k is then the new domain's own (alpha shared).
+the probed sizes are the two smallest of the sweep by default, or the smallest alone (``n_sizes=1``,
+``dcpt probe --sizes 1``). From these, E_k, B_k, C_k and beta_k (domain loss) and C_k (general loss) are a
+small fit with every shared parameter held fixed. With a probe of one size A and alpha stay shared: it cannot
+see how the domain loss scales with N. A probe at two sizes can: the domain loss's A_k is then the new
+domain's own (alpha shared).
 Measured (docs/validation.md 3b: fitted on four domains on the depth-matched ladder, 27K-443K parameters, four
 others held out): one size under-predicted the larger sizes' loss on domains that gain less from size than the
 fitted ones (manuals: 1.5% off at the probed size, 10% at 16x), domain-loss R^2 0.62-0.92; two sizes gave
