@@ -614,10 +614,11 @@ def probe_config(cfg: SweepConfig, domain: str, probe_tokens: int | None = None,
                  n_sizes: int | None = None) -> SweepConfig:
     """The cheap measurement a new domain needs for the cross-domain laws: the base models of the
     ``n_sizes`` smallest sizes (default 2, or 1 where the config has one) and one run at r_d = 1 each for
-    ``probe_tokens`` (default: half the sweep's CPT budget), evaluated at the sweep's evaluation points up to there. With a WSD schedule these are exactly
-    the first evaluations of the full sweep's r_d = 1 runs, so probed and swept domains measure the
-    same numbers. The paper's law uses k1 (base loss) and k2 (drop at the first point) of the smallest size; the
-    calibrated law uses the whole probe curve, and with 2 sizes also the domain's own scaling in N."""
+    ``probe_tokens`` (default: half the sweep's CPT budget), evaluated at the sweep's evaluation points up to
+    there. With a WSD schedule these are exactly the first evaluations of the full sweep's r_d = 1 runs, so
+    probed and swept domains measure the same numbers. The paper's law uses k1 (base loss) and k2 (drop at the
+    first point) of the smallest size; the calibrated law uses the whole probe curves, and with 2 sizes also the
+    domain's own scaling in N."""
     from .models import LADDER
 
     P = int(probe_tokens or cfg.cpt_tokens // 2)
