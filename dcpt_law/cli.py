@@ -99,6 +99,24 @@ def cmd_fit(a):
         print(f"\nfit written to {a.out}")
 
 
+def _add_probed_domain(cross, domain: str, probe_table) -> None:
+    """Calibrate ``domain`` of a cross-domain fit from its probe's loss table (`dcpt probe`), in the fit's unit:
+    the calibrated law from the probe's rows at every size it ran, the paper's from its k1, k2."""
+    import dcpt_law as dl
+    from dcpt_law.cross_domain import measure_coefficients, to_unit
+    from dcpt_law.table import base_losses
+
+    probe = to_unit(dl.load_losses(probe_table), cross.unit)
+    if domain not in set(probe["domain"]):
+        raise UserError(f"--probe {probe_table}: no rows of domain {domain!r} (it has {sorted(set(probe['domain']))})",
+                        f"run `dcpt probe CONFIG --domain {domain}`")
+    probe = probe[probe["domain"] == domain]
+    if isinstance(cross, dl.CalibratedFit):
+        cross.add_domain(domain, probe)
+    else:
+        cross.add_domain(domain, measure_coefficients(probe, cross.probe_tokens)[domain], base_losses(probe, domain))
+
+
 def cmd_predict(a):
     import numpy as np
     import pandas as pd
@@ -108,9 +126,13 @@ def cmd_predict(a):
     if a.frontier is not None and a.frontier < 2:
         raise UserError(f"--frontier {a.frontier}: the list needs at least 2 rows", "e.g. --frontier 11")
     f = dl.load_fit(a.fit)
+    if a.probe and not a.domain:
+        raise UserError("--probe calibrates a new domain of a cross-domain fit", "name it with --domain")
     if a.domain:
         if not hasattr(f, "for_domain"):
             raise UserError("--domain is for cross-domain fits", "fit one with `dcpt fit LOSSES --cross-domain`")
+        if a.probe:
+            _add_probed_domain(f, a.domain, a.probe)
         f = f.for_domain(a.domain)
     elif hasattr(f, "for_domain"):
         raise UserError("a cross-domain fit needs --domain", f"one of {sorted(f.coefficients)}")
@@ -335,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--domain-tokens", help="usage 2: domain tokens available, e.g. 5B")
     pd_.add_argument("--flops", help="usage 3: compute budget C = 6ND, e.g. 1e21")
     pd_.add_argument("--domain", help="which domain of a cross-domain fit")
+    pd_.add_argument("--probe", metavar="LOSSES", help="a new domain (--domain) of a cross-domain fit: calibrate it "
+                     "from its probe's loss table (`dcpt probe CONFIG --domain NAME` writes it)")
     pd_.add_argument("--frontier", type=int, nargs="?", const=11, metavar="ROWS",
                      help="also list r_d for every tolerance (the Pareto front of the two losses), ROWS rows (11)")
     pd_.add_argument("--json", action="store_true")

@@ -139,6 +139,16 @@ def test_cli_calibrated_fit_and_predict(tmp_path, capsys):
     got = json.loads(capsys.readouterr().out)
     want = dl.predict_ratio(4e5, 3e7, fit=dl.load_fit(out), domain="b", warn=False)
     assert got["ratio"]["ratio"] == pytest.approx(want.ratio)
+    # a new domain from its probe's table (two sizes), as add_domain would calibrate it
+    new = synthetic(["e"], noise=0.0, A=4.0)
+    probe_rows(new, "e", TOKENS[3]).to_csv(tmp_path / "probe.csv", index=False)
+    args = ["predict", str(out), "--domain", "e", "--model-size", "1.6M", "--tokens", "30M", "--json"]
+    assert cli.main([*args, "--probe", str(tmp_path / "probe.csv")]) == 0
+    got = json.loads(capsys.readouterr().out)
+    cf = dl.load_fit(out)
+    cf.add_domain("e", probe_rows(new, "e", TOKENS[3]))
+    assert got["ratio"]["ratio"] == pytest.approx(dl.predict_ratio(1.6e6, 3e7, fit=cf, domain="e", warn=False).ratio)
+    assert cli.main(args) == 2 and "run its probe" in capsys.readouterr().err      # without --probe: not calibrated
 
 
 def test_calibrated_is_the_default_and_rejects_paper_coefficients():
