@@ -323,6 +323,8 @@ def leave_one_domain_out(table, *, method: str = "calibrated", probe_tokens=None
     if fit_on is not None:
         fit_on = sorted({fit_on} if isinstance(fit_on, str) else set(fit_on))
         missing = [d for d in fit_on if d not in doms]
+        if not fit_on:
+            raise ValueError("fit_on=[]: name the domains of the fit (or None: leave each domain out in turn)")
         if missing or len(fit_on) == len(doms):
             raise ValueError(f"fit_on={fit_on}: " + (f"{missing} not in the table (domains: {doms})" if missing else
                              "leaves no domain of the table to hold out"))
@@ -332,7 +334,7 @@ def leave_one_domain_out(table, *, method: str = "calibrated", probe_tokens=None
             shared = fit_cross_domain(df, method=method, probe_tokens=probe_tokens, unit="nats",
                                       k_definition=k_definition, domains=fit_on or [d for d in doms if d != held],
                                       delta=delta)
-        cf = copy.deepcopy(shared)  # add_domain calibrates in place: each held-out domain on the fit alone
+        cf = shared if fit_on is None else copy.deepcopy(shared)  # add_domain calibrates in place: each on the fit alone
         if method == "calibrated":
             cf.add_domain(held, probe_rows(df, held, probe_tokens, n_sizes=probe_sizes))
         else:

@@ -382,8 +382,11 @@ def gcide_docs(deb: Path, chunk: int = 3000, every: int = 8) -> Iterable[str]:
     """The GNU Collaborative International Dictionary of English (Webster's 1913 with WordNet additions): its
     entries in file order without their source tags, grouped into documents of ~``chunk`` characters, every
     ``every``-th document kept (the whole is 35 MB; one in eight spans A to Z in ~4 MB)."""
-    data = gzip.decompress(_deb_member(deb, "usr/share/dictd/gcide.dict.dz"))  # dictzip is gzip with an index
-    index = _deb_member(deb, "usr/share/dictd/gcide.index").decode("utf-8", errors="replace")
+    files = dict(_deb_members(deb, r"usr/share/dictd/gcide\.(?:dict\.dz|index)"))  # one unpacking for both
+    if len(files) != 2:
+        raise CorpusError(f"{deb.name} lacks usr/share/dictd/gcide.dict.dz or gcide.index (has {sorted(files)})")
+    data = gzip.decompress(files["usr/share/dictd/gcide.dict.dz"])  # dictzip is gzip with an index
+    index = files["usr/share/dictd/gcide.index"].decode("utf-8", errors="replace")
     text = "\n\n".join(_GCIDE_SOURCE_TAG.sub("", e).strip() for e in dictd_entries(data, index))
     for i, doc in enumerate(_paragraph_chunks(text, chunk)):
         if i % every == 0:

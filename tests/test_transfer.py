@@ -111,6 +111,8 @@ def test_leave_domains_out_of_one_fit():
     assert both.loc[both["target"] == "domain", "r2_cross"].min() > 0.97
     with pytest.raises(ValueError, match=r"\['x'\] not in the table"):
         dl.leave_one_domain_out(df, fit_on=["a", "x"])
+    with pytest.raises(ValueError, match=r"fit_on=\[\]: name the domains"):
+        dl.leave_one_domain_out(df, fit_on=[])
     with pytest.raises(ValueError, match="leaves no domain"):
         dl.leave_one_domain_out(df, fit_on=list("abcde"))
     with pytest.raises(ValueError, match=r"\['abc'\] not in the table"):  # a string is one domain's name
