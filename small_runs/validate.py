@@ -40,6 +40,7 @@ import dcpt_law as dl
 from dcpt_law.fitting import _atomic_write, _metrics
 from dcpt_law.laws import RATIO_LAWS
 from dcpt_law.table import LOSS_COLUMNS, with_base_general
+from small_runs.sweeps import PAPER_RATIOS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "small_runs" / "results"
@@ -63,9 +64,8 @@ HELD_OUT_DOMAINS = ("medicine", "math", "manuals", "dictionary")
 SMALL_SIZES = ("xs", "s", "m")  # the grid of the splits and cross-domain sections ...
 GRID_TABLES = ("pilot", "multidomain")  # ... from these tables (complete 9-ratio grids)
 # section 3b: the cross-domain law fitted on the chosen domains, each held-out domain's grid from its probe alone, on
-# the sizes and 9 ratios every domain ran (the depth-matched ladder and m, seed 0)
+# the sizes and the paper's 9 ratios (PAPER_RATIOS) every domain ran (the depth-matched ladder and m, seed 0)
 NEW_DOMAIN_SIZES = ("xxs4", "xs4", "s4", "m")
-GRID_RATIOS = (0.0, 0.1, 0.2, 0.333333, 0.5, 0.666667, 0.8, 0.9, 1.0)
 # held-out experiments: label -> (sizes fitted, size held out). m (443K non-embedding parameters) is 4.16x s3,
 # the largest size of the headline fit (m4c: a clean ladder, each base model better than the one below), 4.4x s2
 # (m4x: 2 layers, s2's CPT gains barely above the smaller xs's), 4.17x s4 (m4d: the depth-matched ladder xxs4, xs4,
@@ -1248,13 +1248,13 @@ def cross_section(small: pd.DataFrame, fit_on=None) -> list[str]:
 
 
 def new_domain_grid(data: pd.DataFrame) -> pd.DataFrame:
-    """Section 3b's rows: seed 0 of the chosen and the held-out domains at NEW_DOMAIN_SIZES and GRID_RATIOS (and the
+    """Section 3b's rows: seed 0 of the chosen and the held-out domains at NEW_DOMAIN_SIZES and PAPER_RATIOS (and the
     base models, once: several tables log the same base model), with the run settings every such domain ran
     (RUN_SETTINGS)."""
     df = with_settings(data, RUN_SETTINGS)
     keep = (df["size_name"].isin(NEW_DOMAIN_SIZES) & (df["seed"] == 0)
             & df["domain"].isin(CHOSEN_DOMAINS + HELD_OUT_DOMAINS)
-            & ((df["tokens"] == 0) | np.isclose(df["domain_ratio"].to_numpy(float)[:, None], GRID_RATIOS).any(axis=1)))
+            & ((df["tokens"] == 0) | np.isclose(df["domain_ratio"].to_numpy(float)[:, None], PAPER_RATIOS).any(axis=1)))
     return df[keep].drop(columns="table").drop_duplicates(["domain", "model_size", "tokens", "domain_ratio", "seed"])
 
 
