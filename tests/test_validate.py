@@ -278,6 +278,50 @@ def test_headline_puts_the_seed_ceiling_next_to_the_pair():
     assert not any(ln.startswith("Against the seed noise") for ln in no_seeds)  # nothing repeated: no table
 
 
+def test_goals_table_counts_the_pair_the_best_predictor_and_the_noise_floor():
+    import dcpt_law as dl
+
+    pair = dl.RECOMMENDED_LAW
+    name = dl.pair_name({t: pair[t] for t in ("domain", "general")})
+
+    def tables(r2_pair, r2_cells, regret_pair, floor_general=None):
+        acc = pd.DataFrame([{"domain": d, "law": law, "target": t, "R2": r2, "MAPE %": mape}
+                            for d in ("code", "law", "music")
+                            for law, t, r2, mape in ((pair["domain"], "domain", r2_pair, 2.0),
+                                                     (pair["general"], "general", 0.9, 0.9),
+                                                     ("cells (ln G)", "domain", r2_cells, 3.0),
+                                                     ("cells (ln G)", "general", 0.95, 1.5))])
+        use = pd.DataFrame([{"domain": d, "law": law, "regret %": reg, "regret % (isotonic)": reg,
+                             "regret % (seed means)": np.nan, "L_g rise % at predicted": 2.0}
+                            for d in ("code", "law", "music")
+                            for law, reg in ((name, regret_pair), ("median of 4 routes", 0.1))])
+        t = {"accuracy": acc, "usage": use}
+        if floor_general is not None:
+            t["ceiling"] = pd.DataFrame([{"domain": d, "target": tg, "R2 ceiling": c, "noise MAPE %": m}
+                                         for d in ("code", "law", "music")
+                                         for tg, c, m in (("domain", 0.997, 0.5), ("general", floor_general, 0.8))])
+        return t
+
+    results = {"a": ("t", tables(0.99, 0.97, 0.2, floor_general=0.96)), "b": ("t", tables(0.97, 0.985, 0.5))}
+    lines = "\n".join(validate.goals_headline(results)).splitlines()
+    header = next(ln for ln in lines if ln.startswith("| goal"))
+    rows = {r["goal"]: r for r in (dict(zip((c.strip() for c in header.split("|")), (c.strip() for c in ln.split("|"))))
+                                   for ln in lines if ln.startswith("| ") and not ln.startswith(("| goal", "| ---")))}
+    r2d = rows["R2 domain >= 0.98"]
+    assert r2d["pair meets it in"] == "1 of 2" and float(r2d["recommended pair (median over experiments)"]) == 0.98
+    assert r2d["best meets it in"] == "2 of 2"  # the cells beat the pair where it misses
+    assert float(r2d["best predictor (median over experiments)"]) == 0.9875
+    assert float(r2d["seed-noise floor (median)"]) == 0.997 and r2d["floor misses it in"] == "0 of 1"
+    r2g = rows["R2 general >= 0.98"]  # a floor under the goal: no law can meet it on those runs
+    assert r2g["most often best"] == "cells (ln G)" and r2g["floor misses it in"] == "1 of 1"
+    mape = rows["MAPE % general <= 1"]
+    assert mape["pair meets it in"] == "2 of 2" and mape["most often best"] == pair["general"]
+    reg = rows["regret % <= 0.3"]
+    assert reg["pair meets it in"] == "1 of 2" and reg["best meets it in"] == "2 of 2"
+    assert reg["most often best"] == "median of 4 routes" and reg["floor misses it in"] == ""
+    assert "regret % (seed means) <= 0.3" not in rows  # no seed means anywhere: no row
+
+
 def test_each_seed_scores_the_law_on_every_repeated_seed_alone():
     """Seed 0 exact, seed 1 2% above the law, seed 2 4% above: median MAPE 2%, worst 4%; a cell only two seeds
     ran is not scored (every seed is scored on the same cells)."""
