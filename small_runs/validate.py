@@ -801,7 +801,7 @@ def goal_rows(label: str, t: dict) -> list[dict]:
             continue
         best = scores.idxmax() if sense == ">=" else scores.idxmin()
         meets = (lambda v: v >= threshold) if sense == ">=" else (lambda v: v <= threshold)
-        out.append({"goal": f"{metric.replace('median abs ', '')} {target or ''} {sense} {threshold:g}".replace("  ", " "),
+        out.append({"goal": " ".join(x for x in (metric.removeprefix("median abs "), target, sense, f"{threshold:g}") if x),
                     "experiment": label, "pair": scores.get(own, np.nan), "pair meets": meets(scores.get(own, np.nan)),
                     "best": scores[best], "best by": best, "best meets": meets(scores[best]),
                     "floor": low, "floor meets": meets(low) if np.isfinite(low) else np.nan})
@@ -1167,11 +1167,10 @@ def seed_ceiling(test: pd.DataFrame, means: pd.DataFrame, target: str) -> dict:
     %)."""
     col, var = LOSS_COLUMNS[target], f"var {target}"
     pos, test_pos = means[_share(means, target) > 0], test[_share(test, target) > 0]
+    noise = lambda m: 100 * np.sqrt(2 / np.pi) * float((np.sqrt(m[var]) / m[col]).mean())  # noqa: E731
     return {"R2 ceiling": 1 - means[var].mean() / test[col].to_numpy(float).var(),
             "R2 ceiling (share > 0)": 1 - pos[var].mean() / test_pos[col].to_numpy(float).var(),
-            "noise MAPE % (share > 0)": 100 * np.sqrt(2 / np.pi) * float((np.sqrt(pos[var]) / pos[col]).mean()),
-            "noise MAPE %": 100 * np.sqrt(2 / np.pi) * float((np.sqrt(means[var]) / means[col]).mean()),
-            "cells": len(means)}
+            "noise MAPE % (share > 0)": noise(pos), "noise MAPE %": noise(means), "cells": len(means)}
 
 
 def seed_mean_regret(means: pd.DataFrame, D: float, ratio: float, tolerance: float = TOLERANCE) -> float:
