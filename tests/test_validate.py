@@ -285,7 +285,8 @@ def test_goals_table_counts_the_pair_the_best_predictor_and_the_noise_floor():
     name = dl.pair_name({t: pair[t] for t in ("domain", "general")})
 
     def tables(r2_pair, r2_cells, regret_pair, floor_general=None):
-        acc = pd.DataFrame([{"domain": d, "law": law, "target": t, "R2": r2, "MAPE %": mape}
+        acc = pd.DataFrame([{"domain": d, "law": law, "target": t, "R2": r2, "MAPE %": mape,
+                             "R2 (seed means)": r2 + 0.005 if floor_general is not None else np.nan}
                             for d in ("code", "law", "music")
                             for law, t, r2, mape in ((pair["domain"], "domain", r2_pair, 2.0),
                                                      (pair["general"], "general", 0.9, 0.9),
@@ -297,7 +298,8 @@ def test_goals_table_counts_the_pair_the_best_predictor_and_the_noise_floor():
                             for law, reg in ((name, regret_pair), ("median of 4 routes", 0.1))])
         t = {"accuracy": acc, "usage": use}
         if floor_general is not None:
-            t["ceiling"] = pd.DataFrame([{"domain": d, "target": tg, "R2 ceiling": c, "noise MAPE %": m}
+            t["ceiling"] = pd.DataFrame([{"domain": d, "target": tg, "R2 ceiling": c, "noise MAPE %": m,
+                                          "R2 ceiling (seed means)": (2 + c) / 3}
                                          for d in ("code", "law", "music")
                                          for tg, c, m in (("domain", 0.997, 0.5), ("general", floor_general, 0.8))])
         return t
@@ -314,6 +316,9 @@ def test_goals_table_counts_the_pair_the_best_predictor_and_the_noise_floor():
     assert float(r2d["seed-noise floor (median)"]) == 0.997 and r2d["floor misses it in"] == "0 of 1"
     r2g = rows["R2 general >= 0.98"]  # a floor under the goal: no law can meet it on those runs
     assert r2g["most often best"] == "cells (ln G)" and r2g["floor misses it in"] == "1 of 1"
+    r2m = rows["R2 (seed means) general >= 0.98"]  # only where seeds were repeated; the floor on means meets it
+    assert r2m["pair meets it in"] == "0 of 1" and float(r2m["best predictor (median over experiments)"]) == 0.955
+    assert abs(float(r2m["seed-noise floor (median)"]) - (2 + 0.96) / 3) < 1e-3 and r2m["floor misses it in"] == "0 of 1"
     mape = rows["MAPE % general <= 1"]
     assert mape["pair meets it in"] == "2 of 2" and mape["most often best"] == pair["general"]
     reg = rows["regret % <= 0.3"]
@@ -387,6 +392,9 @@ def test_seed_ceiling_is_what_a_noise_free_law_scores_on_single_runs():
     g = validate.seed_ceiling(test, means, "general")  # r_g = 1 - r_d: now r_d = 1 is the one left out
     pos = test[test["domain_ratio"] < 1]
     assert abs(g["R2 ceiling (share > 0)"] - (1 - d ** 2 / pos["general_loss"].var(ddof=0))) < 1e-12
+    assert (means["seeds"] == 3).all()  # on the means the noise variance is a third: the bound is nearer 1
+    assert abs(g["R2 ceiling (seed means)"] - (1 - d ** 2 / 3 / means["general_loss"].var(ddof=0))) < 1e-12
+    assert g["R2 ceiling (seed means)"] > g["R2 ceiling"]
     assert validate.seed_means(validate.repeated_runs(df[df["seed"] == 0], "code")).empty  # no repeats: nothing to average
 
 
