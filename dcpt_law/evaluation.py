@@ -50,7 +50,7 @@ def folds(df: pd.DataFrame, split: str) -> list[tuple[str, np.ndarray]]:
                              f"got {len(ratios)}")
         r = df["domain_ratio"].to_numpy()
         return [(f"r_d={a:.3g},{b:.3g}", np.isin(r, (a, b))) for a, b in itertools.combinations(ratios, 2)]
-    raise ValueError(f"split={split!r}: use one of {SPLITS}")
+    raise ValueError(f"split={split!r}: use one of {SPLITS}, or 'every' for all of them")
 
 
 def _fit_folds(law, X, fold_masks: list[np.ndarray], delta: float, starts_per_fold: int):

@@ -155,11 +155,19 @@ class LawFit:
             raise ValueError(f"domain_ratio must be in [0, 1] (the domain share of the mixture), got {domain_ratio!r}")
         return r_d if self.target == "domain" else 1.0 - r_d
 
-    def _check_inputs(self, N, D):
+    @staticmethod
+    def _check_inputs(N, D, r):
+        """Positive finite N and D, and one broadcast shape for (N, D, r): returns them broadcast."""
         if np.any(~np.isfinite(N)) or np.any(N <= 0):
             raise ValueError(f"model_size must be > 0 parameters, got {N!r}")
         if np.any(~np.isfinite(D)) or np.any(D <= 0):
             raise ValueError("tokens must be > 0 for a prediction (the base model at tokens=0 is measured, not predicted)")
+        try:
+            return np.broadcast_arrays(N, D, r)
+        except ValueError:
+            raise ValueError(f"model_size, tokens and domain_ratio have shapes {np.shape(N)}, {np.shape(D)} and "
+                             f"{np.shape(r)}, which do not broadcast: give scalars or arrays of one length "
+                             "(numpy broadcasting rules)") from None
 
     @property
     def anchored(self) -> bool:
@@ -176,13 +184,13 @@ class LawFit:
         N = parse_counts(model_size, "model_size")
         D = parse_counts(tokens, "tokens")
         r = self._ratio(domain_ratio)
-        self._check_inputs(N, D)
         params = self.params if params is None else params
         if not self.anchored:
+            self._check_inputs(N, D, r)
             if warn:
                 check_extrapolation(self, N, D)
             return self.law.predict(params, N, D, r)
-        N, D, r = np.broadcast_arrays(N, D, r)
+        N, D, r = self._check_inputs(N, D, r)
         G = lookup_base_general(self.base_general, N, base_general_loss)
         if warn:
             check_extrapolation(self, N, D, G)
@@ -304,8 +312,8 @@ class Fit:
         if target is not None:
             out = self[target].predict(model_size, tokens, domain_ratio)
             return float(out) if np.ndim(out) == 0 else out
-        N, D, r = np.broadcast_arrays(parse_counts(model_size, "model_size"), parse_counts(tokens, "tokens"),
-                                      np.asarray(domain_ratio, float))
+        N, D, r = LawFit._check_inputs(parse_counts(model_size, "model_size"), parse_counts(tokens, "tokens"),
+                                       np.asarray(domain_ratio, float))
         df = pd.DataFrame({"model_size": N.ravel(), "tokens": D.ravel(), "domain_ratio": r.ravel()})
         for t, f in self.fits.items():
             df[LOSS_COLUMNS[t]] = np.ravel(f.predict(N, D, r))

@@ -118,6 +118,8 @@ class RatioResult:
 
 def _base_general_loss(fit: Fit, N: float, given) -> float:
     """L_g0 (= G of the anchored laws): ``given``, else the fit table's tokens = 0 row for size N."""
+    if not (np.isfinite(N) and N > 0):
+        raise ValueError(f"model_size={N!r} must be > 0 parameters")
     known = {float(n): float(v) for n, v in fit.base_losses["general_loss"].items()}
     return float(lookup_base_general(known, N, given))
 

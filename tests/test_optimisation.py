@@ -82,6 +82,17 @@ def test_base_loss_sources(truth):
     assert dl.predict_ratio("401K", 3e7, fit=truth).base_general_loss == truth.base_losses.loc[4e5, "general_loss"]
     with pytest.raises(ValueError, match="tolerance"):
         dl.predict_ratio(4e5, 3e7, fit=truth, tolerance=-1)
+    # a size that is no size is named as such, not as a size without a base row
+    for usage in (dl.predict_ratio, dl.ratio_frontier):
+        with pytest.raises(ValueError, match=r"model_size=-5.0 must be > 0"):
+            usage(-5, 3e7, fit=truth, base_general_loss=3.5)
+
+
+def test_predict_names_the_arguments_whose_shapes_do_not_broadcast(truth):
+    with pytest.raises(ValueError, match=r"model_size, tokens and domain_ratio have shapes \(2,\), \(3,\)"):
+        truth.predict([4e5, 8e5], [1e6, 2e6, 3e6], 0.5)
+    with pytest.raises(ValueError, match=r"shapes \(2,\), \(3,\)"):
+        truth["domain"].predict([4e5, 8e5], [1e6, 2e6, 3e6], 0.5)
 
 
 def test_use_fit_default(tmp_path, fitted):
