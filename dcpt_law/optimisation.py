@@ -299,14 +299,19 @@ def optimal_ratio_limited_domain(model_size, domain_tokens, *, fit=None, min_rat
         raise ValueError(f"min_ratio={min_ratio!r} must be in (0, 1)")
     fd = f["domain"]
     G = _base_general_loss(f, N, base_general_loss) if fd.anchored else None
-    fd.predict(N, Dd, 1.0, warn=warn, base_general_loss=G)
+    fd.predict(N, Dd, 1.0, warn=False, base_general_loss=G)  # input checks
 
     def best(params):
         obj = lambda r: fd.predict(N, Dd / r, r, params=params, warn=False, base_general_loss=G)  # noqa: E731
         return _minimise_1d(obj, min_ratio, 1.0)
 
     r = best(None)
-    res = LimitedDomainResult(r, Dd / r, float(fd.predict(N, Dd / r, r, warn=False, base_general_loss=G)), N, Dd)
+    # the answer trains D = Dd / r tokens: the extrapolation check belongs there, not at Dd
+    res = LimitedDomainResult(r, Dd / r, float(fd.predict(N, Dd / r, r, warn=warn, base_general_loss=G)), N, Dd)
+    if warn and r <= min_ratio * (1 + 1e-3):
+        _warn.emit(f"usage 2: r_d = {r:.4g} is min_ratio: by the law, mixing in still more general data (beyond "
+                   f"{format_count(Dd / r)} CPT tokens) would lower the domain loss further; the answer is set by "
+                   "min_ratio (the token budget it caps), not by the law", _warn.FitWarning)
     if fd.bootstrap is not None:
         res.interval = _interval([best(dict(zip(fd.law.param_names, b))) for b in fd.bootstrap])
     return res

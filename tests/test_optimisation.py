@@ -117,6 +117,23 @@ def test_limited_domain_data(truth):
     assert np.isclose(res.tokens, Dd / res.ratio)
 
 
+def test_limited_domain_data_warns_where_its_answer_trains_and_when_min_ratio_sets_it(truth):
+    """The extrapolation check looks at the answer's D = Dd / r_d, not at Dd; a capped answer says so."""
+    lf = dl.LawFit(DCPT, "domain", TRUE_DOMAIN, ranges={"model_size": (1e5, 1e6), "tokens": (2e3, 3e4)})
+    f = dl.Fit({"domain": lf, "general": truth["general"]}, base=truth.base_losses)
+    N, Dd = 4e5, 1e5  # Dd 3.3x past the fitted tokens; the answer (r_d ~0.24) trains ~14x past them
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an answer inside the budget: no min_ratio warning
+        free = dl.optimal_ratio_limited_domain(N, Dd, fit=dl.Fit({"domain": truth["domain"], "general": truth["general"]},
+                                                                  base=truth.base_losses))
+    assert 0.1 < free.ratio < 0.5 and free.tokens > 10 * 3e4
+    with pytest.warns(dl.ExtrapolationWarning, match=r"tokens .* more than 10x outside"):
+        dl.optimal_ratio_limited_domain(N, Dd, fit=f)
+    with pytest.warns(dl.FitWarning, match="min_ratio"):
+        capped = dl.optimal_ratio_limited_domain(N, Dd, fit=truth, min_ratio=0.5)
+    assert capped.ratio == pytest.approx(0.5, abs=1e-6)
+
+
 def test_allocate_compute(truth):
     """Usage 3 against a brute-force scan over log N at C = 6 N D."""
     C = 1e17
