@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import json
 import os
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -714,10 +715,11 @@ def _run_local(stages, jobs: int, log, desc: str) -> None:
     from tqdm.auto import tqdm
 
     todo = [job for stage in stages for job in stage]
+    to_file = not sys.stderr.isatty()  # a log (nohup, CI): a refresh a minute, not hundreds of '\r' updates
     with tqdm(total=int(sum(job_tokens(j) for j in todo)), unit="tok", unit_scale=True, desc=desc,
-              dynamic_ncols=True) as bar:
+              dynamic_ncols=True, mininterval=60.0 if to_file else 0.1) as bar:
         for job in todo:
-            bar.set_postfix_str(job.run_id()[:32])
+            bar.set_postfix_str(job.run_id()[:32], refresh=not to_file)
             before = bar.n
             execute(job, progress=bar.update, log=bar.write if log is print else log)
             bar.update(max(0, int(before + job_tokens(job)) - bar.n))
