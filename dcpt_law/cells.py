@@ -44,7 +44,7 @@ from scipy.interpolate import PchipInterpolator
 from . import _warn
 from .crossings import base_general_losses, logged_tokens
 from .evaluation import ratio_regret
-from .table import load_losses, single_domain
+from .table import check_one_pretraining, load_losses, single_domain
 from .units import format_count, parse_count
 
 TARGETS = ("domain", "general")
@@ -259,6 +259,8 @@ def cell_scaling(table, domain: str | None = None, x: str = "base_general_loss",
         raise ValueError(f"model_size {', '.join(format_count(n) for n in missing)} has no base-model row (tokens == 0) "
                          "in the table: the cells are extrapolated in its general loss before CPT (G); log the base "
                          "model's evaluation, or pass x='model_size'")
+    if warn and (x == "base_general_loss" or relative):
+        check_one_pretraining(cpt, f"cell_scaling ({dom!r})")
     sizes = pd.DataFrame({"model_size": np.sort(cpt["model_size"].unique())})
     sizes["base_general_loss"] = sizes["model_size"].map(base)
     if len(sizes) < 3:

@@ -26,7 +26,8 @@ from . import __version__
 from .provenance import git_commit
 from .laws import AveragedLaw, Law, PowerSumLaw, get_law
 from .search import huber, lm_search, objective
-from .table import LOSS_COLUMNS, base_losses, fit_rows, law_inputs, load_losses, run_groups, single_domain
+from .table import (LOSS_COLUMNS, base_losses, check_one_pretraining, fit_rows, law_inputs, load_losses, run_groups,
+                    single_domain)
 from .units import format_count, parse_counts
 
 SCHEMA_VERSION = 1
@@ -482,6 +483,8 @@ def fit_law(df: pd.DataFrame, law="dcpt", target: str = "domain", *, domain: str
     best points where the law sets one (:func:`prescreened`)."""
     law = get_law(law)
     settings = settings or FitSettings()
+    if warn and "G" in law.needs:
+        check_one_pretraining(df, f"the {target}-loss law {law.name!r}")
     if isinstance(law, AveragedLaw):
         return _fit_averaged(df, law, target, domain, settings, warn, start)
     _check_distinct(df, law, f"the {target} loss", warn)

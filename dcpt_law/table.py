@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .units import parse_counts
+from . import _warn
+from .units import format_count, parse_counts
 
 REQUIRED = ("domain", "model_size", "tokens", "domain_ratio", "general_loss", "domain_loss")
 LOSS_COLUMNS = {"domain": "domain_loss", "general": "general_loss"}
@@ -130,6 +131,21 @@ def with_base_general(df: pd.DataFrame) -> pd.DataFrame:
     given = pd.to_numeric(out[BASE_GENERAL], errors="coerce") if BASE_GENERAL in out.columns else looked_up * np.nan
     out[BASE_GENERAL] = given.where(given.notna(), looked_up).astype(float)
     return out
+
+
+def check_one_pretraining(df: pd.DataFrame, what: str) -> None:
+    """Warn (FitWarning) where ``df`` holds runs from base models pre-trained on several token counts (column
+    ``base_tokens``, which our sweeps write): ``what`` reads the base model's general loss G as its size, and a
+    lower G from longer pre-training is not worth what a lower G from a larger model is."""
+    if "base_tokens" not in df.columns:
+        return
+    budgets = np.sort(df["base_tokens"].dropna().unique())
+    if len(budgets) > 1:
+        _warn.emit(f"{what} reads the base model's general loss G as its size, but these runs start from base models "
+                   f"pre-trained on {len(budgets)} token counts ({', '.join(format_count(b) for b in budgets)}): on our "
+                   "runs the domain loss after CPT fell 0.2-0.6% per 1% lower G from longer pre-training, against "
+                   "0.7-2.7% per 1% lower G from a larger model (docs/validation.md, section 5). Fit one base_tokens "
+                   "at a time, on base models pre-trained like the target's", _warn.FitWarning)
 
 
 def fit_rows(df: pd.DataFrame, domain: str | None = None) -> pd.DataFrame:

@@ -16,6 +16,8 @@
 2. The paper's four generalisation splits on the small sizes, per domain and law.
 3. Cross-domain law (issue 5): leave one domain out, for each K definition and unit.
 4. Seed noise floor: seeds 1-5 beside seed 0 of the same runs.
+5. Base budget against size: how much of a lower G from longer pre-training reaches the domain loss, against a
+   lower G from a larger model.
 
 Sections whose data are not committed yet say so and are skipped. Only dcpt_law is needed (no torch).
 """
@@ -1254,6 +1256,63 @@ def seeds_section(data: pd.DataFrame) -> list[str]:
                     md(pd.DataFrame(rows)), ""]
 
 
+# two experiments with the same sizes, seeds and CPT, whose base models differ only in their pre-training tokens
+BUDGET_PAIR = ("m4d3", "m4L3")
+
+
+def budget_elasticity(data: pd.DataFrame, pair=BUDGET_PAIR) -> pd.DataFrame:
+    """How much of a lower base-model general loss G shows up in the domain loss after CPT, when G is lower because
+    the model is larger (within one pre-training budget) or because it was pre-trained longer (same size).
+
+    Per domain, at the largest D, on seed means: d ln L_d / d ln G across the fitted sizes of each experiment of
+    ``pair`` (least squares over the sizes, per trained ratio r_d > 0, median over ratios), and across the two
+    budgets at each size, fitted and held out ((ln L_2 - ln L_1) / (ln G_2 - ln G_1), median over ratios)."""
+    runs, sizes = {}, None
+    for label in pair:
+        fitted, held_out, seeds, settings = experiment_spec(label)
+        sizes = (*fitted, held_out)
+        d = with_base_general(experiment_data(data, label))
+        d = d[d["size_name"].isin(sizes) & (d["seed"] < seeds) & (d["tokens"] > 0)]
+        d = d[d["tokens"] == d["tokens"].max()].assign(domain_ratio=lambda x: x["domain_ratio"].round(4))
+        runs[label] = d.groupby(["domain", "domain_ratio", "size_name"]).agg(
+            L=("domain_loss", "mean"), G=("base_general_loss", "mean"))
+    both = runs[pair[0]].add_suffix("_1").join(runs[pair[1]].add_suffix("_2"), how="inner")
+    both = both[both.index.get_level_values("domain_ratio") > 0]
+    fitted = list(experiment_spec(pair[0])[0])
+    rows = []
+    for dom, g in both.groupby(level="domain"):
+        g = g.droplevel("domain")
+        by_ratio = [c.droplevel("domain_ratio") for _, c in g.groupby(level="domain_ratio")]
+        by_ratio = [c.loc[fitted] for c in by_ratio if set(fitted) <= set(c.index)]
+        row = {"domain": dom, "ratios": len(by_ratio)}
+        for i, label in enumerate(pair, 1):
+            slopes = [np.polyfit(np.log(c[f"G_{i}"]), np.log(c[f"L_{i}"]), 1)[0] for c in by_ratio]
+            row[f"across sizes, {label}"] = float(np.median(slopes)) if slopes else np.nan
+        for size in sizes:
+            at = g.xs(size, level="size_name")
+            row[f"across budgets, {size}"] = float(np.median(np.log(at["L_2"] / at["L_1"]) / np.log(at["G_2"] / at["G_1"])))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def budget_section(data: pd.DataFrame, pair=BUDGET_PAIR) -> list[str]:
+    """Section 5: :func:`budget_elasticity` as a table, and what it means for the G-based laws."""
+    lines = ["## 5. A base model pre-trained longer is not a larger one", ""]
+    table = budget_elasticity(data, pair)
+    if table.empty:
+        return lines + [f"Not run yet: the experiments {', '.join(pair)} share no runs.", ""]
+    budgets = [dl.format_count(experiment_spec(label)[3]["base_tokens"]) for label in pair]
+    return lines + [
+        f"Experiments {pair[0]} and {pair[1]} train the same sizes, seeds and CPT from base models pre-trained on "
+        f"{budgets[0]} and {budgets[1]} general tokens. The elasticity d ln L_d / d ln G of the domain loss after CPT "
+        "(largest D, seed means, median over the trained ratios r_d > 0) to the base model's general loss G: across the "
+        "fitted sizes within one budget, where a lower G comes with a larger model, and across the budgets at one size, "
+        "where it comes from longer pre-training. The G-based laws (the recommended pair, the cells in ln G) read both as "
+        "one number; where the second is a fraction of the first, G alone cannot carry a model across budgets: fit the "
+        "small sizes on base models pre-trained like the target's (the table's `base_tokens`; `dcpt fit` warns when a "
+        "G-based law is fitted across several).", "", md(table), ""]
+
+
 def _mean_median(mean: pd.DataFrame, median: pd.DataFrame) -> pd.DataFrame:
     """Cells "mean (median)" where they differ, one number where they agree (a single fold)."""
     return mean.combine(median, lambda a, b: pd.Series(
@@ -1572,7 +1631,7 @@ def main(argv=None):
     split_jobs = [(dom, law) for dom in complete_domains(small) for law in SPLIT_LAWS]
     jobs += [(cached_lines, (splits_law, small, dom, law, a.quick)) for dom, law in split_jobs]
     jobs += [(cached_lines, (cross_section, small)), (cached_lines, (cross_section, new_domain_grid(data), CHOSEN_DOMAINS)),
-             (seeds_section, (data,))]
+             (seeds_section, (data,)), (budget_section, (data,))]
     if a.jobs > 1:
         with ProcessPoolExecutor(a.jobs, initializer=_use_store, initargs=(FITS, REFIT, REKEY_FROM)) as pool:
             parts = [fut.result() for fut in [pool.submit(fn, *args) for fn, args in jobs]]

@@ -1,5 +1,6 @@
 """dcpt_law.cells: each logged (D, r) cell's loss extrapolated in the base model's general loss G."""
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -237,3 +238,15 @@ def test_relative_cells_extrapolate_the_rise_over_the_base_model_in_ln_N():
         rel.predict(200_000, 0.5, model_size=N)
     with pytest.raises(ValueError, match="model_size=None"):
         rel.predict(200_000, 0.5, base_general_loss=G_)
+
+
+def test_runs_from_bases_of_several_pre_training_budgets_warn():
+    """G from longer pre-training is not G from a larger model: mixing base_tokens warns, one budget does not."""
+    mixed = pd.concat([small().assign(base_tokens=1e6), small().assign(seed=1, base_tokens=5e6)], ignore_index=True)
+    with pytest.warns(dl.FitWarning, match=r"pre-trained on 2 token counts \(1M, 5M\)"):
+        dl.cell_scaling(mixed)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        dl.cell_scaling(small().assign(base_tokens=1e6))
+        dl.cell_scaling(mixed, x="model_size")  # in N, G is not read
+    assert not [w for w in seen if "pre-trained on" in str(w.message)]

@@ -1,4 +1,6 @@
 """The scaled laws: the base model's general loss G multiplies what the model learns (the recommended pair)."""
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -251,3 +253,14 @@ def test_a_law_with_a_prescreen_is_fitted_from_the_best_points_of_its_grid(monke
     assert rew.objective < 0.5 * gain_fit.objective
     with pytest.raises(ValueError, match="prescreen"):
         type(TOTAL_SCALED_REWARM)("x", "", TOTAL_SCALED_REWARM.terms, TOTAL_SCALED_REWARM.params, prescreen=0)
+
+
+def test_a_g_based_law_fitted_across_pre_training_budgets_warns():
+    train = scaled_table((2.5e4, 5e4, 1e5), (5.7, 5.5, 5.3)).assign(base_tokens=1e6)
+    with pytest.warns(dl.FitWarning, match="pre-trained on 2 token counts"):
+        dl.fit(train.assign(base_tokens=np.where(train["model_size"] == 1e5, 5e6, 1e6)), law="dcpt-scaled",
+               target="domain")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        dl.fit(train, law="dcpt-scaled", target="domain")
+    assert not [w for w in seen if "pre-trained on" in str(w.message)]

@@ -758,3 +758,33 @@ def test_the_cells_are_scored_beside_the_laws_and_the_headline_compares_them(mon
     text = "\n".join(validate.consensus_headline({"x": ("t", tables), "h": ("t", tables)}))
     assert "Over the 1 cases of the domains the package was chosen on" in text
     assert "On the 1 cases of the domains no choice saw" in text and "| h |" in text
+
+
+def test_budget_elasticity_tells_a_longer_pre_training_from_a_larger_model(monkeypatch):
+    """ln L_d = k(r) - a ln N + b ln G, with G = g0(budget) N^-c: across sizes d ln L / d ln G = b + a / c, across
+    budgets at one size b. Both come back, and the section prints them."""
+    a, b, c = 0.1, 0.3, 0.05
+    sizes = {"a": 2e4, "b": 4e4, "c": 8e4, "d": 3.2e5}
+    rows = []
+    for base, g0 in ((1, 9.0), (5, 7.0)):
+        for size, N in sizes.items():
+            for seed in (0, 1):
+                G = g0 * N ** -c * (1 + 0.001 * seed)
+                rows.append((size, N, seed, base, 0, 0.0, G, 9.0))
+                for D in (1e5, 2e5):
+                    for r in (0.0, 0.5, 0.9):
+                        L = (2.0 + r) * N ** -a * G ** b * (1.1 if D == 1e5 else 1.0)
+                        rows.append((size, N, seed, base, D, r, G * 1.01, L))
+    df = pd.DataFrame(rows, columns=["size_name", "model_size", "seed", "base_tokens", "tokens", "domain_ratio",
+                                     "general_loss", "domain_loss"]).assign(domain="code", lr=3e-3)
+    monkeypatch.setattr(validate, "RUN_SETTINGS", {"base_tokens": 1, "lr": 3e-3})
+    monkeypatch.setattr(validate, "EXPERIMENTS", {"short": (("a", "b", "c"), "d", 2),
+                                                  "long": (("a", "b", "c"), "d", 2, {"base_tokens": 5})})
+    got = validate.budget_elasticity(df, ("short", "long")).set_index("domain").loc["code"]
+    assert got["ratios"] == 2  # r_d > 0 only
+    for label in ("short", "long"):
+        assert got[f"across sizes, {label}"] == pytest.approx(b + a / c, rel=1e-6)
+    for size in sizes:
+        assert got[f"across budgets, {size}"] == pytest.approx(b, rel=1e-6)
+    text = "\n".join(validate.budget_section(df, ("short", "long")))
+    assert "## 5." in text and "pre-trained on 1 and 5 general tokens" in text and "| code | 2 | 2.3 | 2.3 |" in text
