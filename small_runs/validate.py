@@ -1272,10 +1272,10 @@ def budget_elasticity(data: pd.DataFrame, pair=BUDGET_PAIR) -> pd.DataFrame:
     Per domain, at the largest D, on seed means: d ln L_d / d ln G across the fitted sizes of each experiment of
     ``pair`` (least squares over the sizes, per trained ratio r_d > 0, median over ratios), and across the two
     budgets at each size, fitted and held out ((ln L_2 - ln L_1) / (ln G_2 - ln G_1), median over ratios)."""
-    runs, sizes = {}, None
+    fitted, held_out = experiment_spec(pair[0])[:2]  # the pair's sizes are the same
+    sizes, runs = (*fitted, held_out), {}
     for label in pair:
-        fitted, held_out, seeds, settings = experiment_spec(label)
-        sizes = (*fitted, held_out)
+        seeds = experiment_spec(label)[2]
         d = with_base_general(experiment_data(data, label))
         d = d[d["size_name"].isin(sizes) & (d["seed"] < seeds) & (d["tokens"] > 0)]
         d = d[d["tokens"] == d["tokens"].max()].assign(domain_ratio=lambda x: x["domain_ratio"].round(4))
@@ -1283,19 +1283,19 @@ def budget_elasticity(data: pd.DataFrame, pair=BUDGET_PAIR) -> pd.DataFrame:
             L=("domain_loss", "mean"), G=("base_general_loss", "mean"))
     both = runs[pair[0]].add_suffix("_1").join(runs[pair[1]].add_suffix("_2"), how="inner")
     both = both[both.index.get_level_values("domain_ratio") > 0]
-    fitted = list(experiment_spec(pair[0])[0])
     rows = []
     for dom, g in both.groupby(level="domain"):
         g = g.droplevel("domain")
         by_ratio = [c.droplevel("domain_ratio") for _, c in g.groupby(level="domain_ratio")]
-        by_ratio = [c.loc[fitted] for c in by_ratio if set(fitted) <= set(c.index)]
+        by_ratio = [c.loc[list(fitted)] for c in by_ratio if set(fitted) <= set(c.index)]
         row = {"domain": dom, "ratios": len(by_ratio)}
         for i, label in enumerate(pair, 1):
             slopes = [np.polyfit(np.log(c[f"G_{i}"]), np.log(c[f"L_{i}"]), 1)[0] for c in by_ratio]
             row[f"across sizes, {label}"] = float(np.median(slopes)) if slopes else np.nan
         for size in sizes:
-            at = g.xs(size, level="size_name")
-            row[f"across budgets, {size}"] = float(np.median(np.log(at["L_2"] / at["L_1"]) / np.log(at["G_2"] / at["G_1"])))
+            at = g[g.index.get_level_values("size_name") == size]  # empty where a size has no runs in the domain
+            elasticity = np.log(at["L_2"] / at["L_1"]) / np.log(at["G_2"] / at["G_1"])
+            row[f"across budgets, {size}"] = float(np.median(elasticity)) if len(at) else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
 
