@@ -168,10 +168,18 @@ def _values(x: np.ndarray, fmt=format_count) -> str:
     return fmt(lo) if lo == hi else f"{fmt(lo)} to {fmt(hi)}"
 
 
+# how far (relative) a target's base-model general loss G may lie off the fitted sizes' trend of ln G in ln N before
+# a G-based law warns: our held-out bases lay -4% to +9% off their ladder's trend (docs/validation.md, section 1),
+# xl +11% (its base barely better than m's, where every route missed most); one 5x longer pre-training -27%
+BASE_OFF_TREND = 0.10
+
+
 def check_extrapolation(lf: LawFit, N: np.ndarray, D: np.ndarray, G: np.ndarray | None = None) -> None:
     """Warn (:class:`ExtrapolationWarning`) where a prediction leaves the fitted range: N or D more than 10x
     outside it, or, for a law that takes the size from the base model's general loss G (nats), G further outside
-    the fitted sizes' base losses than that range is wide (at least 10% of its upper end)."""
+    the fitted sizes' base losses than that range is wide (at least 10% of its upper end), or G more than
+    :data:`BASE_OFF_TREND` off the fitted sizes' trend of ln G in ln N at the target's N (a base model pre-trained
+    unlike theirs)."""
     if not lf.ranges:
         return
     for name, x in (("model_size", N), ("tokens", D)):
@@ -190,3 +198,15 @@ def check_extrapolation(lf: LawFit, N: np.ndarray, D: np.ndarray, G: np.ndarray 
         _warn.emit(f"{lf.target}-loss law {lf.law.name!r}: base-model general loss G = {g} nats is far outside the base "
                    f"losses of the fitted sizes [{lo:.4g}, {hi:.4g}] (by more than that range is wide); the law takes "
                    "the model's size from G, so the prediction is an extrapolation in size", ExtrapolationWarning)
+    if len(known) < 2:
+        return
+    slope, icpt = np.polyfit(np.log(np.array(list(lf.base_general), float)), np.log(known), 1)
+    off = np.asarray(G, float) / np.exp(icpt + slope * np.log(np.asarray(N, float))) - 1
+    worst = float(np.ravel(off)[np.argmax(np.abs(np.ravel(off)))])
+    if abs(worst) > BASE_OFF_TREND:
+        _warn.emit(f"{lf.target}-loss law {lf.law.name!r}: the base model's general loss G lies {worst:+.0%} off the trend "
+                   f"of the fitted sizes' base losses in model size at N = {_values(N)}: it was pre-trained unlike "
+                   f"theirs (more or fewer tokens, other data), and the law reads G as size. On our runs a lower G from "
+                   "longer pre-training bought a sixth to a half of what the same lower G from a larger model did "
+                   "(docs/validation.md, section 5): expect the law to over-credit a base below the trend, and to "
+                   "under-credit one above it", ExtrapolationWarning)

@@ -1,4 +1,5 @@
 """The scaled laws: the base model's general loss G multiplies what the model learns (the recommended pair)."""
+import re
 import warnings
 
 import numpy as np
@@ -264,3 +265,18 @@ def test_a_g_based_law_fitted_across_pre_training_budgets_warns():
         warnings.simplefilter("always")
         dl.fit(train, law="dcpt-scaled", target="domain")
     assert not [w for w in seen if "pre-trained on" in str(w.message)]
+
+
+def test_a_target_base_off_the_fitted_sizes_trend_in_n_warns():
+    """G = 6 N^-0.05 on the fitted sizes; a 4x larger target on that trend is quiet, one whose base was pre-trained
+    longer (20% lower G) or shorter (15% higher) warns."""
+    sizes = np.array([2.5e4, 5e4, 1e5])
+    lf = dl.LawFit(SCALED, "domain", TRUE, ranges={"model_size": (2.5e4, 1e5), "tokens": (3e4, 5e5)},
+                   base_general=dict(zip(sizes, 6 * sizes ** -0.05)))
+    on_trend = 6 * 4e5 ** -0.05
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lf.predict(4e5, 1e5, 0.5, base_general_loss=on_trend * 1.05)
+    for G, sign in ((on_trend * 0.8, "-20%"), (on_trend * 1.15, "+15%")):
+        with pytest.warns(dl.ExtrapolationWarning, match=re.escape(f"G lies {sign} off the trend")):
+            lf.predict(4e5, 1e5, 0.5, base_general_loss=G)
