@@ -169,8 +169,8 @@ def _values(x: np.ndarray, fmt=format_count) -> str:
 
 
 # how far (relative) a target's base-model general loss G may lie off the fitted sizes' trend of ln G in ln N before
-# a G-based law warns: our held-out bases lay -4% to +9% off their ladder's trend (docs/validation.md, section 1),
-# xl +11% (its base barely better than m's, where every route missed most); one 5x longer pre-training -27%
+# a G-based law warns: the held-out bases of validate's experiments lay -4% to +9% off their ladder's trend (NOTES,
+# 2026-12-06), xl +11% (its base barely better than m's, where every route missed most); 5x longer pre-training -27%
 BASE_OFF_TREND = 0.10
 
 
@@ -206,7 +206,7 @@ def check_extrapolation(lf: LawFit, N: np.ndarray, D: np.ndarray, G: np.ndarray 
     if abs(worst) > BASE_OFF_TREND:
         _warn.emit(f"{lf.target}-loss law {lf.law.name!r}: the base model's general loss G lies {worst:+.0%} off the trend "
                    f"of the fitted sizes' base losses in model size at N = {_values(N)}: it was pre-trained unlike "
-                   f"theirs (more or fewer tokens, other data), and the law reads G as size. On our runs a lower G from "
+                   "theirs (more or fewer tokens, other data), and the law reads G as size. On our runs a lower G from "
                    "longer pre-training bought a sixth to a half of what the same lower G from a larger model did "
                    "(docs/validation.md, section 5): expect the law to over-credit a base below the trend, and to "
                    "under-credit one above it", ExtrapolationWarning)
