@@ -742,7 +742,7 @@ def run_sweep(cfg: SweepConfig, launcher: str = "local", log=print, executor=Non
                 import submitit
             except ImportError:
                 raise ConfigError("launcher 'slurm' needs submitit: pip install 'dcpt-law[slurm]'") from None
-            executor = submitit.AutoExecutor(folder=str(out / "submitit"))
+            executor = submitit.AutoExecutor(folder=str(cfg.out_dir() / "submitit"))
             executor.update_parameters(**(cfg.slurm or {"timeout_min": 120, "gpus_per_node": 1}))
         for stage in (todo_b, todo_c):
             if stage:
@@ -779,7 +779,7 @@ def run_parallel(stages, jobs: int, log=print) -> None:
         return
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     with ProcessPoolExecutor(min(jobs, max(map(len, stages))), mp_context=mp.get_context("spawn"),
-                             initializer=_set_cpu_threads, initargs=(threads,)) as pool:  # one pool: imports once
+                             initializer=_init_worker, initargs=(threads,)) as pool:  # one pool: imports once
         for stage in stages:
             failed = []
             futures = {pool.submit(execute, job): job for job in stage}
@@ -796,13 +796,32 @@ def run_parallel(stages, jobs: int, log=print) -> None:
                                    "finished ones are logged, re-run the sweep to retry the rest") from failed[0][1]
 
 
-def _set_cpu_threads(n: str) -> None:
+def _init_worker(n: str) -> None:
     """Worker initializer: each worker's share of the cores, on a GPU too (its host-side work would otherwise
-    start a thread per core in every worker); training.pick_device reads DCPT_CPU_THREADS on a CPU."""
+    start a thread per core in every worker; training.pick_device reads DCPT_CPU_THREADS on a CPU), and an exit
+    when the sweep that started it dies (:func:`exit_with_parent`)."""
     import torch
 
     os.environ["DCPT_CPU_THREADS"] = os.environ["OMP_NUM_THREADS"] = n
     torch.set_num_threads(int(n))
+    exit_with_parent()
+
+
+def exit_with_parent(poll_s: float = 1.0) -> None:
+    """Exit this process within ``poll_s`` seconds of its parent's death. A sweep killed with SIGTERM or SIGKILL
+    (``kill PID``, a scheduler's time limit) takes its workers with it, where they would go on training, holding the
+    cores and appending rows of a sweep nobody waits for; the runs they leave resume from their last checkpoint on
+    the next ``dcpt sweep``. A daemon thread polls the parent's pid (Linux and macOS alike, no signals)."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _has_cuda() -> bool:

@@ -467,6 +467,88 @@ def test_submitit_local_executor(tmp_path):
     assert df["run_id"].nunique() == 3  # base + 2 CPT runs, appended under the file lock
 
 
+def test_slurm_launcher_makes_its_executor_in_the_sweeps_folder(tmp_path, monkeypatch):
+    """Without an executor passed in, launcher 'slurm' makes a submitit AutoExecutor writing under the sweep's own
+    folder, with the config's [slurm] parameters, and runs the base models before the CPT runs. A stand-in submitit
+    runs each job in this process (the real one is an optional extra)."""
+    import sys
+    import types
+
+    made = []
+
+    class AutoExecutor:
+        def __init__(self, folder):
+            self.folder, self.params, self.stages = folder, None, []
+            made.append(self)
+
+        def update_parameters(self, **params):
+            self.params = params
+
+        def map_array(self, fn, jobs):
+            self.stages.append([j.run_id() for j in jobs])
+            return [types.SimpleNamespace(result=(lambda j=j: fn(j))) for j in jobs]
+
+    monkeypatch.setitem(sys.modules, "submitit", types.SimpleNamespace(AutoExecutor=AutoExecutor))
+    cfg = ci_config(tmp_path, sizes=["xxs"], ratios=[0.0])
+    cfg.slurm = {"partition": "gpu", "timeout_min": 30}
+    path = sweeps.run_sweep(cfg, launcher="slurm", log=lambda m: None)
+    (ex,) = made
+    assert Path(ex.folder) == cfg.out_dir() / "submitit" and ex.params == cfg.slurm
+    assert [len(s) for s in ex.stages] == [1, 1]  # the base model, then the CPT run that starts from it
+    assert pd.read_csv(path)["run_id"].nunique() == 2
+
+
+def test_a_killed_sweep_takes_its_workers_with_it(tmp_path):
+    """run_parallel's workers exit when the sweep that started them dies (SIGKILL: no handler runs), instead of
+    training on with nobody waiting (sweeps.exit_with_parent, the workers' initializer)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import multiprocessing as mp, os, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from small_runs.sweeps import exit_with_parent\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessPoolExecutor(1, mp_context=mp.get_context('spawn'), initializer=exit_with_parent,\n"
+        "                               initargs=(0.2,))\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    pool.submit(time.sleep, 120)  # a long run\n"
+        "    time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    worker = int(parent.stdout.readline())
+
+    def alive(pid: int) -> bool:
+        stat = Path(f"/proc/{pid}/stat")
+        if stat.parent.parent.exists() and Path("/proc/self").exists():
+            try:
+                return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+            except (FileNotFoundError, ProcessLookupError):
+                return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    try:
+        assert alive(worker)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 15
+        while alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(worker), "the worker trained on after its sweep was killed"
+    finally:
+        parent.kill()
+        if alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
 def test_ray_launcher_optional(tmp_path):
     pytest.importorskip("ray", reason="ray is an optional extra (pip install 'dcpt-law[ray]')")
     cfg = ci_config(tmp_path, sizes=["xxs"], ratios=[0.0])
