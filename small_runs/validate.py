@@ -55,8 +55,10 @@ LONG_TABLES = ("long_ladder4", "long_heldout",  # bases pre-trained on 5M tokens
                "long_lowlr_ladder4", "long_lowlr_heldout",  # ... and CPT at a third of their peak lr (seeds 0-2)
                "long_heldout_xl")  # ... and xl held out beside them (seed 0)
 LONG_EXTRA = "small_runs/results/long_heldout"  # their extra held-out runs (every seed), beside the grid
+EXTRA_OUT = {"m4dF": "small_runs/results/heldout_m_lr01"}  # other experiments' extra held-out runs, beside their grid
+LR_TABLES = ("ladder4_lr01", "heldout_m_lr01")  # CPT at peak lr 0.01 from the 1M-token bases (m4dF)
 TABLES = ("pilot", "multidomain", "xxs", "s3", "s2", "ladder4", "ladder4h", "heldout_grid", "heldout_extra",
-          *SEED_TABLES, *LONG_TABLES, "newdomain")
+          *SEED_TABLES, *LONG_TABLES, "newdomain", *LR_TABLES)
 # the domains every choice of the package was made on (the laws, the recommended pair, the consensus's routes and
 # threshold), and four it never saw (newdomain: the depth-matched ladder and m, run after those choices; manuals a
 # session after medicine and math, dictionary a session after manuals): only the
@@ -90,14 +92,17 @@ EXPERIMENTS = {"m4c": (("xxs", "xs", "s3"), "m", 1), "m4c3": (("xxs", "xs", "s3"
                "m4L3": (("xxs4", "xs4", "s4"), "m", 3, {"base_tokens": 5_000_000}),
                "m4L2": (("xxs4", "xs4", "s4"), "m", 3, {"base_tokens": 5_000_000, "lr": 0.001}),
                "xlL3": (("xs4", "s4", "m"), "xl", 3, {"base_tokens": 5_000_000}),
-               "m4n": (("xxs4", "xs4", "s4"), "m", 1)}
+               "m4n": (("xxs4", "xs4", "s4"), "m", 1),
+               "m4dF": (("xxs4", "xs4", "s4"), "m", 1, {"lr": 0.01})}
 EXPERIMENT_DOMAINS = {"m4n": HELD_OUT_DOMAINS}  # every other experiment: CHOSEN_DOMAINS
 # the run settings (loss-table columns) of an experiment's runs, where its fourth element does not say otherwise:
-# every table but the long_* ones. m4L3 is m4d3 with bases pre-trained on 5M general tokens (long_ladder4,
+# every table but the long_* and *_lr01 ones. m4L3 is m4d3 with bases pre-trained on 5M general tokens (long_ladder4,
 # long_heldout): m at 11 tokens per non-embedding parameter instead of 2.3, base losses 1.3-1.5 nats lower. m4L2:
 # the same bases, CPT at peak lr 0.001, a third of theirs (long_lowlr_*), seeds 0-2 (seed 2, and the extras of code
 # and chemistry, on an H200). xlL3: m4L3's bases one step up, tolerance 5% (xl 6.1x m, long_heldout_xl: its base at
 # 1.9 tokens per parameter, m's at 11; seed 0 at 14 ratios, on the CPU 2026-12-04/05); its fits take ~1 h on 2 cores
+# m4dF: m4d's bases (1M tokens, peak lr 0.003), CPT re-warmed to lr 0.01 (ladder4_lr01, heldout_m_lr01: code and
+# chemistry, seed 0), where a probe found every size far from converged in lr at 0.003, the small sizes furthest
 RUN_SETTINGS = {"base_tokens": 1_000_000, "lr": 0.003}
 TOLERANCE = 0.03
 # usage 1's tolerance where it is not TOLERANCE. With 5M-token bases, re-warming the learning rate to the bases' peak
@@ -1609,7 +1614,7 @@ def main(argv=None):
             # around the pairs its section fits anyway (and the consensus): no global search the document never uses
             laws = section_laws(label) or CANDIDATES
             extra = ({"laws": [c for c in laws if isinstance(c, dict)], "fit_with": laws} if settings == RUN_SETTINGS else
-                     {"seeds": range(seeds), "out": LONG_EXTRA, "laws": LONG_CANDIDATES})
+                     {"seeds": range(seeds), "out": EXTRA_OUT.get(label, LONG_EXTRA), "laws": LONG_CANDIDATES})
             for p in plan_extra(*experiment(experiment_data(data, label), fitted, held_out, seeds), label=label,
                                 tolerance=TOLERANCES.get(label, TOLERANCE), **extra):
                 print(f"wrote {p}: run it with `dcpt sweep {p.relative_to(ROOT)}`")
