@@ -48,9 +48,10 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "small_runs" / "results"
 SEED_TABLES = ("seeds", "seeds_ladder", "seeds_ladder_music", "seeds_ladder_law", "seeds_ladder_chemistry",
                "seeds_ladder_s2", "seeds_ladder4", "seeds_ladder4h", "seeds_heldout",  # seeds 1, 2
-               "seeds_more_ladder", "seeds_more_ladder4", "seeds_more_heldout")  # seeds 3-5
+               "seeds_more_ladder", "seeds_more_ladder4", "seeds_more_heldout",  # seeds 3-5
+               "seeds_heldout_lr01")  # seeds 1, 2 of m at CPT lr 0.01 (m4dF)
 # the held-out size's repeats
-HELD_SEED_TABLES = ("seeds_heldout", "seeds_more_heldout", "long_heldout", "long_lowlr_heldout")
+HELD_SEED_TABLES = ("seeds_heldout", "seeds_more_heldout", "long_heldout", "long_lowlr_heldout", "seeds_heldout_lr01")
 LONG_TABLES = ("long_ladder4", "long_heldout",  # bases pre-trained on 5M tokens, not 1M (seeds 0-2) ...
                "long_lowlr_ladder4", "long_lowlr_heldout",  # ... and CPT at a third of their peak lr (seeds 0-2)
                "long_heldout_xl")  # ... and xl held out beside them (seed 0)
