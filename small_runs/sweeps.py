@@ -9,6 +9,7 @@ Config (``small_runs/configs/pilot.toml`` is a full example)::
     seeds = [0]
     base_tokens = 2_000_000             # general-corpus pre-training per size
     base_lr = 0.003                     # its peak learning rate (default: [train] lr, which CPT re-warms to)
+    lr_by_size = {xxs = 0.03}           # CPT's peak lr for these sizes (default: [train] lr for every size)
     cpt_tokens = 1_000_000              # tokens per CPT run
     eval_points = 8                     # exponentially spaced from first_eval_tokens to cpt_tokens
     first_eval_tokens = 32_768
@@ -56,6 +57,7 @@ class SweepConfig:
     seeds: list = field(default_factory=lambda: [0])
     base_tokens: int = 2_000_000
     base_lr: float = 0.0   # peak learning rate of the base models' pre-training; 0: [train] lr (CPT re-warms to it)
+    lr_by_size: dict = field(default_factory=dict)  # size name -> CPT peak lr, in place of [train] lr for that size
     cpt_tokens: int = 1_000_000
     eval_points: int = 8
     first_eval_tokens: int = 32_768
@@ -77,13 +79,16 @@ class SweepConfig:
         pts = np.geomspace(self.first_eval_tokens, self.cpt_tokens, self.eval_points)
         return sorted({int(round(p)) for p in pts})
 
-    def train_config(self):
+    def train_config(self, size: str | None = None):
+        """The CPT training config ([train]) of ``size``: its peak lr from ``lr_by_size`` where that names it."""
         from .training import TrainConfig
 
-        return TrainConfig(**self.train)
+        tc = TrainConfig(**self.train)
+        return replace(tc, lr=float(self.lr_by_size[size])) if size in self.lr_by_size else tc
 
     def base_train_config(self):
-        """The training config of the base models: [train] with ``base_lr`` as the peak learning rate if set."""
+        """The training config of the base models: [train] with ``base_lr`` as the peak learning rate if set
+        (``lr_by_size`` is CPT's alone: every size's base model is pre-trained at the same peak)."""
         tc = self.train_config()
         return replace(tc, lr=self.base_lr) if self.base_lr else tc
 
@@ -166,6 +171,15 @@ def validate(cfg: SweepConfig, check_corpora: bool = True) -> None:
     if not isinstance(cfg.base_lr, (int, float)) or cfg.base_lr < 0:
         raise ConfigError(f"base_lr={cfg.base_lr!r}: give the base models' peak learning rate (> 0), or 0 for the "
                           "[train] lr")
+    if not isinstance(cfg.lr_by_size, dict):
+        raise ConfigError(f"lr_by_size={cfg.lr_by_size!r}: give a table of size name -> CPT peak lr, such as "
+                          "lr_by_size = {xxs = 0.03, xs = 0.01}")
+    stray = sorted(set(cfg.lr_by_size) - set(cfg.sizes))
+    if stray:
+        raise ConfigError(f"lr_by_size: {stray} not among the sweep's sizes {cfg.sizes}; drop them or add the sizes")
+    bad = {k: v for k, v in cfg.lr_by_size.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0}
+    if bad:
+        raise ConfigError(f"lr_by_size: {bad} are not peak learning rates (numbers > 0)")
     unknown = sorted(set(cfg.train) - {f.name for f in fields(TrainConfig)})
     if unknown:
         raise ConfigError(f"[train]: unknown key(s) {unknown}; known: {[f.name for f in fields(TrainConfig)]}")
@@ -228,8 +242,9 @@ class RunJob:
         c = self.cfg
         blob = {"base": self.base_key(), "domain": self.domain, "ratio": round(float(self.ratio), 6),
                 "cpt_tokens": c.cpt_tokens, "eval_at": c.eval_at()}
-        if c.base_lr and c.base_lr != c.train_config().lr:  # CPT's own peak (the base key holds the base's)
-            blob["lr"] = c.train_config().lr
+        lr = c.train_config(self.size).lr
+        if lr != c.base_train_config().lr:  # CPT's own peak (the base key holds the base's)
+            blob["lr"] = lr
         h = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.domain}-{self.size}-r{float(self.ratio):.3f}-s{self.seed}-{h}"
 
@@ -404,7 +419,7 @@ def _common_columns(job: RunJob, counts: dict, device) -> dict:
 
     from .training import resolve_precision
 
-    cfg, tc = job.cfg, job.cfg.train_config()
+    cfg, tc = job.cfg, job.cfg.train_config(job.size)
     _, tkey = tokenizer_for(cfg)
     return {
         "seed": job.seed, "size_name": job.size, "total_params": counts["total"],
@@ -479,7 +494,7 @@ def run_cpt(job: RunJob, progress=None, log=print) -> list[dict]:
     from .models import count_params
     from .training import pick_device, train
 
-    cfg, tc = job.cfg, job.cfg.train_config()
+    cfg, tc = job.cfg, job.cfg.train_config(job.size)
     device = pick_device(tc.device, tc.precision)
     model, rebuilt = ensure_base(job, device, log=log)
     evaluate = _evaluator(cfg, [cfg.general_domain, job.domain], device)
@@ -598,6 +613,8 @@ def dry_run(cfg: SweepConfig, log=print) -> dict:
             f"{secs / 60:>9.1f}m {status}")
     log(f"{len(bases)} base + {len(cpt)} CPT runs; to do: {total_f:.3g} FLOPs, about {total_s / 60:.1f} min here "
         f"(measured: " + ", ".join(f"{s} {rate[s] / 1e3:.0f}K tok/s" for s in cfg.sizes) + ")")
+    if cfg.lr_by_size:
+        log("CPT peak lr: " + ", ".join(f"{s} {cfg.train_config(s).lr:g}" for s in cfg.sizes))
     return {"seconds": total_s, "flops": total_f, "runs": len(bases) + len(cpt)}
 
 

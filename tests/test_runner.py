@@ -413,6 +413,28 @@ def test_base_lr_trains_the_base_models_and_cpt_runs_are_keyed_by_their_own_lr(t
     assert seen == [lr]
 
 
+def test_lr_by_size_trains_those_sizes_cpt_at_their_own_lr_from_the_shared_base_models(tmp_path):
+    cfg = ci_config(tmp_path, ratios=[0.5])
+    lr = cfg.train_config().lr
+    per_size = ci_config(tmp_path, ratios=[0.5], lr_by_size={"xs": 3 * lr})
+    (bases, cpt), (bases_per, cpt_per) = sweeps.plan(cfg), sweeps.plan(per_size)
+    assert [j.run_id() for j in bases_per] == [j.run_id() for j in bases]  # the same base models
+    ids = {j.size: j.run_id() for j in cpt}
+    ids_per = {j.size: j.run_id() for j in cpt_per}
+    assert ids_per["xxs"] == ids["xxs"] and ids_per["xs"] != ids["xs"]  # xs's CPT is another run
+    df = dl.load_losses(sweeps.run_sweep(per_size, log=lambda m: None))
+    cpt_lr = df[df["tokens"] > 0].groupby("size_name")["lr"].unique()
+    assert list(cpt_lr["xxs"]) == [lr] and list(cpt_lr["xs"]) == [pytest.approx(3 * lr)]  # what train() was given
+    bad = tmp_path / "bad.toml"
+    for body, msg in [("lr_by_size = {huge = 0.01}", r"lr_by_size: \['huge'\] not among the sweep's sizes"),
+                      ("lr_by_size = {xs = -0.01}", "lr_by_size: .*not peak learning rates"),
+                      ("lr_by_size = 0.01", "lr_by_size=0.01: give a table")]:
+        bad.write_text(f'name = "x"\ncorpora = "{CI.parent.parent / "fixtures" / "corpora"}"\nsizes = ["xxs", "xs"]\n'
+                       f'cache = "{tmp_path / "c"}"\n{body}')
+        with pytest.raises(sweeps.ConfigError, match=msg):
+            sweeps.load_config(bad, check_corpora=False)
+
+
 def test_parallel_workers_log_the_same_runs_as_one_process(tmp_path):
     """run_sweep(jobs=2): bases first, then the CPT runs side by side, each appending under the lock; the rows
     match a one-process sweep of the same config (CPU threads differ, so not bit for bit), and a re-run skips all."""
