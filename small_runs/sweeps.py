@@ -646,7 +646,8 @@ def probe_config(cfg: SweepConfig, domain: str, probe_tokens: int | None = None,
     sizes = cfg.sizes[:n_sizes] if cfg.hf_path else sorted(cfg.sizes, key=list(LADDER).index)[:n_sizes]
     evals = [int(t) for t in cfg.eval_at() if t < P] + [P]
     return replace(cfg, name=f"{cfg.name}-probe-{domain}", sizes=sizes, domains=[domain], ratios=[1.0],
-                   cpt_tokens=P, eval_tokens_list=evals, out=str(cfg.out_dir() / "probes" / domain))
+                   cpt_tokens=P, eval_tokens_list=evals, out=str(cfg.out_dir() / "probes" / domain),
+                   lr_by_size={s: lr for s, lr in cfg.lr_by_size.items() if s in sizes})
 
 
 def run_probe(cfg: SweepConfig, domain: str, probe_tokens: int | None = None, log=print,

@@ -425,6 +425,8 @@ def test_lr_by_size_trains_those_sizes_cpt_at_their_own_lr_from_the_shared_base_
     df = dl.load_losses(sweeps.run_sweep(per_size, log=lambda m: None))
     cpt_lr = df[df["tokens"] > 0].groupby("size_name")["lr"].unique()
     assert list(cpt_lr["xxs"]) == [lr] and list(cpt_lr["xs"]) == [pytest.approx(3 * lr)]  # what train() was given
+    assert sweeps.probe_config(per_size, "code").train_config("xs").lr == 3 * lr  # the full run's start
+    sweeps.validate(sweeps.probe_config(per_size, "code", n_sizes=1), check_corpora=False)  # xs not probed: no error
     bad = tmp_path / "bad.toml"
     for body, msg in [("lr_by_size = {huge = 0.01}", r"lr_by_size: \['huge'\] not among the sweep's sizes"),
                       ("lr_by_size = {xs = -0.01}", "lr_by_size: .*not peak learning rates"),
