@@ -28,10 +28,10 @@ __all__ += ["predict_ratio", "ratio_frontier", "optimal_ratio_limited_domain", "
 from .evaluation import SPLITS, evaluate, folds, ratio_regret, summary  # noqa: E402
 
 __all__ += ["evaluate", "folds", "summary", "ratio_regret", "SPLITS"]
-from .crossings import (CrossingPrediction, CrossingScaling, crossing_scaling, law_misses,  # noqa: E402
+from .crossings import (CrossingPrediction, CrossingScaling, crossing_scaling, domain_loss_turns, law_misses,  # noqa: E402
                         observed_crossings)
 
-__all__ += ["crossing_scaling", "law_misses", "observed_crossings", "CrossingScaling", "CrossingPrediction"]
+__all__ += ["crossing_scaling", "domain_loss_turns", "law_misses", "observed_crossings", "CrossingScaling", "CrossingPrediction"]
 from .cross_domain import (CrossDomainFit, CrossDomainLaw, DomainCoefficient, domain_coefficient,  # noqa: E402
                            fit_cross_domain, leave_one_domain_out)
 

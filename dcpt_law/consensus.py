@@ -34,7 +34,7 @@ import pandas as pd
 
 from . import _warn
 from .cells import cell_scaling
-from .crossings import crossing_scaling
+from .crossings import crossing_scaling, domain_loss_turns, turns_line
 from .optimisation import RatioResult, _base_general_loss, _resolve, predict_ratio
 from .table import load_losses
 from .units import format_count, parse_count
@@ -142,4 +142,9 @@ def usage1_consensus(fit, table, model_size, tokens=None, tolerance: float = 0.0
                    f"{r.route} {r.ratio:.3f}" for r in answers.itertuples() if np.isfinite(r.ratio)) + ")")
         _warn.emit(f"usage 1 at N={format_count(N)}: {why}; in our validation the median then missed by ~0.04: train "
                    "the target at a few ratios across the answers", _warn.FitWarning)
+    if warn:
+        try:
+            turns_line(domain_loss_turns(df, tokens=D, domain=dom), answer=out.ratio)
+        except ValueError:  # D not logged: the runs cannot say
+            pass
     return out

@@ -38,6 +38,10 @@ from .units import format_count, parse_count
 FAR = 10.0
 #: a law whose usage-1 answer misses a swept size's observed crossing by more than this (r_d) warns (FitWarning)
 MISS = 0.05
+#: a domain loss at the largest trained ratio this far (relative) above its minimum at a smaller ratio, at every swept
+#: size, warns: the loss does not fall with r_d all the way (CPT lr 0.01 on chemistry: 1.1-4.6% by r_d = 1, growing
+#: with size; one run's seed noise is 0.5-2.5%, so a single size's turn is not taken for one)
+TURN = 0.01
 
 
 def observed_crossings(table, tolerance: float = 0.03, domain: str | None = None) -> pd.DataFrame:
@@ -286,6 +290,59 @@ def law_misses(fit, table, tokens=None, tolerance: float = 0.03, domain: str | N
         ["model_size", "tokens", "crossing", "law", "miss", "censored"]]
 
 
+def domain_loss_turns(table, tokens=None, domain: str | None = None) -> pd.DataFrame:
+    """Where the observed domain loss stops falling with r_d: for each swept size at token count ``tokens`` (a logged
+    one; default the largest every size logged), seeds averaged, ``lowest_at`` (the trained r_d of its lowest domain
+    loss), ``top_ratio`` (its largest trained r_d) and ``rise`` = L_d(top_ratio) / L_d(lowest_at) - 1.
+
+    Every law of the package, and the observed crossings, take the domain loss to fall with r_d, so that usage 1's
+    answer is where the general-loss constraint binds. A high CPT lr on a narrow corpus breaks that: some general
+    data steadies it (docs/findings.md, "The CPT learning rate is part of the size trend")."""
+    df = load_losses(table)
+    dom = single_domain(df, domain)
+    cpt = df[(df["domain"] == dom) & (df["tokens"] > 0)]
+    if cpt.empty:
+        raise ValueError(f"domain {dom!r} has no CPT rows (tokens > 0): run the sweep first")
+    sizes = cpt["model_size"].nunique()
+    if tokens is None:
+        shared = cpt.groupby("tokens")["model_size"].nunique().loc[lambda n: n == sizes].index
+        if not len(shared):
+            raise ValueError(f"domain {dom!r}: no token count is logged by all {sizes} sizes; pass tokens=...")
+        D = float(shared.max())
+    else:
+        D = logged_tokens(cpt["tokens"], tokens, f"the sweep logged for {dom!r}", "pass one of those")
+    rows = []
+    for N, g in cpt[np.isclose(cpt["tokens"], D, rtol=1e-6, atol=0)].groupby("model_size"):
+        L = g.groupby("domain_ratio")["domain_loss"].mean()
+        rows.append({"model_size": float(N), "tokens": D, "lowest_at": float(L.idxmin()),
+                     "top_ratio": float(L.index.max()), "rise": float(L.iloc[-1] / L.min() - 1)})
+    return pd.DataFrame(rows)
+
+
+def turns_line(t: pd.DataFrame, answer: float | None = None, warn: bool = True) -> str:
+    """One line on :func:`domain_loss_turns`' table ``t``; warns (FitWarning) where the domain loss of every swept
+    size rises by more than :data:`TURN` from its lowest ratio to its largest (and, given usage 1's ``answer``, where
+    that answer lies above the lowest ratio of the largest size). Empty where the loss falls with r_d."""
+    turned = (t["lowest_at"] < t["top_ratio"]) & (t["rise"] > TURN)
+    if t.empty or not turned.all():
+        return ""
+    top = t.loc[t["model_size"].idxmax()]
+    if answer is not None and not answer > top["lowest_at"]:
+        return ""
+    D = format_count(float(t["tokens"].iloc[0]))
+    swept = ", ".join(format_count(n) for n in t["model_size"])
+    lowest, rise = " / ".join(f"{x:g}" for x in t["lowest_at"]), " / ".join(f"{100 * x:.1f}%" for x in t["rise"])
+    line = (f"the domain loss does not fall with r_d all the way: at every swept size ({swept}; D = {D}) it is lowest "
+            f"at r_d {lowest} and ends {rise} higher at the largest trained ratio")
+    if warn:
+        past = "" if answer is None else f" Usage 1's answer r_d = {answer:.3f} lies past it there."
+        _warn.emit(f"usage 1: {line}. Every law here, and the observed crossings, assume it falls, so the answer is "
+                   f"where the general-loss constraint binds; past the minimum a lower ratio is better.{past} Look at "
+                   "the runs' curves near the answer (dcpt plot), or train the target at a few ratios below it "
+                   "(a high CPT lr on a narrow corpus does this: some general data steadies it)", _warn.FitWarning)
+    return line
+
+
 def largest_miss(m: pd.DataFrame) -> float:
     """The signed miss of largest size in :func:`law_misses`' table ``m``; NaN where no size has one."""
     miss = m["miss"].dropna()
@@ -327,4 +384,8 @@ def cross_check(table, model_size, tokens, tolerance: float = 0.03, domain: str 
             line += "\n" + misses_line(m)
         except ValueError as exc:
             line += f"\nno in-sample check of the law's ratio: {exc}"
-    return cs, line
+    try:
+        turn = turns_line(domain_loss_turns(table, tokens=cs.tokens if cs else None, domain=domain))
+    except ValueError:
+        turn = ""
+    return cs, line + ("\n" + turn if turn else "")

@@ -220,3 +220,29 @@ def test_cli_pool(tmp_path, capsys):
     assert main(["crossings", str(path), "--domain", "law", "--pool", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["pooled"] == ["code"] and out["dof"] == 6 - 3
+
+
+def test_a_domain_loss_that_turns_up_before_r_d_1_at_every_size_warns():
+    sizes = line(1.2, -0.04, [1e4, 3e4, 1e5])
+    df = crossing_table(sizes)
+    last = df["tokens"] > 0
+
+    def turned(at_sizes, rise=0.03):  # lowest at r_d 0.8, then up to (1 + rise) x that at r_d 1
+        out = df.copy()
+        up = last & (out["domain_ratio"] == 1.0) & out["model_size"].isin(at_sizes)
+        out.loc[up, "domain_loss"] = (5 - 0.8) * (1 + rise)
+        return out
+
+    t = dl.domain_loss_turns(turned(sizes), domain="code")
+    assert list(t["lowest_at"]) == [0.8] * 3 and t["rise"].to_numpy() == pytest.approx([0.03] * 3)
+    assert t["tokens"].iloc[0] == 2e5  # the largest D every size logged
+    with pytest.warns(dl.FitWarning, match="does not fall with r_d all the way"):
+        _, text = cross_check(turned(sizes), "1M", 2e5, T, "code")
+    assert "lowest at r_d 0.8 / 0.8 / 0.8" in text
+    with pytest.warns(dl.FitWarning, match=r"answer r_d = 0\.900 lies past it"):
+        dl.crossings.turns_line(t, answer=0.9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # quiet: a loss that falls, a turn at one size only (noise), an answer below
+        for quiet in (df, turned([1e5]), turned(sizes, rise=0.005)):
+            assert "does not fall" not in cross_check(quiet, "1M", 2e5, T, "code")[1]
+        assert dl.crossings.turns_line(t, answer=0.75) == ""
