@@ -295,8 +295,9 @@ def domain_loss_turns(table, tokens=None, domain: str | None = None) -> pd.DataF
     one; default the largest every size logged), seeds averaged, ``lowest_at`` (the trained r_d of its lowest domain
     loss), ``top_ratio`` (its largest trained r_d) and ``rise`` = L_d(top_ratio) / L_d(lowest_at) - 1.
 
-    Every law of the package, and the observed crossings, take the domain loss to fall with r_d, so that usage 1's
-    answer is where the general-loss constraint binds. A high CPT lr on a narrow corpus breaks that: some general
+    The observed crossings take the domain loss to fall with r_d, and so do the fitted laws wherever we looked (the
+    D-CPT form can turn up through B*r^eta/D^beta, but its fits put eta at 0 there), so that usage 1's answer is where
+    the general-loss constraint binds. A high CPT lr on a narrow corpus breaks that: some general
     data steadies it (docs/findings.md, "The CPT learning rate is part of the size trend")."""
     df = load_losses(table)
     dom = single_domain(df, domain)
@@ -336,8 +337,8 @@ def turns_line(t: pd.DataFrame, answer: float | None = None, warn: bool = True) 
             f"at r_d {lowest} and ends {rise} higher at the largest trained ratio")
     if warn:
         past = "" if answer is None else f" Usage 1's answer r_d = {answer:.3f} lies past it there."
-        _warn.emit(f"usage 1: {line}. Every law here, and the observed crossings, assume it falls, so the answer is "
-                   f"where the general-loss constraint binds; past the minimum a lower ratio is better.{past} Look at "
+        _warn.emit(f"usage 1: {line}. The observed crossings, and the fits we have seen, take it to fall, so the "
+                   f"answer is where the general-loss constraint binds; past the minimum a lower ratio is better.{past} Look at "
                    "the runs' curves near the answer (dcpt plot), or train the target at a few ratios below it "
                    "(a high CPT lr on a narrow corpus does this: some general data steadies it)", _warn.FitWarning)
     return line
