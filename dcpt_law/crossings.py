@@ -250,18 +250,23 @@ def logged_tokens(logged, tokens, where: str, fix: str) -> float:
     return float(logged[near.argmin()])
 
 
+def _shared_tokens(rows: pd.DataFrame, dom: str, tokens, fix: str) -> float:
+    """D = ``tokens``, a count ``rows`` (with model_size and tokens) logged, where ``fix`` says what to do if not;
+    by default the largest token count every size of ``rows`` logged."""
+    if tokens is not None:
+        return logged_tokens(rows["tokens"], tokens, f"the sweep logged for {dom!r}", fix)
+    sizes = rows["model_size"].nunique()
+    shared = rows.groupby("tokens")["model_size"].nunique().loc[lambda n: n == sizes].index.to_numpy(float)
+    if not len(shared):
+        raise ValueError(f"domain {dom!r}: no token count is logged by all {sizes} sizes; pass tokens=...")
+    return float(shared.max())
+
+
 def _at_tokens(cr: pd.DataFrame, dom: str, tokens) -> tuple[float, pd.DataFrame]:
     """(D, the rows of :func:`observed_crossings`' table ``cr`` at D, by size): D = ``tokens``, which the sweep must
     have logged, or by default the largest token count every size logged."""
-    sizes = cr["model_size"].nunique()
-    shared = cr.groupby("tokens")["model_size"].nunique().loc[lambda n: n == sizes].index.to_numpy(float)
-    if tokens is None:
-        if not len(shared):
-            raise ValueError(f"domain {dom!r}: no token count is logged by all {sizes} sizes; pass tokens=...")
-        D = float(shared.max())
-    else:
-        D = logged_tokens(cr["tokens"], tokens, f"the sweep logged for {dom!r}",
-                          "the observed crossings exist only there; use the law (dcpt_law.predict_ratio) for other D")
+    D = _shared_tokens(cr, dom, tokens,
+                       "the observed crossings exist only there; use the law (dcpt_law.predict_ratio) for other D")
     at = cr[np.isclose(cr["tokens"], D, rtol=1e-6, atol=0)].drop(columns="tokens")
     return D, at.sort_values("model_size").reset_index(drop=True)
 
@@ -304,15 +309,7 @@ def domain_loss_turns(table, tokens=None, domain: str | None = None) -> pd.DataF
     cpt = df[(df["domain"] == dom) & (df["tokens"] > 0)]
     if cpt.empty:
         raise ValueError(f"domain {dom!r} has no CPT rows (tokens > 0): run the sweep first")
-    sizes = cpt["model_size"].nunique()
-    if tokens is None:
-        shared = cpt.groupby("tokens")["model_size"].nunique().loc[lambda n: n == sizes].index
-        if not len(shared):
-            raise ValueError(f"domain {dom!r}: no token count is logged by all {sizes} sizes; pass tokens=...")
-        D = float(shared.max())
-    else:
-        D = logged_tokens(cpt["tokens"], tokens, f"the sweep logged for {dom!r}", "pass one of those")
-    rows = []
+    D, rows = _shared_tokens(cpt, dom, tokens, "pass one of those"), []
     for N, g in cpt[np.isclose(cpt["tokens"], D, rtol=1e-6, atol=0)].groupby("model_size"):
         L = g.groupby("domain_ratio")["domain_loss"].mean()
         rows.append({"model_size": float(N), "tokens": D, "lowest_at": float(L.idxmin()),
