@@ -103,7 +103,7 @@ EXPERIMENT_DOMAINS = {"m4n": HELD_OUT_DOMAINS}  # every other experiment: CHOSEN
 # and chemistry, on an H200). xlL3: m4L3's bases one step up, tolerance 5% (xl 6.1x m, long_heldout_xl: its base at
 # 1.9 tokens per parameter, m's at 11; seed 0 at 14 ratios, on the CPU 2026-12-04/05); its fits take ~1 h on 2 cores
 # m4dF: m4d's bases (1M tokens, peak lr 0.003), CPT re-warmed to lr 0.01 (ladder4_lr01, heldout_m_lr01: the four
-# domains, seed 0; m's seeds 1-2 of chemistry, code and law in seeds_heldout_lr01), where a probe found every size far from
+# domains, seed 0; m's seeds 1-2 of all four in seeds_heldout_lr01), where a probe found every size far from
 # converged in lr at 0.003, the small sizes furthest
 RUN_SETTINGS = {"base_tokens": 1_000_000, "lr": 0.003}
 TOLERANCE = 0.03
