@@ -56,8 +56,9 @@ LONG_TABLES = ("long_ladder4", "long_heldout",  # bases pre-trained on 5M tokens
                "long_lowlr_ladder4", "long_lowlr_heldout",  # ... and CPT at a third of their peak lr (seeds 0-2)
                "long_heldout_xl")  # ... and xl held out beside them (seed 0)
 LONG_EXTRA = "small_runs/results/long_heldout"  # their extra held-out runs (every seed), beside the grid
-EXTRA_OUT = {"m4dF": "small_runs/results/heldout_m_lr01"}  # other experiments' extra held-out runs, beside their grid
-LR_TABLES = ("ladder4_lr01", "heldout_m_lr01")  # CPT at peak lr 0.01 from the 1M-token bases (m4dF)
+EXTRA_OUT = {"m4dF": "small_runs/results/heldout_m_lr01", "m4dB": "small_runs/results/heldout_m_lr01"}  # other experiments' extra held-out runs, beside their grid
+# CPT at peak lr 0.01 from the 1M-token bases (m4dF), and xxs4 at its own best, 0.03 (m4dB)
+LR_TABLES = ("ladder4_lr01", "heldout_m_lr01", "ladder4_lrbest")
 TABLES = ("pilot", "multidomain", "xxs", "s3", "s2", "ladder4", "ladder4h", "heldout_grid", "heldout_extra",
           *SEED_TABLES, *LONG_TABLES, "newdomain", *LR_TABLES)
 # the domains every choice of the package was made on (the laws, the recommended pair, the consensus's routes and
@@ -94,7 +95,8 @@ EXPERIMENTS = {"m4c": (("xxs", "xs", "s3"), "m", 1), "m4c3": (("xxs", "xs", "s3"
                "m4L2": (("xxs4", "xs4", "s4"), "m", 3, {"base_tokens": 5_000_000, "lr": 0.001}),
                "xlL3": (("xs4", "s4", "m"), "xl", 3, {"base_tokens": 5_000_000}),
                "m4n": (("xxs4", "xs4", "s4"), "m", 1),
-               "m4dF": (("xxs4", "xs4", "s4"), "m", 1, {"lr": 0.01})}
+               "m4dF": (("xxs4", "xs4", "s4"), "m", 1, {"lr": 0.01}),
+               "m4dB": (("xxs4", "xs4", "s4"), "m", 1, {"lr": 0.01, "lr_by_size": {"xxs4": 0.03}})}
 EXPERIMENT_DOMAINS = {"m4n": HELD_OUT_DOMAINS}  # every other experiment: CHOSEN_DOMAINS
 # the run settings (loss-table columns) of an experiment's runs, where its fourth element does not say otherwise:
 # every table but the long_* and *_lr01 ones. m4L3 is m4d3 with bases pre-trained on 5M general tokens (long_ladder4,
@@ -105,6 +107,8 @@ EXPERIMENT_DOMAINS = {"m4n": HELD_OUT_DOMAINS}  # every other experiment: CHOSEN
 # m4dF: m4d's bases (1M tokens, peak lr 0.003), CPT re-warmed to lr 0.01 (ladder4_lr01, heldout_m_lr01: the four
 # domains, seed 0; m's seeds 1-2 of all four in seeds_heldout_lr01), where a probe found every size far from
 # converged in lr at 0.003, the small sizes furthest
+# m4dB: m4dF with each fitted size at its own best CPT lr (a probe at r_d 0.5, lr_probe_03: xxs4 0.03, xs4 0.01-0.03,
+# s4 and m 0.01): xxs4 from ladder4_lrbest, the rest as m4dF. Does m extrapolate better from sizes each at its best lr?
 RUN_SETTINGS = {"base_tokens": 1_000_000, "lr": 0.003}
 TOLERANCE = 0.03
 # usage 1's tolerance where it is not TOLERANCE. With 5M-token bases, re-warming the learning rate to the bases' peak
@@ -1520,12 +1524,21 @@ def experiment_data(data: pd.DataFrame, label: str) -> pd.DataFrame:
 
 
 def with_settings(data: pd.DataFrame, settings: dict | None) -> pd.DataFrame:
-    """The rows whose columns hold ``settings`` (column -> value, e.g. base_tokens, lr; None: every row)."""
+    """The rows whose columns hold ``settings`` (column -> value, e.g. base_tokens, lr; None: every row).
+    ``"lr_by_size"``: size name -> CPT lr, the lr those sizes' rows hold instead of ``settings["lr"]`` (a sweep's
+    ``lr_by_size``; a sweep logs its base rows, tokens 0, with its CPT lr too)."""
     if not settings or data.empty:
         return data
+    by_size = settings.get("lr_by_size") or {}
     keep = np.ones(len(data), bool)
     for col, value in settings.items():
-        keep &= np.isclose(data[col].to_numpy(float), value, rtol=1e-9, atol=0)
+        if col == "lr_by_size":
+            continue
+        if col == "lr" and by_size:
+            own = data["size_name"].map(by_size).fillna(value).to_numpy(float)
+            keep &= np.isclose(data[col].to_numpy(float), own, rtol=1e-9, atol=0)
+        else:
+            keep &= np.isclose(data[col].to_numpy(float), value, rtol=1e-9, atol=0)
     return data[keep]
 
 
@@ -1554,7 +1567,11 @@ def _seeds_title(seeds: int, settings: dict = RUN_SETTINGS) -> str:
     parts = [f"seeds 0-{seeds - 1}"] * (seeds > 1)
     if settings["base_tokens"] != RUN_SETTINGS["base_tokens"]:
         parts.append(f"{dl.format_count(settings['base_tokens'])}-token bases")
-    if settings["lr"] != RUN_SETTINGS["lr"]:
+    by_size = settings.get("lr_by_size") or {}
+    if by_size:
+        parts.append("CPT lr " + ", ".join(f"{size} {lr:g}" for size, lr in by_size.items())
+                     + f", the others {settings['lr']:g}")
+    elif settings["lr"] != RUN_SETTINGS["lr"]:
         parts.append(f"CPT lr {settings['lr']:g}")
     return f" ({', '.join(parts)})" if parts else ""
 

@@ -171,6 +171,20 @@ def test_an_experiment_reads_only_the_runs_of_its_settings(monkeypatch):
     assert laws["new"] == laws["low"] == validate.LONG_CANDIDATES
 
 
+def test_an_experiment_with_a_cpt_lr_per_size_reads_each_size_at_its_own_lr(monkeypatch):
+    """m4dB: the fitted sizes each at their own best CPT lr (a sweep's lr_by_size), the rest at the experiment's lr."""
+    rows = [(size, lr) for size in ("a", "b", "c") for lr in (0.01, 0.03)]
+    df = pd.DataFrame(rows, columns=["size_name", "lr"]).assign(domain="code", tokens=10, seed=0, base_tokens=1)
+    df["model_size"] = df["size_name"].map({"a": 1e4, "b": 1e5, "c": 1e6})
+    small, held = validate.experiment(df, ("a", "b"), "c", settings={"lr": 0.01, "lr_by_size": {"a": 0.03}})
+    assert sorted(zip(small["size_name"], small["lr"])) == [("a", 0.03), ("b", 0.01)]
+    assert held["lr"].tolist() == [0.01]
+    monkeypatch.setattr(validate, "RUN_SETTINGS", {"base_tokens": 1, "lr": 3e-3})
+    monkeypatch.setattr(validate, "EXPERIMENTS", {"best": (("a", "b"), "c", 1, {"lr": 0.01, "lr_by_size": {"a": 0.03}})})
+    assert validate.experiment_title("best") == "a, b -> c (CPT lr a 0.03, the others 0.01)"
+    assert validate.heldout_args(df, "best", None)[6] == validate.LONG_CANDIDATES  # other settings: their own set
+
+
 def test_experiment_takes_the_first_n_seeds_where_the_largest_size_ran_them_all():
     # code: seeds 0-5 at both fitted sizes; law: seeds 0-2 only. n = 3 keeps seeds 0-2 of both; n = 6 keeps code alone
     rows = [(dom, size, seed) for dom, n in (("code", 6), ("law", 3)) for size in ("a", "b") for seed in range(n)]
