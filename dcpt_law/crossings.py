@@ -317,7 +317,7 @@ def domain_loss_turns(table, tokens=None, domain: str | None = None) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def turns_line(t: pd.DataFrame, answer: float | None = None, warn: bool = True) -> str:
+def turns_line(t: pd.DataFrame, answer: float | None = None) -> str:
     """One line on :func:`domain_loss_turns`' table ``t``; warns (FitWarning) where the domain loss of every swept
     size rises by more than :data:`TURN` from its lowest ratio to its largest (and, given usage 1's ``answer``, where
     that answer lies above the lowest ratio of the largest size). Empty where the loss falls with r_d."""
@@ -332,12 +332,11 @@ def turns_line(t: pd.DataFrame, answer: float | None = None, warn: bool = True) 
     lowest, rise = " / ".join(f"{x:g}" for x in t["lowest_at"]), " / ".join(f"{100 * x:.1f}%" for x in t["rise"])
     line = (f"the domain loss does not fall with r_d all the way: at every swept size ({swept}; D = {D}) it is lowest "
             f"at r_d {lowest} and ends {rise} higher at the largest trained ratio")
-    if warn:
-        past = "" if answer is None else f" Usage 1's answer r_d = {answer:.3f} lies past it there."
-        _warn.emit(f"usage 1: {line}. The observed crossings, and the fits we have seen, take it to fall, so the "
-                   f"answer is where the general-loss constraint binds; past the minimum a lower ratio is better.{past} Look at "
-                   "the runs' curves near the answer (dcpt plot), or train the target at a few ratios below it "
-                   "(a high CPT lr on a narrow corpus does this: some general data steadies it)", _warn.FitWarning)
+    past = "" if answer is None else f" Usage 1's answer r_d = {answer:.3f} lies past it there."
+    _warn.emit(f"usage 1: {line}. The observed crossings, and the fits we have seen, take it to fall, so the "
+               f"answer is where the general-loss constraint binds; past the minimum a lower ratio is better.{past} Look at "
+               "the runs' curves near the answer (dcpt plot), or train the target at a few ratios below it "
+               "(a high CPT lr on a narrow corpus does this: some general data steadies it)", _warn.FitWarning)
     return line
 
 
