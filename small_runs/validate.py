@@ -49,14 +49,15 @@ RESULTS = ROOT / "small_runs" / "results"
 SEED_TABLES = ("seeds", "seeds_ladder", "seeds_ladder_music", "seeds_ladder_law", "seeds_ladder_chemistry",
                "seeds_ladder_s2", "seeds_ladder4", "seeds_ladder4h", "seeds_heldout",  # seeds 1, 2
                "seeds_more_ladder", "seeds_more_ladder4", "seeds_more_heldout",  # seeds 3-5
-               "seeds_heldout_lr01")  # seeds 1, 2 of m at CPT lr 0.01 (m4dF)
+               "seeds_heldout_lr01",  # seeds 1, 2 of m at CPT lr 0.01 (m4dF)
+               "seeds_ladder4_lrbest", "seeds_ladder4_lr01")  # seed 1 of m4dB2's ladder and of m4dF's (m4dB22, m4dF2)
 # the held-out size's repeats
 HELD_SEED_TABLES = ("seeds_heldout", "seeds_more_heldout", "long_heldout", "long_lowlr_heldout", "seeds_heldout_lr01")
 LONG_TABLES = ("long_ladder4", "long_heldout",  # bases pre-trained on 5M tokens, not 1M (seeds 0-2) ...
                "long_lowlr_ladder4", "long_lowlr_heldout",  # ... and CPT at a third of their peak lr (seeds 0-2)
                "long_heldout_xl")  # ... and xl held out beside them (seed 0)
 LONG_EXTRA = "small_runs/results/long_heldout"  # their extra held-out runs (every seed), beside the grid
-EXTRA_OUT = {label: "small_runs/results/heldout_m_lr01" for label in ("m4dF", "m4dB", "m4dB2")}  # other experiments' extra held-out runs, beside their grid
+EXTRA_OUT = {label: "small_runs/results/heldout_m_lr01" for label in ("m4dF", "m4dB", "m4dB2", "m4dF2", "m4dB22")}  # other experiments' extra held-out runs, beside their grid
 # CPT at peak lr 0.01 from the 1M-token bases (m4dF), xxs4 at its own best, 0.03 (m4dB), and xs4 at 0.02 (m4dB2)
 LR_TABLES = ("ladder4_lr01", "heldout_m_lr01", "ladder4_lrbest", "ladder4_lrbest_xs4")
 TABLES = ("pilot", "multidomain", "xxs", "s3", "s2", "ladder4", "ladder4h", "heldout_grid", "heldout_extra",
@@ -97,7 +98,9 @@ EXPERIMENTS = {"m4c": (("xxs", "xs", "s3"), "m", 1), "m4c3": (("xxs", "xs", "s3"
                "m4n": (("xxs4", "xs4", "s4"), "m", 1),
                "m4dF": (("xxs4", "xs4", "s4"), "m", 1, {"lr": 0.01}),
                "m4dB": (("xxs4", "xs4", "s4"), "m", 1, {"lr": 0.01, "lr_by_size": {"xxs4": 0.03}}),
-               "m4dB2": (("xxs4", "xs4", "s4"), "m", 1, {"lr": 0.01, "lr_by_size": {"xxs4": 0.03, "xs4": 0.02}})}
+               "m4dB2": (("xxs4", "xs4", "s4"), "m", 1, {"lr": 0.01, "lr_by_size": {"xxs4": 0.03, "xs4": 0.02}}),
+               "m4dF2": (("xxs4", "xs4", "s4"), "m", 2, {"lr": 0.01}),
+               "m4dB22": (("xxs4", "xs4", "s4"), "m", 2, {"lr": 0.01, "lr_by_size": {"xxs4": 0.03, "xs4": 0.02}})}
 EXPERIMENT_DOMAINS = {"m4n": HELD_OUT_DOMAINS}  # every other experiment: CHOSEN_DOMAINS
 # the run settings (loss-table columns) of an experiment's runs, where its fourth element does not say otherwise:
 # every table but the long_* and *_lr01 ones. m4L3 is m4d3 with bases pre-trained on 5M general tokens (long_ladder4,
@@ -111,6 +114,8 @@ EXPERIMENT_DOMAINS = {"m4n": HELD_OUT_DOMAINS}  # every other experiment: CHOSEN
 # m4dB: m4dF with each fitted size at its own best CPT lr (a probe at r_d 0.5, lr_probe_03: xxs4 0.03, xs4 0.01-0.03,
 # s4 and m 0.01): xxs4 from ladder4_lrbest, the rest as m4dF. Does m extrapolate better from sizes each at its best lr?
 # m4dB2: m4dB with xs4 at 0.02 too (ladder4_lrbest_xs4; 1-3.6% below 0.01's domain loss at r_d > 0)
+# m4dF2, m4dB22: m4dF and m4dB2 fitted on seeds 0-1 (seed 1: seeds_ladder4_lr01, seeds_ladder4_lrbest, whose s4 at 0.01
+# both read): does each size at its own lr still beat one lr for all beyond one seed?
 RUN_SETTINGS = {"base_tokens": 1_000_000, "lr": 0.003}
 TOLERANCE = 0.03
 # usage 1's tolerance where it is not TOLERANCE. With 5M-token bases, re-warming the learning rate to the bases' peak
@@ -158,6 +163,9 @@ LONG_CANDIDATES = [*CORE_CANDIDATES[:5], dict(dl.RECOMMENDED_LAW), REWARM_PAIR]
 # on six seeds (each fit on 4.3x the rows; a global search of the gain law on both losses took > 15 min a domain
 # here) the recommended pair, each of its laws fitted on the loss it predicts there, and its domain law on both
 SIX_SEED_CANDIDATES = [dl.RECOMMENDED_LAW["domain"], dict(dl.RECOMMENDED_LAW)]
+# m4dF2 and m4dB22 ask one thing, one lr against each size's own, of the pair and the paper's law: those two alone
+# (LONG_CANDIDATES on two seeds would take ~40 min an experiment here)
+LR_SEED_CANDIDATES = {label: ["dcpt", dict(dl.RECOMMENDED_LAW)] for label in ("m4dF2", "m4dB22")}
 # the extra runs of a held-out size sit 0.03 either side of these pairs' predictions
 EXTRA_LAWS = PAIRS
 BOOTSTRAP = 100  # run-level resamples behind the recommended pair's 90% interval of usage 1 (section 1)
@@ -1587,7 +1595,8 @@ def held_out_seeds(seeds: int) -> int:
 def section_laws(label: str) -> list | None:
     """The laws and pairs experiment ``label``'s held-out section fits (None: every candidate, :data:`CANDIDATES`)."""
     _, _, seeds, settings = experiment_spec(label)
-    return (None if label in ALL_LAWS_EXPERIMENTS else LONG_CANDIDATES if settings != RUN_SETTINGS else
+    return (None if label in ALL_LAWS_EXPERIMENTS else LR_SEED_CANDIDATES[label] if label in LR_SEED_CANDIDATES
+            else LONG_CANDIDATES if settings != RUN_SETTINGS else
             SIX_SEED_CANDIDATES if seeds > 3 else SEED_CANDIDATES if seeds > 1 else CORE_CANDIDATES)
 
 
@@ -1635,7 +1644,7 @@ def main(argv=None):
             # around the pairs its section fits anyway (and the consensus): no global search the document never uses
             laws = section_laws(label) or CANDIDATES
             extra = ({"laws": [c for c in laws if isinstance(c, dict)], "fit_with": laws} if settings == RUN_SETTINGS else
-                     {"seeds": range(seeds), "out": EXTRA_OUT.get(label, LONG_EXTRA), "laws": LONG_CANDIDATES})
+                     {"seeds": range(seeds), "out": EXTRA_OUT.get(label, LONG_EXTRA), "laws": laws})
             for p in plan_extra(*experiment(experiment_data(data, label), fitted, held_out, seeds), label=label,
                                 tolerance=TOLERANCES.get(label, TOLERANCE), **extra):
                 print(f"wrote {p}: run it with `dcpt sweep {p.relative_to(ROOT)}`")

@@ -173,6 +173,7 @@ def test_an_experiment_reads_only_the_runs_of_its_settings(monkeypatch):
 
 def test_an_experiment_with_a_cpt_lr_per_size_reads_each_size_at_its_own_lr(monkeypatch):
     """m4dB: the fitted sizes each at their own best CPT lr (a sweep's lr_by_size), the rest at the experiment's lr."""
+    assert set(validate.LR_SEED_CANDIDATES) <= set(validate.EXPERIMENTS)  # no stale label
     rows = [(size, lr) for size in ("a", "b", "c") for lr in (0.01, 0.03)]
     df = pd.DataFrame(rows, columns=["size_name", "lr"]).assign(domain="code", tokens=10, seed=0, base_tokens=1)
     df["model_size"] = df["size_name"].map({"a": 1e4, "b": 1e5, "c": 1e6})
@@ -183,6 +184,9 @@ def test_an_experiment_with_a_cpt_lr_per_size_reads_each_size_at_its_own_lr(monk
     monkeypatch.setattr(validate, "EXPERIMENTS", {"best": (("a", "b"), "c", 1, {"lr": 0.01, "lr_by_size": {"a": 0.03}})})
     assert validate.experiment_title("best") == "a, b -> c (CPT lr a 0.03, the others 0.01)"
     assert validate.heldout_args(df, "best", None)[6] == validate.LONG_CANDIDATES  # other settings: their own set
+    # an experiment named in LR_SEED_CANDIDATES (m4dF2, m4dB22) fits the laws listed there instead
+    monkeypatch.setattr(validate, "LR_SEED_CANDIDATES", {"best": ["dcpt", {"domain": "dcpt", "general": "dcpt"}]})
+    assert validate.heldout_args(df, "best", None)[6] == ["dcpt", {"domain": "dcpt", "general": "dcpt"}]
 
 
 def test_experiment_takes_the_first_n_seeds_where_the_largest_size_ran_them_all():
