@@ -99,7 +99,7 @@ def load_losses(source) -> pd.DataFrame:
     ]
     for col, bad, fix in checks:
         if bad.any():
-            raise ValueError(f"column {col!r} {fix}; bad values in {_rows(bad, df.index)}: {df.loc[bad, col].iloc[0]!r}")
+            raise ValueError(f"column {col!r} {fix}; bad values in {_rows(bad, df.index)}: e.g. {float(df.loc[bad, col].iloc[0]):g}")
 
     if "tokenizer" in df.columns:
         counts = df["tokenizer"].dropna().astype(str).value_counts()

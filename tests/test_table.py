@@ -37,7 +37,7 @@ def test_nan_loss_names_rows(df):
 
 def test_ratio_outside_unit_interval(df):
     df.loc[5, "domain_ratio"] = 25
-    with pytest.raises(ValueError, match=r"'domain_ratio' must be in \[0, 1\].*row 5"):
+    with pytest.raises(ValueError, match=r"'domain_ratio' must be in \[0, 1\].*row 5: e\.g\. 25$"):
         dl.load_losses(df)
 
 
