@@ -45,7 +45,7 @@ from . import _warn
 from .crossings import base_general_losses, logged_tokens
 from .evaluation import ratio_regret
 from .table import check_one_pretraining, load_losses, single_domain
-from .units import format_count, parse_count
+from .units import check_tolerance, format_count, parse_count
 
 TARGETS = ("domain", "general")
 #: the target's ln x further past the swept sizes' than this many times their span warns (ExtrapolationWarning)
@@ -199,8 +199,7 @@ class CellScaling:
         reaches (1 + tolerance) * L_g0, L_g0 = ``base_general_loss`` (the target's base model; also its x unless
         x="model_size"), as :func:`dcpt_law.observed_crossings` reads runs. It is the best feasible ratio where the
         domain loss falls with r_d. Raises where not even the smallest logged ratio meets the tolerance."""
-        if not 0 < tolerance < 1:
-            raise ValueError(f"tolerance={tolerance}: a share of the base general loss in (0, 1), e.g. 0.03 for 3%")
+        tolerance = check_tolerance(tolerance)
         L_g0 = float(base_general_loss)
         D, grid = float(self._at_tokens(tokens)["tokens"].iloc[0]), self.ratios(tokens)
         grid = np.union1d(grid, np.linspace(grid[0], grid[-1], CROSSING_STEPS + 1))

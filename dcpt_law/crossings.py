@@ -32,7 +32,7 @@ from scipy import stats
 from . import _warn
 from .evaluation import ratio_regret
 from .table import load_losses, single_domain
-from .units import format_count, parse_count
+from .units import check_tolerance, format_count, parse_count
 
 #: a prediction more than this many times the largest swept size warns (ExtrapolationWarning)
 FAR = 10.0
@@ -67,8 +67,7 @@ def base_general_losses(df: pd.DataFrame, dom: str) -> pd.Series:
 
 def _observed(df: pd.DataFrame, dom: str, tolerance: float) -> pd.DataFrame:
     """:func:`observed_crossings` of a validated table ``df``, domain ``dom``."""
-    if not 0 < tolerance < 1:
-        raise ValueError(f"tolerance={tolerance}: a share of the base general loss in (0, 1), e.g. 0.03 for 3%")
+    tolerance = check_tolerance(tolerance)
     base = base_general_losses(df, dom)
     df = df[df["domain"] == dom]
     rows = []

@@ -19,7 +19,7 @@ from scipy.optimize import brentq, minimize_scalar
 
 from . import _warn
 from .fitting import Fit, load_fit, lookup_base_general
-from .units import format_count, parse_count
+from .units import check_tolerance, format_count, parse_count
 
 _CURRENT: Fit | None = None
 _SCAN = 2001
@@ -193,8 +193,7 @@ def predict_ratio(model_size, tokens, *, fit=None, tolerance: float = 0.03, base
     """
     f = _resolve(fit, domain)
     N, D = parse_count(model_size, "model_size"), parse_count(tokens, "tokens")
-    if not (np.isfinite(tolerance) and tolerance >= 0):
-        raise ValueError(f"tolerance={tolerance!r} must be >= 0 (e.g. 0.03 for a 3% rise of general loss)")
+    tolerance = check_tolerance(tolerance)
     L_g0 = _base_general_loss(f, N, base_general_loss)
     fd, fg = f["domain"], f["general"]
     fd.predict(N, D, 0.5, warn=warn, base_general_loss=L_g0)  # input checks + extrapolation warning, once

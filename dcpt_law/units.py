@@ -1,4 +1,4 @@
-"""Human-friendly counts: "1.8B" parameters, "500M" tokens, "2.5e9", "6e21" FLOPs."""
+"""Human-friendly counts: "1.8B" parameters, "500M" tokens, "2.5e9", "6e21" FLOPs; and usage 1's tolerance."""
 from __future__ import annotations
 
 import re
@@ -41,3 +41,17 @@ def format_count(x: float) -> str:
         if abs(x) >= scale:
             return f"{x / scale:.3g}{suffix}"
     return f"{x:.3g}"
+
+
+def check_tolerance(tolerance) -> float:
+    """Usage 1's tolerance as a float: the allowed rise of the general loss over the base model's, a share in
+    [0, 1) (0.03 = 3%). Raises ``ValueError`` naming the fix otherwise (3 for 3% is the usual slip)."""
+    try:
+        t = float(tolerance)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not (np.isfinite(t) and 0 <= t < 1):
+        example = f"{t / 100:g} for {t:g}%" if 1 <= t < 100 else "0.03 for 3%"
+        raise ValueError(f"tolerance={tolerance!r}: the allowed rise of the general loss over the base model's, a "
+                         f"share in [0, 1): give {example}")
+    return t

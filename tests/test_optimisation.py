@@ -168,9 +168,27 @@ def test_warns_when_the_law_is_not_monotone_next_to_the_answer(truth):
     """TRUE_GENERAL has eta > 0: at r_g = 0 (r_d = 1) its B-term vanishes and the general loss drops.
     A recommendation at r_d = 1 sits on that artefact and must say so; one far from it stays quiet."""
     with pytest.warns(dl.FitWarning, match="general loss falls with r_d .* not monotone where it is used"):
-        res = dl.predict_ratio(4e5, 3e7, fit=truth, tolerance=10.0)
+        res = dl.predict_ratio(4e5, 3e7, fit=truth, tolerance=0.99)
     assert res.ratio == pytest.approx(1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", dl.FitWarning)
         res = dl.predict_ratio(4e5, 3e7, fit=truth, tolerance=0.03)
     assert 0.1 < res.ratio < 0.9
+
+
+def test_every_usage_1_route_reads_the_tolerance_as_a_share_and_names_the_slip(truth):
+    """3 for 3% is refused with the fix, the same way by the law, the crossings and the cells; 0.5 is a tolerance."""
+    from test_crossings import crossing_table, line
+    table = crossing_table(line(1.2, -0.04, [1e4, 3e4, 1e5]))
+    cells = dl.cell_scaling(table, warn=False)
+    G = float(table.loc[(table["tokens"] == 0) & (table["model_size"] == 1e5), "general_loss"].iloc[0])
+    routes = {"law": lambda t: dl.predict_ratio(4e5, 3e7, fit=truth, tolerance=t, warn=False),
+              "crossings": lambda t: dl.crossing_scaling(table, tolerance=t),
+              "cells": lambda t: cells.predict_ratio(1e5, G, t, warn=False)}
+    for name, route in routes.items():
+        with pytest.raises(ValueError, match=r"tolerance=3: .* share in \[0, 1\): give 0.03 for 3%$"):
+            route(3)
+        for bad in (-0.01, 1.0, float("nan"), "3%"):
+            with pytest.raises(ValueError, match=r"tolerance=.*share in \[0, 1\): give 0\.0"):
+                route(bad)
+        assert route(0.5) is not None, name
