@@ -142,6 +142,38 @@ def load_config(path, check_corpora: bool = True) -> SweepConfig:
     return cfg
 
 
+# the numbers of a config: key -> (integer?, lowest, highest (None: none), what it is); both ends allowed, but a
+# lowest of 0.0 (a float) means "> 0"
+_NUMBERS = {"base_tokens": (True, 0, None, "general tokens of each base model's pre-training"),
+            "cpt_tokens": (True, 1, None, "CPT tokens of each run"),
+            "eval_points": (True, 2, None, "evaluations per run"),
+            "first_eval_tokens": (True, 1, None, "tokens at the first evaluation"),
+            "vocab_size": (True, 257, 65_536, "BPE vocabulary: the 256 bytes and EOS at least, uint16 token files")}
+_TRAIN_NUMBERS = {"batch_size": (True, 1, None, "sequences per step"), "seq_len": (True, 1, None, "tokens per sequence"),
+                  "lr": (False, 0.0, None, "peak learning rate"), "min_lr_frac": (False, 0, 1, "cosine floor / lr"),
+                  "warmup_tokens": (True, 0, None, "warm-up tokens"),
+                  "cooldown_frac": (False, 0, 1, "WSD cool-down share"), "weight_decay": (False, 0, None, "AdamW"),
+                  "grad_clip": (False, 0, None, "gradient-norm clip, 0 off"),
+                  "eval_tokens": (True, 1, None, "validation tokens per corpus"),
+                  "checkpoint_every": (True, 1, None, "steps between checkpoints")}
+
+
+def _check_numbers(values: dict, spec: dict, where: str) -> None:
+    """Raise a ConfigError naming the first key of ``values`` that ``spec`` says is a number and that is not one in
+    its range (TOML gives "1M" as a string: counts are plain integers here, 1_000_000)."""
+    for key, (integer, lo, hi, what) in spec.items():
+        if key not in values:
+            continue
+        v = values[key]
+        kind = (int,) if integer else (int, float)
+        strict = isinstance(lo, float) and lo == 0
+        if (isinstance(v, bool) or not isinstance(v, kind) or v < lo or (strict and v == lo)
+                or (hi is not None and v > hi)):
+            span = "> 0" if strict else f">= {lo:g}" if hi is None else f"in [{lo:g}, {hi:g}]"
+            raise ConfigError(f"{where}{key}={v!r}: give {'an integer' if integer else 'a number'} {span} ({what})"
+                              + (" such as 1_000_000, not a string" if integer and isinstance(v, str) else ""))
+
+
 def validate(cfg: SweepConfig, check_corpora: bool = True) -> None:
     from .corpora import DOMAINS, load_manifest
     from .models import LADDER
@@ -166,8 +198,10 @@ def validate(cfg: SweepConfig, check_corpora: bool = True) -> None:
         raise ConfigError(f"ratios: {bad or 'empty list'} outside [0, 1]; give domain shares such as 0.25 (not 25)")
     if len(set(cfg.ratios)) != len(cfg.ratios):
         raise ConfigError(f"ratios: duplicates in {cfg.ratios}")
-    if cfg.cpt_tokens <= 0 or cfg.base_tokens < 0:
-        raise ConfigError("cpt_tokens must be > 0 and base_tokens >= 0")
+    _check_numbers(vars(cfg), _NUMBERS, "")
+    bad = [x for x in cfg.seeds if isinstance(x, bool) or not isinstance(x, int) or x < 0] if isinstance(cfg.seeds, list) else [cfg.seeds]
+    if bad or not cfg.seeds:
+        raise ConfigError(f"seeds: {bad or 'empty list'} are not seeds; give a list of integers >= 0, such as [0, 1, 2]")
     if not isinstance(cfg.base_lr, (int, float)) or cfg.base_lr < 0:
         raise ConfigError(f"base_lr={cfg.base_lr!r}: give the base models' peak learning rate (> 0), or 0 for the "
                           "[train] lr")
@@ -183,6 +217,7 @@ def validate(cfg: SweepConfig, check_corpora: bool = True) -> None:
     unknown = sorted(set(cfg.train) - {f.name for f in fields(TrainConfig)})
     if unknown:
         raise ConfigError(f"[train]: unknown key(s) {unknown}; known: {[f.name for f in fields(TrainConfig)]}")
+    _check_numbers(cfg.train, _TRAIN_NUMBERS, "[train] ")
     tc = cfg.train_config()
     if tc.schedule not in ("constant", "cosine", "wsd"):
         raise ConfigError(f"[train] schedule={tc.schedule!r}: use constant, cosine or wsd")

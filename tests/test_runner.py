@@ -289,6 +289,14 @@ def test_config_errors_before_training(tmp_path):
         ('tokenizer_corpora = ["poetry"]', "tokenizer_corpora: unknown"),
         ('[train]\nprecision = "fp16"', "precision='fp16'"),
         ("base_lr = -1", "base_lr=-1: give the base models' peak"),
+        ('cpt_tokens = "1M"', "cpt_tokens='1M': give an integer >= 1 .* such as 1_000_000, not a string"),
+        ("vocab_size = 100_000", r"vocab_size=100000: give an integer in \[257, 65536\]"),
+        ("seeds = [0, -1]", r"seeds: \[-1\] are not seeds"),
+        ("[train]\nseq_len = -1", r"\[train\] seq_len=-1: give an integer >= 1"),
+        ("[train]\nbatch_size = 8.5", r"\[train\] batch_size=8.5: give an integer"),
+        ('[train]\nlr = "fast"', r"\[train\] lr='fast': give a number > 0"),
+        ("[train]\nlr = 0", r"\[train\] lr=0: give a number > 0"),
+        ("[train]\ncooldown_frac = 1.5", r"\[train\] cooldown_frac=1.5: give a number in \[0, 1\]"),
     ]:
         bad.write_text(f'name = "x"\ncache = "{tmp_path / "c"}"\n' + body)
         with pytest.raises(sweeps.ConfigError, match=msg):
