@@ -806,3 +806,55 @@ def test_budget_elasticity_tells_a_longer_pre_training_from_a_larger_model(monke
         assert got[f"across budgets, {size}"] == pytest.approx(b, rel=1e-6)
     text = "\n".join(validate.budget_section(df, ("short", "long")))
     assert "## 5." in text and "pre-trained on 1 and 5 general tokens" in text and "| code | 2 | 2.3 | 2.3 |" in text
+
+
+def test_bias_headline_says_which_way_each_predictor_misses_the_larger_model():
+    """The signed error at D max is pooled over experiments and domains per predictor and loss: a pair that
+    over-predicts the domain loss everywhere and a general law that misses both ways read differently."""
+    pair = dl.RECOMMENDED_LAW
+    name = dl.pair_name({t: pair[t] for t in ("domain", "general")})
+    col = validate.SIGNED
+
+    def tables(dom_err, gen_err):
+        return {"accuracy": pd.DataFrame(
+            [{"domain": d, "law": pair["domain"], "target": "domain", col: e} for d, e in dom_err.items()]
+            + [{"domain": d, "law": pair["general"], "target": "general", col: e} for d, e in gen_err.items()]
+            + [{"domain": d, "law": "dcpt", "target": "domain", col: -5.0} for d in dom_err]),
+            "usage": pd.DataFrame([{"domain": d, "law": name, "predicted r_d": 0.8 - 0.01 * e,
+                                    "observed crossing r_d": 0.8} for d, e in dom_err.items()])}
+
+    results = {"a": ("t", tables({"code": 2.0, "law": 4.0}, {"code": -1.0, "law": 1.0})),
+               "b": ("t", tables({"code": 6.0, "law": 3.0}, {"code": 0.5, "law": -2.0})),
+               "empty": ("t", {})}
+    lines = "\n".join(validate.bias_headline(results)).splitlines()
+    header = next(ln for ln in lines if ln.startswith("| predictor"))
+    keys = [c.strip() for c in header.split("|")]
+    rows = {(r["predictor"], r["loss"]): r for r in (dict(zip(keys, (c.strip() for c in ln.split("|"))))
+                                                     for ln in lines if ln.startswith("| ") and ln != header
+                                                     and not ln.startswith("| ---"))}
+    dom = rows[("recommended pair", "domain")]
+    assert dom["cases"] == "4" and dom["over-predicts in"] == "4 of 4" and float(dom["median %"]) == 3.5
+    assert float(dom["largest miss %"]) == 6.0
+    gen = rows[("recommended pair", "general")]
+    assert gen["over-predicts in"] == "2 of 4" and float(gen["largest miss %"]) == -2.0
+    assert rows[("D-CPT (the paper's law)", "domain")]["over-predicts in"] == "0 of 4"
+    assert ("D-CPT (the paper's law)", "general") not in rows  # no rows, no line
+    assert validate.bias_headline({"empty": ("t", {})}) == []
+    text = "\n".join(lines)  # usage 1: the pair's answers, 0.02-0.06 below the crossing in all four
+    assert "below the held-out size's observed crossing in 4 of 4 cases (median signed r_d error -0.035)" in text
+
+
+def test_the_accuracy_row_carries_the_signed_error_where_usage_1_asks(monkeypatch):
+    """A law 10% too high over-predicts by 10% at D max; the runs that never saw the corpus are left out."""
+    df = synthetic_table(1)
+    test = validate.with_base_general(df[(df["model_size"] == SIZES[-1]) & (df["tokens"] > 0)])
+    monkeypatch.setattr(validate, "predict_rows", lambda f, t: 1.1 * t["domain_loss"].to_numpy(float))
+    at_dmax = (test["tokens"] == test["tokens"].max()).to_numpy()
+    row, _ = validate.accuracy_row(None, test, at_dmax, pd.DataFrame(), pd.DataFrame(), "domain")
+    assert abs(row[validate.SIGNED] - 10.0) < 1e-9
+    monkeypatch.setattr(validate, "predict_rows",
+                        lambda f, t: np.where((t["domain_ratio"] > 0) & (t["tokens"] == t["tokens"].max()), 1.0, 50.0)
+                        * t["domain_loss"].to_numpy(float))
+    row, _ = validate.accuracy_row(None, test, at_dmax, pd.DataFrame(), pd.DataFrame(), "domain")
+    assert abs(row[validate.SIGNED]) < 1e-9  # r_d = 0 never saw the domain, and smaller D: not scored
+    assert row["MAPE %"] > 100  # while the other scores read every run
