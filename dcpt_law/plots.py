@@ -15,6 +15,7 @@ Colours: the Okabe-Ito palette (colour-blind safe), cycled by order.
 """
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -280,13 +281,17 @@ def tradeoff(fit, model_size, tokens, *, tolerance: float = 0.03, base_general_l
 
 
 def save(fig, path_stem) -> list[Path]:
-    """Write ``fig`` as PNG (150 dpi) and PDF next to each other; returns both paths."""
+    """Write ``fig`` as PNG (150 dpi) and PDF next to each other; returns both paths. The same figure gives the same
+    bytes (no creation date in the PDF), so a regenerated report changes only the figures whose content did; each
+    file is written whole (a temporary file renamed over it)."""
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     out = []
-    for ext, kw in ((".png", {"dpi": 150}), (".pdf", {})):
+    for ext, kw in ((".png", {"dpi": 150}), (".pdf", {"metadata": {"CreationDate": None}})):
         p = stem.with_suffix(ext)
-        fig.savefig(p, bbox_inches="tight", **kw)
+        tmp = p.with_name(f".{p.name}.tmp")
+        fig.savefig(tmp, bbox_inches="tight", format=ext[1:], **kw)
+        os.replace(tmp, p)
         out.append(p)
     plt.close(fig)
     return out

@@ -93,6 +93,10 @@ def test_save_all_writes_png_and_pdf(tmp_path, small_fit, small):
     for p in paths:
         assert p.stat().st_size > 5000
         assert p.read_bytes()[:4] in (b"\x89PNG", b"%PDF")
+    first = {p: p.read_bytes() for p in paths}
+    again = plots.save_all(small_fit, small, tmp_path)  # the same figures: the same bytes, no temporary left
+    assert {p: p.read_bytes() for p in again} == first
+    assert sorted(tmp_path.iterdir()) == sorted(paths)
 
 
 def test_report_is_self_contained(tmp_path, small_fit, small):
