@@ -883,25 +883,24 @@ def bias_headline(results: dict[str, tuple[str, dict]]) -> list[str]:
     largest token count (runs that saw the loss's corpus), pooled over every (experiment, domain) case: how often
     it over-predicts the loss, the median and the quartiles. A one-sided miss is a bias of the size trend, which
     no resampling of the fitted runs shows."""
-    pair = dl.RECOMMENDED_LAW
-    which = {"recommended pair": lambda law, t: law == pair[t], "D-CPT (the paper's law)": lambda law, t: law == "dcpt",
-             CELLS: lambda law, t: law == CELLS}
+    # each predictor's law (or route) for each loss, as the accuracy tables name it
+    which = {"recommended pair": dl.RECOMMENDED_LAW, "D-CPT (the paper's law)": {"domain": "dcpt", "general": "dcpt"},
+             CELLS: {"domain": CELLS, "general": CELLS}}
     parts = [t["accuracy"] for _, t in results.values() if t and SIGNED in t.get("accuracy", ())]
     if not parts:
         return []
     cases = pd.concat(parts, ignore_index=True)
     rows = []
-    for name, pick in which.items():
+    for name, laws in which.items():
         for target in ("domain", "general"):
-            sel = cases[[pick(law, target) and tg == target for law, tg in zip(cases["law"], cases["target"])]]
-            v = sel[SIGNED].dropna()
+            v = cases.loc[(cases["law"] == laws[target]) & (cases["target"] == target), SIGNED].dropna()
             if v.empty:
                 continue
             q1, med, q3 = np.percentile(v, [25, 50, 75])
             rows.append({"predictor": name, "loss": target, "cases": len(v),
                          "over-predicts in": f"{int((v > 0).sum())} of {len(v)}", "median %": med,
                          "quartiles %": f"{q1:.2g} to {q3:.2g}", "largest miss %": float(v.iloc[np.argmax(np.abs(v))])})
-    name = dl.pair_name({k: pair[k] for k in ("domain", "general")})
+    name = dl.pair_name(dl.RECOMMENDED_LAW)
     uses = [t["usage"] for _, t in results.values() if t and isinstance(t.get("usage"), pd.DataFrame)]
     use = pd.concat(uses, ignore_index=True) if uses else pd.DataFrame()
     lean = []
