@@ -290,8 +290,12 @@ def save(fig, path_stem) -> list[Path]:
     for ext, kw in ((".png", {"dpi": 150}), (".pdf", {"metadata": {"CreationDate": None}})):
         p = stem.with_suffix(ext)
         tmp = p.with_name(f".{p.name}.tmp")
-        fig.savefig(tmp, bbox_inches="tight", format=ext[1:], **kw)
-        os.replace(tmp, p)
+        try:
+            fig.savefig(tmp, bbox_inches="tight", format=ext[1:], **kw)
+            os.replace(tmp, p)
+        except BaseException:  # as fitting._atomic_write: no half-written file left behind
+            tmp.unlink(missing_ok=True)
+            raise
         out.append(p)
     plt.close(fig)
     return out

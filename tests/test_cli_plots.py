@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import matplotlib
 
@@ -264,3 +265,18 @@ def test_quickstart_rejects_an_unknown_compare_law_before_any_work(tmp_path, cap
     err = capsys.readouterr().err
     assert "dcpt-scaledd" in err and "register_law" in err
     assert not out.exists() and not (tmp_path / "cache").exists()  # no corpus prepared, no sweep started
+
+
+def test_a_figure_that_fails_half_written_leaves_no_file_behind(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    fig, _ = plt.subplots()
+
+    def crash(path, **kw):  # a write that dies half-way (disk full, a killed process)
+        Path(path).write_bytes(b"%PDF-half")
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(fig, "savefig", crash)
+    with pytest.raises(OSError, match="no space"):
+        plots.save(fig, tmp_path / "broken")
+    assert list(tmp_path.iterdir()) == []
