@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import _warn
+from ._atomic import atomic_write
 from ._warn import ExtrapolationWarning, FitWarning  # noqa: F401 - public here too
 from .diagnostics import check_extrapolation, diagnose, diagnose_fit
 from . import __version__
@@ -351,7 +351,7 @@ class Fit:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(_jsonable(self.to_dict()), indent=1, allow_nan=True)
-        _atomic_write(path, text)
+        atomic_write(path, text)
         return path
 
     @classmethod
@@ -379,21 +379,6 @@ def _jsonable(x):
     if isinstance(x, (np.floating, np.integer)):
         return x.item()
     return x
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a result file is for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_fit(path) -> Fit:

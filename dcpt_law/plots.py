@@ -15,7 +15,6 @@ Colours: the Okabe-Ito palette (colour-blind safe), cycled by order.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ._atomic import atomic_path
 from .fitting import Fit, load_fit
 from .table import LOSS_COLUMNS, fit_rows, load_losses, single_domain
 from .cells import TARGETS
@@ -289,13 +289,8 @@ def save(fig, path_stem) -> list[Path]:
     out = []
     for ext, kw in ((".png", {"dpi": 150}), (".pdf", {"metadata": {"CreationDate": None}})):
         p = stem.with_suffix(ext)
-        tmp = p.with_name(f".{p.name}.tmp")
-        try:
+        with atomic_path(p) as tmp:
             fig.savefig(tmp, bbox_inches="tight", format=ext[1:], **kw)
-            os.replace(tmp, p)
-        except BaseException:  # as fitting._atomic_write: no half-written file left behind
-            tmp.unlink(missing_ok=True)
-            raise
         out.append(p)
     plt.close(fig)
     return out

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .fitting import _atomic_write, load_fit
+from ._atomic import atomic_write
+from .fitting import load_fit
 from .units import format_count, parse_count
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -122,5 +123,5 @@ def write_report(fit, losses, out, *, model_size=None, tokens=None, tolerance: f
                      "r = 1 of the evaluated corpus):</p>" + gen["median"].round(5).to_html(border=0))
     parts.append("</body></html>")
     path = out / "report.html"
-    _atomic_write(path, "\n".join(parts))
+    atomic_write(path, "\n".join(parts))
     return path

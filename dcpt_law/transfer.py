@@ -46,7 +46,8 @@ from scipy.optimize import minimize, nnls
 from .provenance import git_commit
 from . import _warn
 from ._warn import FitWarning
-from .fitting import TARGETS, Fit, FitSettings, LawFit, _atomic_write, _jsonable, _metrics
+from ._atomic import atomic_write
+from .fitting import TARGETS, Fit, FitSettings, LawFit, _jsonable, _metrics
 from .laws import DCPT
 from .table import base_losses, law_inputs
 
@@ -130,7 +131,7 @@ def write_cross_fit(path, fields: dict, base: dict) -> Path:
          "base": {k: {repr(float(n)): r.to_dict() for n, r in b.iterrows()} for k, b in base.items()}}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, json.dumps(_jsonable(d), indent=1))
+    atomic_write(path, json.dumps(_jsonable(d), indent=1))
     return path
 
 

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from dcpt_law._atomic import atomic_path, atomic_write
+
 CLEANING_VERSION = 1
 VAL_PERCENT = 5          # share of documents held out for validation (by a hash of the text)
 MAX_TRAIN_BYTES = 24_000_000  # cap per domain; the runner needs a few million tokens at most
@@ -431,11 +433,9 @@ def _is_val(text: str) -> bool:
 
 
 def _write_jsonl(path: Path, docs: list[str]) -> dict:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for d in docs:
             fh.write(json.dumps({"text": d}, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
     return {"docs": len(docs), "bytes": sum(len(d.encode()) for d in docs), "sha256": sha256_file(path)}
 
 
@@ -525,9 +525,7 @@ def prepare(domains: Iterable[str] | None = None, cache: str | os.PathLike | Non
             "val": _write_jsonl(out / domain / "val.jsonl", val),
         }
         manifest[domain] = entry
-        tmp = out / "manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp, out / "manifest.json")
+        atomic_write(out / "manifest.json", json.dumps(manifest, indent=1))
         log(f"{domain}: {entry['train']['docs']} train docs ({entry['train']['bytes'] / 1e6:.1f} MB), "
             f"{entry['val']['docs']} val docs ({entry['val']['bytes'] / 1e6:.2f} MB)")
     return manifest

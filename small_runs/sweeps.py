@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dcpt_law._atomic import atomic_path, atomic_write
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -364,9 +366,8 @@ def append_rows(path: Path, rows: list[dict]) -> None:
             out = pd.concat([old, new], ignore_index=True)[cols]
         else:
             out = new
-        tmp = path.with_suffix(".csv.tmp")
-        out.to_csv(tmp, index=False, float_format="%.8g")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            out.to_csv(tmp, index=False, float_format="%.8g")
 
 
 def check_tokenizer(cfg: SweepConfig, path: Path) -> None:
@@ -490,8 +491,8 @@ def ensure_base(job: RunJob, device, progress=None, log=print):
         path = _base_path(job)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-        save_file(state, str(path) + ".tmp")
-        os.replace(str(path) + ".tmp", path)
+        with atomic_path(path) as tmp:
+            save_file(state, str(tmp))
         ckpt.unlink(missing_ok=True)
         return model.to(device), True
     return model.to(device), False
@@ -708,9 +709,7 @@ def record_config(cfg: SweepConfig, out: Path) -> Path:
     path = out / "config.json"
     if path.exists() and json.loads(path.read_text()).get("name") != cfg.name:
         path = out / f"config-{cfg.name}.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({**cfg.to_dict(), "git_commit": git_commit()}, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps({**cfg.to_dict(), "git_commit": git_commit()}, indent=1))
     return path
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dcpt_law._atomic import atomic_path, atomic_write
+
 from .corpora import CLEANING_VERSION, load_manifest, read_docs
 
 EOS = "<|endoftext|>"
@@ -110,15 +112,12 @@ def tokenize_split(tokenizer, key: str, corpus_root: Path, cache: Path, domain: 
         if len(ids) >= max_tokens:
             break
     arr = np.asarray(ids[:max_tokens], dtype=dtype)
-    tmp = path.with_suffix(".bin.tmp")
-    arr.tofile(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        arr.tofile(tmp)
     used_bytes = n_bytes * min(1.0, max_tokens / max(len(ids), 1))
     meta = {"tokens": int(arr.size), "bytes": int(used_bytes), "bytes_per_token": used_bytes / max(arr.size, 1),
             "dtype": np.dtype(dtype).name, "domain": domain, "split": split, "tokenizer": key}
-    tmp_meta = meta_path.with_suffix(".json.tmp")
-    tmp_meta.write_text(json.dumps(meta))
-    os.replace(tmp_meta, meta_path)
+    atomic_write(meta_path, json.dumps(meta))
     return path
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dcpt_law._atomic import atomic_path
+
 
 @dataclass
 class TrainConfig:
@@ -166,9 +168,8 @@ def eval_steps(eval_tokens: list[int], cfg: TrainConfig) -> list[int]:
 
 
 def _save_checkpoint(path, model, opt, step, rows, extra):
-    tmp = str(path) + ".tmp"
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rows": rows, **extra}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rows": rows, **extra}, tmp)
 
 
 def train(model, general: np.ndarray, domain: np.ndarray | None, ratio: float, total_tokens: int,

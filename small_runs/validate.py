@@ -39,7 +39,8 @@ import numpy as np
 import pandas as pd
 
 import dcpt_law as dl
-from dcpt_law.fitting import _atomic_write, _metrics
+from dcpt_law._atomic import atomic_write
+from dcpt_law.fitting import _metrics
 from dcpt_law.laws import RATIO_LAWS
 from dcpt_law.table import LOSS_COLUMNS, with_base_general
 from small_runs.sweeps import PAPER_RATIOS
@@ -403,7 +404,7 @@ def cached_lines(fn, *args) -> list:
     lines = fn(*args)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, json.dumps(lines, indent=0))  # parallel jobs never read half a file
+        atomic_write(path, json.dumps(lines, indent=0))  # parallel jobs never read half a file
     return lines
 
 
