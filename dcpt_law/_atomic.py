@@ -1,8 +1,9 @@
 """Writing a result file whole or not at all: a temporary file beside it, renamed over it.
 
-Every file the package and the runner keep (fits, reports, figures, loss tables, checkpoints, token memmaps)
-goes through :func:`atomic_path`, so a process killed mid-write never leaves half a file under the real name,
-and two writers of the same file never share a temporary one.
+Every file the package and the runner keep (fits, reports, figures, loss tables, base models, checkpoints, token
+memmaps, corpora) goes through :func:`atomic_path`, so a process killed mid-write never leaves half a file under
+the real name, and two writers of the same file never share a temporary one. (The tokenizer is a directory:
+small_runs/tokenizer.py renames it into place itself.)
 """
 from __future__ import annotations
 
