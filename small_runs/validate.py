@@ -1389,6 +1389,115 @@ def budget_section(data: pd.DataFrame, pair=BUDGET_PAIR) -> list[str]:
         "G-based law is fitted across several).", "", md(table), ""]
 
 
+# Section 6: one held-out size predicted from ladders that add sizes below a fixed largest one (the first ladder of
+# each list, with fewer sizes, sets the compute column's unit where it has 3 sizes), and one whose top is a step lower
+LADDERS = {"xl": (("s", "m"), ("xs", "s", "m"), ("xxs", "xs", "s", "m"), ("xxs", "xs", "s3", "s", "m"),
+                  ("xxs", "xs", "s")),
+           "m": (("xs", "s"), ("xxs", "xs", "s"), ("xxs", "xs", "s3", "s"), ("xxs", "xs", "s2", "s3", "s"),
+                 ("xxs", "xs", "s3"))}
+LADDER_CANDIDATES = [dict(dl.RECOMMENDED_LAW), "dcpt"]
+
+
+def pilot_compute(rows: pd.DataFrame) -> float:
+    """Training FLOPs of the runs behind ``rows`` (one or more sizes, any domains), 6 N D: each CPT run (run_id) at
+    its largest logged token count, and each base model (size, seed) over its pre-training tokens (base_tokens)."""
+    cpt = rows[rows["tokens"] > 0].groupby("run_id")[["model_size", "tokens"]].max()
+    bases = rows.groupby(["size_name", "seed"])[["model_size", "base_tokens"]].first()
+    return 6 * float((cpt["model_size"] * cpt["tokens"]).sum() + (bases["model_size"] * bases["base_tokens"]).sum())
+
+
+def ladder_rows(data: pd.DataFrame, held_out: str, fitted: tuple, candidates=None) -> list[dict]:
+    """One ladder of section 6, per domain: each candidate's accuracy at the held-out size (seed 0, run settings
+    RUN_SETTINGS) and usage 1's r_d error and regret there; where the recommended pair is a candidate, the median of
+    the four routes beside it. The fits are stored like every other (:func:`fit_candidates`)."""
+    candidates = LADDER_CANDIDATES if candidates is None else candidates
+    small, held = experiment(data[data["domain"].isin(CHOSEN_DOMAINS)], fitted, held_out)
+    rows = []
+    for dom in sorted(set(held["domain"]) & set(small["domain"])):
+        train = small[small["domain"] == dom]
+        if set(fitted) - set(train["size_name"]):
+            continue  # a size of this ladder never ran this domain
+        test = with_base_general(held[held["domain"] == dom])
+        test = test[test["tokens"] > 0]
+        base = held[(held["domain"] == dom) & (held["tokens"] == 0)]
+        if test.empty or base.empty:
+            continue
+        Nh, D, L_g0 = float(test["model_size"].iloc[0]), float(test["tokens"].max()), float(base["general_loss"].iloc[0])
+        at_dmax = (test["tokens"] == D).to_numpy()
+        last, none = test[at_dmax], pd.DataFrame()
+        for candidate, f in fit_candidates(train, dom, candidates):
+            name = dl.pair_name(candidate) if isinstance(candidate, dict) else candidate
+            row = {"domain": dom, "law": name}
+            for t in ("domain", "general"):
+                acc = accuracy_row(f[t], test, at_dmax, none, none, t)[0]
+                row |= {f"R2 {t}": acc["R2"], f"MAPE % {t}": acc["MAPE %"], f"signed % {t}": acc[SIGNED]}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                answers = {name: dl.predict_ratio(Nh, D, fit=f, tolerance=TOLERANCE, base_general_loss=L_g0,
+                                                  warn=False).ratio}
+                if candidate == dict(dl.RECOMMENDED_LAW):
+                    answers[CONSENSUS] = dl.usage1_consensus(f, small, Nh, D, TOLERANCE, base_general_loss=L_g0,
+                                                             domain=dom, warn=False).ratio
+            for law, ratio in answers.items():
+                use = usage_row(last, ratio, L_g0, TOLERANCE, none)
+                rows.append({**(row if law == name else {"domain": dom, "law": law}),
+                             "r_d error": ratio - use["observed crossing r_d"], "regret %": use["regret %"]})
+    return rows
+
+
+def ladder_tables(data: pd.DataFrame, ladders=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Section 6's (accuracy, usage 1) tables: each ladder of ``ladders`` (held-out size -> tuples of fitted sizes;
+    default :data:`LADDERS`) scored by :func:`ladder_rows`, medians over domains, with its reach (held-out N over
+    the largest fitted N) and its compute against the first three-size ladder of the same held-out size."""
+    ladders = LADDERS if ladders is None else ladders
+    data = with_settings(data, RUN_SETTINGS)
+    data = data[data["seed"] == 0] if "seed" in data else data
+    sizes = data.groupby("size_name")["model_size"].first()
+    G = data[data["tokens"] == 0].groupby("size_name")["general_loss"].mean()  # each size's base model
+    acc, use = [], []
+    for held_out, fitted_sets in ladders.items():
+        unit = next((pilot_compute(data[data["size_name"].isin(f) & data["domain"].isin(CHOSEN_DOMAINS)])
+                     for f in fitted_sets if len(f) == 3), np.nan)
+        for fitted in fitted_sets:
+            rows = pd.DataFrame(ladder_rows(data, held_out, fitted))
+            if rows.empty:
+                continue
+            top = max(fitted, key=sizes.get)
+            flops = pilot_compute(data[data["size_name"].isin(fitted) & data["domain"].isin(CHOSEN_DOMAINS)])
+            head = {"held out": held_out, "fitted": ", ".join(fitted), "sizes": len(fitted),
+                    "reach": sizes[held_out] / sizes[top],
+                    "G step %": 100 * (G.reindex(list(fitted)).min() / G.get(held_out, np.nan) - 1),
+                    "compute vs 3 sizes": flops / unit}
+            med = rows.groupby("law", sort=False).median(numeric_only=True)
+            for law, r in med.iterrows():
+                if pd.notna(r.get("R2 domain")):
+                    acc.append({**head, "law": law, **{k: r[k] for k in r.index
+                                                       if k.split()[0] in ("R2", "MAPE", "signed")}})
+                err = rows[rows["law"] == law]
+                use.append({**head, "law": law, "median abs r_d error": _abs_median(err["r_d error"]),
+                            "median abs regret %": _abs_median(err["regret %"])})
+    return pd.DataFrame(acc), pd.DataFrame(use)
+
+
+def ladder_section(data: pd.DataFrame, ladders=None) -> list[str]:
+    """Section 6: how many sizes to fit on (:func:`ladder_tables`)."""
+    acc, use = ladder_tables(data, ladders)
+    lines = ["## 6. How many sizes to fit on", ""]
+    if acc.empty:
+        return lines + ["Not run yet: no held-out size of LADDERS has runs beside its ladders'.", ""]
+    return lines + [
+        "The same held-out size predicted from ladders that add smaller sizes below the same largest fitted one, and "
+        "from one whose largest size is a step lower (seed 0 at the settings of section 1; medians over the four "
+        "chosen domains). Reach: the held-out size's N over the largest fitted N. G step: how much better the held-out "
+        "size's base model is than the best fitted one, in general loss (%, < 0: it lies inside the ladder's G), which "
+        "is what the G-based pair extrapolates. Compute: the fitted runs' training "
+        "FLOPs (6 N D, CPT and base models, the four domains) over those of the first three-size ladder listed for the "
+        "same held-out size (that of section 1l for xl, 1k for m). Signed %: the mean signed error at the held-out "
+        "size's largest D (runs that saw the loss's corpus; > 0 over-predicts).", "", md(acc), "",
+        f"Usage 1 from the same ladders (tolerance {TOLERANCE:.0%}; the held-out runs' observed crossing and regret as "
+        f"in section 1; {CONSENSUS}: dl.usage1_consensus around the recommended pair):", "", md(use), ""]
+
+
 def _mean_median(mean: pd.DataFrame, median: pd.DataFrame) -> pd.DataFrame:
     """Cells "mean (median)" where they differ, one number where they agree (a single fold)."""
     return mean.combine(median, lambda a, b: pd.Series(
@@ -1721,7 +1830,7 @@ def main(argv=None):
     split_jobs = [(dom, law) for dom in complete_domains(small) for law in SPLIT_LAWS]
     jobs += [(cached_lines, (splits_law, small, dom, law, a.quick)) for dom, law in split_jobs]
     jobs += [(cached_lines, (cross_section, small)), (cached_lines, (cross_section, new_domain_grid(data), CHOSEN_DOMAINS)),
-             (seeds_section, (data,)), (budget_section, (data,))]
+             (seeds_section, (data,)), (budget_section, (data,)), (ladder_section, (data,))]
     if a.jobs > 1:
         with ProcessPoolExecutor(a.jobs, initializer=_use_store, initargs=(FITS, REFIT, REKEY_FROM)) as pool:
             parts = [fut.result() for fut in [pool.submit(fn, *args) for fn, args in jobs]]

@@ -858,3 +858,34 @@ def test_the_accuracy_row_carries_the_signed_error_where_usage_1_asks(monkeypatc
     row, _ = validate.accuracy_row(None, test, at_dmax, pd.DataFrame(), pd.DataFrame(), "domain")
     assert abs(row[validate.SIGNED]) < 1e-9  # r_d = 0 never saw the domain, and smaller D: not scored
     assert row["MAPE %"] > 100  # while the other scores read every run
+
+
+def test_ladder_section_scores_each_ladder_with_its_reach_and_compute(monkeypatch):
+    """Section 6: one held-out size from ladders of 2 and 3 sizes (same top) and one a step lower, on data from a
+    known law: each recovers it at the held-out size, and reach and compute are the ladders' own."""
+    df = synthetic_table(2).assign(**validate.RUN_SETTINGS)
+    names = dict(zip(SIZES, ["a", "b", "c", "d"]))
+    df["size_name"] = df["model_size"].map(names)
+    df["run_id"] = df["size_name"] + "-" + df["domain_ratio"].round(3).astype(str)
+    monkeypatch.setattr(validate, "LADDER_CANDIDATES", ["dcpt"])
+    ladders = {"d": (("b", "c"), ("a", "b", "c"), ("a", "b"))}
+    acc, use = validate.ladder_tables(df, ladders)
+    assert list(acc["fitted"]) == ["b, c", "a, b, c", "a, b"] and list(acc["law"]) == ["dcpt"] * 3
+    assert list(acc["reach"]) == pytest.approx([SIZES[3] / SIZES[2]] * 2 + [SIZES[3] / SIZES[1]])
+    # every size runs the same CPT runs and base pre-training, so compute goes with the sum of N
+    share = lambda *i: SIZES[list(i)].sum() / SIZES[:3].sum()  # noqa: E731
+    assert list(acc["compute vs 3 sizes"]) == pytest.approx([share(1, 2), 1.0, share(0, 1)])
+    G = df[df["tokens"] == 0].set_index("size_name")["general_loss"]
+    assert list(acc["G step %"]) == pytest.approx([100 * (G[top] / G["d"] - 1) for top in ("c", "c", "b")])
+    near = acc["reach"] < 5  # the two ladders up to c; from a, b the held-out size lies 16x out
+    assert (acc.loc[near, ["R2 domain", "R2 general"]] > 0.98).all().all(), acc
+    assert (acc.loc[near, "MAPE % domain"] < 2).all() and (use.loc[near, "median abs r_d error"] < 0.05).all(), use
+    assert list(use["fitted"]) == list(acc["fitted"])
+    text = "\n".join(validate.ladder_section(df, ladders))
+    assert text.startswith("## 6. How many sizes to fit on") and "| d | a, b, c | 3 | 4 | " in text
+
+
+def test_pilot_compute_counts_each_cpt_run_at_its_largest_d_and_each_base_once():
+    rows = pd.DataFrame({"run_id": ["x", "x", "y", "base"], "size_name": ["s"] * 4, "seed": 0,
+                         "model_size": 10.0, "tokens": [5.0, 20.0, 30.0, 0.0], "base_tokens": 100.0})
+    assert validate.pilot_compute(rows) == 6 * 10 * (20 + 30 + 100)
