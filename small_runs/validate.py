@@ -27,6 +27,7 @@ import argparse
 import copy
 import functools
 import hashlib
+import inspect
 import json
 import os
 import string
@@ -225,26 +226,42 @@ def _code_version(section=None, at: str | None = None) -> str:
     laws, their parameters, RATIO_LAWS): a fit's key, and one law's splits (:func:`splits_law`), add that law's
     :func:`_law_signature` instead, and any other section the signatures of RATIO_LAWS, so adding a law, or editing
     one, refits only that law.
-    """
-    import inspect
 
+    All of it as it was when this module was imported (:data:`_MODULE_SOURCES`, :func:`_source`), so that editing a
+    file during a run cannot store a result under the key of code that did not compute it.
+    """
     by_law = section is None or section.__name__ in SECTION_SOURCES  # law definitions keyed by signature
     if section is None:
         modules, code = FIT_SOURCES, []
     elif section.__name__ in SECTION_SOURCES:
         modules, helpers = SECTION_SOURCES[section.__name__]
-        code = [inspect.getsource(section), *(inspect.getsource(globals()[name]) for name in helpers)]
+        code = [_source(section), *(_source(globals()[name]) for name in helpers)]
     else:
-        modules, code = sorted(f.stem for f in (ROOT / "dcpt_law").glob("*.py")), [Path(__file__).read_text()]
+        modules, code = sorted(_MODULE_SOURCES), [_FILE_SOURCE]
     h = hashlib.sha1(b"fit" if section is None else section.__name__.encode())
     for name in modules:
-        text = (ROOT / "dcpt_law" / f"{name}.py").read_text() if at is None else _git_show(at, f"dcpt_law/{name}.py")
+        text = _MODULE_SOURCES[name] if at is None else _git_show(at, f"dcpt_law/{name}.py")
         h.update(_code_tokens(text, definitions=not (by_law and name == "laws")).encode())
     for text in code:
         h.update(_code_tokens(text).encode())
     if section is not None and by_law and section.__name__ not in BY_ONE_LAW:
         h.update("".join(_law_signature(n) for n in RATIO_LAWS).encode())
     return h.hexdigest()
+
+
+def module_sources(root: Path = ROOT) -> dict[str, str]:
+    """The text of every module of ``root``/dcpt_law, by name."""
+    return {f.stem: f.read_text() for f in sorted((root / "dcpt_law").glob("*.py"))}
+
+
+# dcpt_law's sources as imported (dcpt_law is imported above, so these are the modules that run); this file's below
+_MODULE_SOURCES = module_sources()
+
+
+def _source(fn) -> str:
+    """The source of ``fn``: as imported for this module's stored sections and their helpers (:data:`_SOURCES`;
+    inspect.getsource would read the file again, edited or not), else inspect.getsource (e.g. a test's stand-in)."""
+    return _SOURCES[fn] if fn in _SOURCES else inspect.getsource(fn)
 
 
 def _git_show(commit: str, path: str) -> str:
@@ -1852,6 +1869,11 @@ def main(argv=None):
         if gone:
             print(f"removed {len(gone)} stored fits the document no longer uses from {FITS}")
 
+
+# this file as imported, and the sources of the stored sections and their helpers (see :func:`_code_version`)
+_FILE_SOURCE = Path(__file__).read_text()
+_SOURCES = {fn: inspect.getsource(fn) for fn in {globals()[name] for section, (_, helpers) in SECTION_SOURCES.items()
+                                                 for name in (section, *helpers)}}
 
 if __name__ == "__main__":
     main()

@@ -483,12 +483,14 @@ def test_rekey_from_a_commit_moves_stored_results_after_a_pure_move_and_refuses_
     commit = git("rev-parse", "HEAD").stdout.strip()
     monkeypatch.setattr(validate, "ROOT", repo)
     monkeypatch.setattr(validate, "FITS", tmp_path / "fits")
+    monkeypatch.setattr(validate, "_MODULE_SOURCES", validate.module_sources(repo))  # a run of this code
     validate._code_version.cache_clear()
     train = synthetic_table(3)
     first = validate.cached_fit(train, "dcpt", "code")
     (old,) = (tmp_path / "fits").glob("fit-*.json")
     fitting = repo / "dcpt_law" / "fitting.py"
     fitting.write_text(fitting.read_text() + "\n_MOVED_HERE = 1\n")  # code that changes no fitted number
+    monkeypatch.setattr(validate, "_MODULE_SOURCES", validate.module_sources(repo))  # a run of the edited code
     validate._code_version.cache_clear()
     try:
         monkeypatch.setattr(validate, "REKEY_FROM", commit)
@@ -523,7 +525,8 @@ def test_fit_key_ignores_the_recommended_pair_and_comments_but_not_the_fitting_c
         (src / f"{name}.py").write_text((validate.ROOT / "dcpt_law" / f"{name}.py").read_text())
     monkeypatch.setattr(validate, "ROOT", tmp_path)
 
-    def version():
+    def version():  # the key a run of the code now in src gives
+        monkeypatch.setattr(validate, "_MODULE_SOURCES", validate.module_sources(tmp_path))
         validate._code_version.cache_clear()
         return validate._code_version()
 
@@ -660,6 +663,23 @@ def test_a_stored_section_is_keyed_by_its_own_code_not_the_rest_of_the_file(monk
 
 
 
+
+def test_keys_are_those_of_the_code_as_imported_not_of_files_edited_during_a_run(monkeypatch):
+    """A run that outlives an edit (of validate.py or of dcpt_law) keys its fits and sections by the code it runs:
+    the files on disk are not read again."""
+    import inspect
+    import pathlib
+
+    sections = (None, validate.cross_section, validate.splits_law, validate.heldout_section)
+    validate._code_version.cache_clear()
+    before = [validate._code_version(s) for s in sections]
+    monkeypatch.setattr(inspect, "getsource", lambda obj: "def edited(): pass\n")
+    monkeypatch.setattr(pathlib.Path, "read_text", lambda self, *a, **k: "edited = 1\n")
+    validate._code_version.cache_clear()
+    try:
+        assert [validate._code_version(s) for s in sections] == before
+    finally:
+        validate._code_version.cache_clear()
 
 def test_binding_headline_counts_binding_cases_and_shared_regrets():
     rec, alt = dl.pair_name(dl.RECOMMENDED_LAW), dl.pair_name(validate.MEAN_PAIR)
