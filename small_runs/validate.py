@@ -1406,12 +1406,13 @@ def budget_section(data: pd.DataFrame, pair=BUDGET_PAIR) -> list[str]:
         "G-based law is fitted across several).", "", md(table), ""]
 
 
-# Section 6: one held-out size predicted from ladders that add sizes below a fixed largest one (the first ladder of
-# each list, with fewer sizes, sets the compute column's unit where it has 3 sizes), and one whose top is a step lower
-LADDERS = {"xl": (("s", "m"), ("xs", "s", "m"), ("xxs", "xs", "s", "m"), ("xxs", "xs", "s3", "s", "m"),
-                  ("xxs", "xs", "s")),
-           "m": (("xs", "s"), ("xxs", "xs", "s"), ("xxs", "xs", "s3", "s"), ("xxs", "xs", "s2", "s3", "s"),
-                 ("xxs", "xs", "s3"))}
+# Section 6: (held-out size, ladders) groups: ladders that add sizes below a fixed largest one, and one whose top is
+# a step lower; the first three-size ladder of a group is the unit of its compute column
+LADDERS = (("xl", (("s", "m"), ("xs", "s", "m"), ("xxs", "xs", "s", "m"), ("xxs", "xs", "s3", "s", "m"),
+                   ("xxs", "xs", "s"))),
+           ("m", (("xs", "s"), ("xxs", "xs", "s"), ("xxs", "xs", "s3", "s"), ("xxs", "xs", "s2", "s3", "s"),
+                  ("xxs", "xs", "s3"))),
+           ("m", (("xs4", "s4"), ("xxs4", "xs4", "s4"))))  # the depth-matched ladder (m4d)
 LADDER_CANDIDATES = [dict(dl.RECOMMENDED_LAW), "dcpt"]
 
 
@@ -1463,16 +1464,16 @@ def ladder_rows(data: pd.DataFrame, held_out: str, fitted: tuple, candidates=Non
 
 
 def ladder_tables(data: pd.DataFrame, ladders=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Section 6's (accuracy, usage 1) tables: each ladder of ``ladders`` (held-out size -> tuples of fitted sizes;
-    default :data:`LADDERS`) scored by :func:`ladder_rows`, medians over domains, with its reach (held-out N over
-    the largest fitted N) and its compute against the first three-size ladder of the same held-out size."""
+    """Section 6's (accuracy, usage 1) tables: each ladder of ``ladders`` ((held-out size, tuples of fitted sizes)
+    groups; default :data:`LADDERS`) scored by :func:`ladder_rows`, medians over domains, with its reach (held-out
+    N over the largest fitted N) and its compute against the first three-size ladder of its group."""
     ladders = LADDERS if ladders is None else ladders
     data = with_settings(data, RUN_SETTINGS)
     data = data[data["seed"] == 0] if "seed" in data else data
     sizes = data.groupby("size_name")["model_size"].first()
     G = data[data["tokens"] == 0].groupby("size_name")["general_loss"].mean()  # each size's base model
     acc, use = [], []
-    for held_out, fitted_sets in ladders.items():
+    for held_out, fitted_sets in ladders:
         unit = next((pilot_compute(data[data["size_name"].isin(f) & data["domain"].isin(CHOSEN_DOMAINS)])
                      for f in fitted_sets if len(f) == 3), np.nan)
         for fitted in fitted_sets:
@@ -1508,8 +1509,8 @@ def ladder_section(data: pd.DataFrame, ladders=None) -> list[str]:
         "chosen domains). Reach: the held-out size's N over the largest fitted N. G step: how much better the held-out "
         "size's base model is than the best fitted one, in general loss (%, < 0: it lies inside the ladder's G), which "
         "is what the G-based pair extrapolates. Compute: the fitted runs' training "
-        "FLOPs (6 N D, CPT and base models, the four domains) over those of the first three-size ladder listed for the "
-        "same held-out size (that of section 1l for xl, 1k for m). Signed %: the mean signed error at the held-out "
+        "FLOPs (6 N D, CPT and base models, the four domains) over those of the first three-size ladder of its group "
+        "(the ladders of sections 1l, 1k and 1f). Signed %: the mean signed error at the held-out "
         "size's largest D (runs that saw the loss's corpus; > 0 over-predicts).", "", md(acc), "",
         f"Usage 1 from the same ladders (tolerance {TOLERANCE:.0%}; the held-out runs' observed crossing and regret as "
         f"in section 1; {CONSENSUS}: dl.usage1_consensus around the recommended pair):", "", md(use), ""]

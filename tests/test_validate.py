@@ -888,7 +888,7 @@ def test_ladder_section_scores_each_ladder_with_its_reach_and_compute(monkeypatc
     df["size_name"] = df["model_size"].map(names)
     df["run_id"] = df["size_name"] + "-" + df["domain_ratio"].round(3).astype(str)
     monkeypatch.setattr(validate, "LADDER_CANDIDATES", ["dcpt"])
-    ladders = {"d": (("b", "c"), ("a", "b", "c"), ("a", "b"))}
+    ladders = [("d", (("b", "c"), ("a", "b", "c"), ("a", "b")))]
     acc, use = validate.ladder_tables(df, ladders)
     assert list(acc["fitted"]) == ["b, c", "a, b, c", "a, b"] and list(acc["law"]) == ["dcpt"] * 3
     assert list(acc["reach"]) == pytest.approx([SIZES[3] / SIZES[2]] * 2 + [SIZES[3] / SIZES[1]])
