@@ -528,6 +528,20 @@ def usage_row(last: pd.DataFrame, ratio: float, L_g0: float, tolerance: float, b
             "L_g rise % at predicted": 100 * raw["general_rise"], "observed crossing r_d": iso["crossing"]}
 
 
+def held_out_point(held: pd.DataFrame, dom: str) -> tuple[pd.DataFrame, np.ndarray, float, float, float]:
+    """Domain ``dom`` at the held-out size (``held``): (its CPT runs, each with its base model's G as the anchored and
+    scaled laws read it; a mask of those at their largest token count, where usage 1 asks; N; that D; L_g0, the base
+    model's general loss, NaN without a base row: no usage 1)."""
+    test = with_base_general(held[held["domain"] == dom])
+    test = test[test["tokens"] > 0]
+    base = held[(held["domain"] == dom) & (held["tokens"] == 0)]
+    L_g0 = float(base["general_loss"].iloc[0]) if len(base) else np.nan
+    if test.empty:
+        return test, np.zeros(0, bool), np.nan, np.nan, L_g0
+    D = float(test["tokens"].max())
+    return test, (test["tokens"] == D).to_numpy(), float(test["model_size"].iloc[0]), D, L_g0
+
+
 def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, title: str = "",
                     label: str = "", held_seeds: pd.DataFrame | None = None, candidates=None,
                     tolerance: float = TOLERANCE, tables: dict | None = None) -> list[str]:
@@ -545,8 +559,7 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
     rows, recs, fig_lines, resid, ceil, ladder, emp = [], [], [], [], [], [], []
     for dom in sorted(set(held["domain"]) & set(complete_domains(small))):
         train = small[small["domain"] == dom]
-        test = with_base_general(held[held["domain"] == dom])  # G of the anchored laws: the held-out base model's
-        test = test[test["tokens"] > 0]
+        test, at_dmax, Nh, D, L_g0 = held_out_point(held, dom)
         if test.empty:  # only its base row so far
             continue
         ladder.append({"domain": dom, "warned": ladder_warned(train)})
@@ -554,11 +567,7 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
         by_seed = seed_means(reps)
         if not by_seed.empty:
             ceil += [{"domain": dom, "target": t, **seed_ceiling(test, by_seed, t)} for t in ("domain", "general")]
-        Nh, D = float(test["model_size"].iloc[0]), float(test["tokens"].max())
-        at_dmax = (test["tokens"] == D).to_numpy()  # where usage 1 asks the law
         last = test[at_dmax]
-        base = held[(held["domain"] == dom) & (held["tokens"] == 0)]  # none: no usage 1 (no L_g0)
-        L_g0 = float(base["general_loss"].iloc[0]) if len(base) else np.nan
         fitted = fit_candidates(train, dom, candidates)
         fitted_n = ", ".join(dl.format_count(n) for n in sorted(train["model_size"].unique()))
         held_n = dl.format_count(Nh)
@@ -577,7 +586,7 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                 row, by_ratio = accuracy_row(f[t], test, at_dmax, by_seed, reps, t)
                 resid.append({"domain": dom, "law": name, "target": t, **by_ratio})
                 rows.append({"domain": dom, "law": name, "target": t, "N fitted": fitted_n, "N held out": held_n, **row})
-            if base.empty:
+            if np.isnan(L_g0):  # no base row: no usage 1
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -601,7 +610,7 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                 resid.append({"domain": dom, "law": route, "target": t, **by_ratio})
                 rows.append({"domain": dom, "law": route, "target": t, "N fitted": fitted_n, "N held out": held_n,
                              **row})
-            if len(base):
+            if not np.isnan(L_g0):
                 try:
                     ratio = c.predict_ratio(D, L_g0, tolerance, model_size=Nh, warn=False).ratio
                 except ValueError:  # not even the smallest ratio keeps within the tolerance, by the cells
@@ -612,7 +621,7 @@ def heldout_section(small: pd.DataFrame, held: pd.DataFrame, figs: Path | None, 
                 recs.append({"domain": dom, "law": route, **usage_row(last, ratio, L_g0, tolerance, by_seed),
                              ("ln G spans past the fitted" if c.x == "base_general_loss" else
                               "ln N spans past the fitted"): c.spans_past(L_g0, Nh)})
-        if len(base):
+        if not np.isnan(L_g0):
             emp.append(crossings_row(train, Nh, last, L_g0, tolerance, by_seed, pool_table=small))
             pair_fit = next((f for c, f in fitted if c == dict(dl.RECOMMENDED_LAW)), None)
             if pair_fit is not None:
@@ -1435,13 +1444,9 @@ def ladder_rows(data: pd.DataFrame, held_out: str, fitted: tuple, candidates=Non
         train = small[small["domain"] == dom]
         if set(fitted) - set(train["size_name"]):
             continue  # a size of this ladder never ran this domain
-        test = with_base_general(held[held["domain"] == dom])
-        test = test[test["tokens"] > 0]
-        base = held[(held["domain"] == dom) & (held["tokens"] == 0)]
-        if test.empty or base.empty:
+        test, at_dmax, Nh, D, L_g0 = held_out_point(held, dom)
+        if test.empty or np.isnan(L_g0):
             continue
-        Nh, D, L_g0 = float(test["model_size"].iloc[0]), float(test["tokens"].max()), float(base["general_loss"].iloc[0])
-        at_dmax = (test["tokens"] == D).to_numpy()
         last, none = test[at_dmax], pd.DataFrame()
         for candidate, f in fit_candidates(train, dom, candidates):
             name = dl.pair_name(candidate) if isinstance(candidate, dict) else candidate
