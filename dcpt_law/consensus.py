@@ -72,10 +72,11 @@ class Consensus:
 
     def __repr__(self) -> str:
         n = int(self.answers["ratio"].notna().sum())
+        check = (f"{'agree' if self.agree else 'DISAGREE'}: threshold {AGREE:g}" if n >= 2 else
+                 "unchecked: no other route answered")
         head = (f"Consensus(N={format_count(self.model_size)}, D={format_count(self.tokens)}, "
-                f"G={self.base_general_loss:.4f}, tolerance {self.tolerance:.1%}: median of {n} routes r_d="
-                f"{self.ratio:.4f}, spread {self.spread:.3f} ({'agree' if self.agree else 'DISAGREE'}: threshold "
-                f"{AGREE:g}))")
+                f"G={self.base_general_loss:.4f}, tolerance {self.tolerance:.1%}: median of {n} route{'s' * (n != 1)} "
+                f"r_d={self.ratio:.4f}, spread {self.spread:.3f} ({check}))")
         rows = []
         for r in self.answers.itertuples():
             interval = f" ({r.lo:.3f}-{r.hi:.3f})" if np.isfinite(r.lo) else ""

@@ -51,7 +51,8 @@ def test_a_route_that_cannot_answer_says_why_and_the_rest_decide(sweep, law_fit)
     a = c.answers.set_index("route")
     assert a["ratio"].notna().sum() == 1 and float(c) == a.loc["law", "ratio"] and not c.agree
     assert a.loc["cells", "note"].startswith("no answer: ") and "3" in a.loc["cells", "note"]
-    assert "no answer" in repr(c)
+    assert "no answer" in repr(c) and "median of 1 route r_d" in repr(c)
+    assert "unchecked: no other route answered" in repr(c) and "DISAGREE" not in repr(c)  # one answer: nothing to compare
 
 
 def test_disagreement_warns(sweep, law_fit, monkeypatch):
