@@ -662,8 +662,6 @@ def test_a_stored_section_is_keyed_by_its_own_code_not_the_rest_of_the_file(monk
     validate._code_version.cache_clear()
 
 
-
-
 def test_keys_are_those_of_the_code_as_imported_not_of_files_edited_during_a_run(monkeypatch):
     """A run that outlives an edit (of validate.py or of dcpt_law) keys its fits and sections by the code it runs:
     the files on disk are not read again."""
@@ -680,6 +678,7 @@ def test_keys_are_those_of_the_code_as_imported_not_of_files_edited_during_a_run
         assert [validate._code_version(s) for s in sections] == before
     finally:
         validate._code_version.cache_clear()
+
 
 def test_binding_headline_counts_binding_cases_and_shared_regrets():
     rec, alt = dl.pair_name(dl.RECOMMENDED_LAW), dl.pair_name(validate.MEAN_PAIR)
