@@ -25,9 +25,9 @@ from .optimisation import (ComputeResult, LimitedDomainResult, RatioResult, allo
 
 __all__ += ["predict_ratio", "ratio_frontier", "optimal_ratio_limited_domain", "allocate_compute", "use_fit", "RatioResult",
             "LimitedDomainResult", "ComputeResult"]
-from .evaluation import SPLITS, evaluate, folds, ratio_regret, summary  # noqa: E402
+from .evaluation import SPLITS, evaluate, folds, limited_domain_line, limited_domain_regret, ratio_regret, summary  # noqa: E402
 
-__all__ += ["evaluate", "folds", "summary", "ratio_regret", "SPLITS"]
+__all__ += ["evaluate", "folds", "summary", "ratio_regret", "limited_domain_line", "limited_domain_regret", "SPLITS"]
 from .crossings import (CrossingPrediction, CrossingScaling, crossing_scaling, domain_loss_turns, law_misses,  # noqa: E402
                         observed_crossings)
 

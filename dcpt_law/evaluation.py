@@ -22,6 +22,7 @@ from .fitting import TARGETS, _check_distinct, _metrics, law_context, prescreene
 from .laws import RATIO_LAWS, AveragedLaw, get_law
 from .search import lm_search
 from .table import fit_rows, law_inputs, load_losses, run_groups, single_domain
+from .units import format_count, parse_count
 
 SPLITS = ("all", "model_size", "tokens", "ratio")
 
@@ -198,3 +199,44 @@ def ratio_regret(observed: pd.DataFrame, ratio: float, base_general_loss: float,
     return {"ratio": float(ratio), "best_ratio": float(r[best]), "regret": at_d / Ld[best] - 1, "crossing": crossing,
             "general_rise": at_g / base_general_loss - 1, "domain_loss": at_d, "general_loss": at_g,
             "bracket": (float(r[r <= ratio].max()), float(r[r >= ratio].min()))}
+
+
+def limited_domain_line(observed: pd.DataFrame, domain_tokens, rtol: float = 0.01) -> pd.Series:
+    """The observed line of usage 2 at one N: r_d -> L_d of the runs at D = ``domain_tokens`` / r_d.
+
+    Usage 2 spends a fixed budget of domain tokens D_d once and fills the rest of D = D_d / r_d with general data;
+    each trained r_d gives one point of that line, at the token count where its run logged D_d / r_d.
+    ``observed``: runs at one N, columns ``tokens``, ``domain_ratio`` and ``domain_loss`` (nats); every logged token
+    count may stay: the rows whose tokens * r_d lies within ``rtol`` of ``domain_tokens`` are the line (repeats at
+    one r_d averaged).
+    """
+    missing = [c for c in ("tokens", "domain_ratio", "domain_loss") if c not in observed.columns]
+    if missing:
+        raise ValueError(f"limited_domain_line: observed needs columns {missing} (runs at one N, each with its "
+                         "logged token counts)")
+    Dd = parse_count(domain_tokens, "domain_tokens")
+    spent = observed["tokens"].to_numpy(float) * observed["domain_ratio"].to_numpy(float)
+    line = observed[np.abs(spent / Dd - 1) <= rtol].groupby("domain_ratio")["domain_loss"].mean().sort_index()
+    if len(line) < 2 or line.isna().any():
+        raise ValueError(f"limited_domain_line: {len(line)} trained ratio(s) logged the line D * r_d = "
+                         f"{format_count(Dd)} with a finite domain_loss; need >= 2: log the token counts "
+                         f"D_d / r_d of each run (e.g. ratios and evaluation points in powers of two)")
+    return line
+
+
+def limited_domain_regret(observed: pd.DataFrame, ratio: float, domain_tokens, rtol: float = 0.01) -> dict:
+    """How much a usage-2 answer ``ratio`` lost, measured on runs at one N along the line D * r_d =
+    ``domain_tokens`` (:func:`limited_domain_line`). The observed L_d at ``ratio`` is interpolated linearly in
+    ln r_d between the two trained ratios around it; ``regret`` = that L_d / the line's lowest L_d - 1 (a share,
+    not %). ``line``: the points read.
+    """
+    line = limited_domain_line(observed, domain_tokens, rtol)
+    r, L = line.index.to_numpy(float), line.to_numpy(float)
+    if not r[0] <= ratio <= r[-1]:
+        raise ValueError(f"limited_domain_regret: ratio={ratio:.4g} is outside the line's trained ratios "
+                         f"{r[0]:.4g}-{r[-1]:.4g}: train the ratios around it first")
+    at = float(np.interp(np.log(ratio), np.log(r), L))
+    best = int(np.argmin(L))
+    return {"ratio": float(ratio), "best_ratio": float(r[best]), "best_loss": float(L[best]), "domain_loss": at,
+            "regret": at / L[best] - 1, "bracket": (float(r[r <= ratio].max()), float(r[r >= ratio].min())),
+            "line": line}

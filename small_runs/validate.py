@@ -1521,6 +1521,116 @@ def ladder_section(data: pd.DataFrame, ladders=None) -> list[str]:
         f"in section 1; {CONSENSUS}: dl.usage1_consensus around the recommended pair):", "", md(use), ""]
 
 
+# Section 7, usage 2 at the held-out size: m's runs along the lines D * r_d = D_d (seed 0, the grid's bases and
+# settings; small_runs/configs/usage2_m*.toml). Their own table, not one of TABLES: section 1 scores the held-out size
+# at the grid's largest D, 524K, and these runs train to 2M
+USAGE2_TABLE = "usage2_m"
+USAGE2_BUDGETS = (16_384, 32_768, 65_536, 131_072)  # D_d, domain tokens: each meets >= 5 of the runs' logged points
+# the experiments that hold out m at seed 0 with RUN_SETTINGS (the runs above continue their held-out base model)
+USAGE2_EXPERIMENTS = ("m", "m4c", "m4x", "m4d", "m4h", "m4c3", "m4x3", "m4d3", "m4h3", "m4c6", "m4d6")
+USAGE2_LAWS = (dl.RECOMMENDED_LAW["domain"], "dcpt")  # usage 2 reads the domain-loss law alone
+EDGE = "pilot edge"  # r_d = D_d / the fitted runs' largest D: as much general data as the pilot logged
+ALONE = "domain data alone"  # r_d = 1, D = D_d
+
+
+def usage2_rows(data: pd.DataFrame, label: str, lines: pd.DataFrame, budgets=USAGE2_BUDGETS) -> list[dict]:
+    """Experiment ``label``'s usage 2 at its held-out size, per domain and budget D_d: each domain law of
+    USAGE2_LAWS its section fits (its stored fits), the pilot edge and domain data alone, scored on ``lines`` (the
+    held-out size's runs along D * r_d = D_d, seed 0) by dl.limited_domain_regret. An answer outside the line's
+    trained ratios is scored at the nearest one (``outside``); each law's MAPE along the line (the law at N, D_d /
+    r_d, r_d against every point) and its signed error at the line's largest D."""
+    fitted, held_out, seeds, settings = experiment_spec(label)
+    small, held = experiment(experiment_data(data, label), fitted, held_out, seeds, settings)
+    rows = []
+    for dom in sorted(set(held["domain"]) & set(small["domain"]) & set(lines["domain"])):
+        train = small[small["domain"] == dom]
+        _, _, Nh, _, G = held_out_point(held, dom)
+        runs = lines[lines["domain"] == dom]
+        base = runs.loc[runs["tokens"] == 0, "general_loss"]
+        if len(base) and not np.isclose(base.iloc[0], G, rtol=1e-3):
+            raise ValueError(f"{USAGE2_TABLE} {dom}: its base model's general loss {base.iloc[0]:.5g} is not that of "
+                             f"{label}'s held-out runs ({G:.5g}): the lines must continue the same base model")
+        runs = runs[runs["tokens"] > 0]
+        laws = {}
+        for candidate, f in fit_candidates(train, dom, section_laws(label)):
+            name = candidate["domain"] if isinstance(candidate, dict) else candidate
+            if name in USAGE2_LAWS:
+                laws.setdefault(name, f)
+        d_max = float(train.loc[train["tokens"] > 0, "tokens"].max())
+        for budget in budgets:
+            line = dl.limited_domain_line(runs, budget)
+            r = line.index.to_numpy(float)
+            answers = {EDGE: (min(1.0, budget / d_max), None), ALONE: (1.0, None)}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for name in USAGE2_LAWS:
+                    if name in laws:
+                        ans = dl.optimal_ratio_limited_domain(Nh, budget, fit=laws[name], warn=False,
+                                                              base_general_loss=G)
+                        pred = laws[name]["domain"].predict(np.full(len(r), Nh), budget / r, r, warn=False,
+                                                            base_general_loss=np.full(len(r), G))
+                        answers[name] = (ans.ratio, pred / line.to_numpy(float) - 1)
+            for name, (ratio, err) in answers.items():
+                res = dl.limited_domain_regret(runs, float(np.clip(ratio, r[0], r[-1])), budget)
+                rows.append({"experiment": label, "domain": dom, "D_d": budget, "answer": name, "r_d": ratio,
+                             "best trained r_d": res["best_ratio"], "regret %": 100 * res["regret"],
+                             "outside": not r[0] <= ratio <= r[-1],
+                             "MAPE % on the line": np.nan if err is None else 100 * np.mean(np.abs(err)),
+                             "signed % at largest D": np.nan if err is None else 100 * err[0]})
+    return rows
+
+
+def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experiments=USAGE2_EXPERIMENTS,
+                   budgets=USAGE2_BUDGETS) -> list[str]:
+    """Section 7: usage 2 at the held-out size (:func:`usage2_rows`), ``lines`` default the committed
+    USAGE2_TABLE."""
+    lines = load([USAGE2_TABLE]) if lines is None else lines
+    head = ["## 7. Usage 2 at the held-out size: a fixed budget of domain tokens", ""]
+    if lines.empty:
+        return head + [f"Not run yet: small_runs/results/{USAGE2_TABLE} holds no runs.", ""]
+    lines = lines[lines["seed"] == 0] if "seed" in lines else lines
+    rows = pd.DataFrame([row for label in experiments if label in EXPERIMENTS
+                         for row in usage2_rows(data, label, lines, budgets)])
+    observed = pd.DataFrame({(dom, dl.format_count(b)): dl.limited_domain_line(lines[(lines["domain"] == dom)
+                                                                                     & (lines["tokens"] > 0)], b)
+                             for dom in sorted(lines["domain"].unique()) for b in budgets}).T
+    observed.columns = [f"r_d {r:.4g}" for r in observed.columns]
+    observed.index.names = ["domain", "D_d"]
+    best = observed.idxmin(axis=1).str.removeprefix("r_d ")
+    observed = (observed / observed.min(axis=1).to_numpy()[:, None] - 1) * 100
+    observed.insert(0, "best r_d", best)
+    rows["|log2(r_d / best)|"] = np.abs(np.log2(rows["r_d"] / rows["best trained r_d"]))
+    summary = rows.groupby(["experiment", "answer"], sort=False).agg(**{
+        "cases": ("regret %", "size"), "median regret %": ("regret %", "median"), "max regret %": ("regret %", "max"),
+        "regret <= 0.3% in": ("regret %", lambda x: int((x <= 0.3).sum())),
+        "median |log2(r_d / best)|": ("|log2(r_d / best)|", "median"), "outside the line": ("outside", "sum"),
+        "median MAPE % on the line": ("MAPE % on the line", "median"),
+        "median signed % at largest D": ("signed % at largest D", "median")}).reset_index()
+    pick = next((label for label in ("m4d", *experiments) if label in set(rows["experiment"])), None)
+    detail = rows[rows["experiment"] == pick].pivot_table(index=["domain", "D_d"], columns="answer",
+                                                           values=["r_d", "regret %"], sort=False)
+    detail.columns = [f"{a} {v}" for v, a in detail.columns]
+    detail = detail[[f"{a} {v}" for a in rows["answer"].unique() for v in ("r_d", "regret %")]].reset_index()
+    return head + [
+        "With D_d domain tokens, usage 2 trains D = D_d / r_d tokens and picks the r_d of the lowest domain loss "
+        "(dl.optimal_ratio_limited_domain: every domain token seen once, the rest general data). The laws fitted on "
+        "the small sizes put the answer at r_d 0.03-0.17, where the grid has no run (r_d >= 0.1, D <= 524K), so the "
+        f"held-out size m trained the lines themselves ({USAGE2_TABLE}, seed 0, the base model of section 1): "
+        "r_d = 1/32 to 1 in powers of two, each logging D in powers of two up to 2M (4x the fitted runs' largest "
+        "D), so every budget below meets 5-6 of them. The observed lines, % above each line's lowest domain loss:",
+        "", md(observed, index=True), "",
+        "Each answer scored on its line (dl.limited_domain_regret: the observed L_d at the answer, linear in ln r_d "
+        "between the trained ratios around it, over the line's lowest; an answer outside the line's trained ratios "
+        "is scored at the nearest). The laws: each experiment's fits of section 1 (the recommended pair's domain "
+        f"law, {USAGE2_LAWS[0]}, and the paper's, dcpt, where the section fits it), at m's N and base-model G. "
+        f"{EDGE}: r_d = D_d / 524K, the fitted runs' largest D (what those runs say: within the D they logged, the "
+        f"smallest r_d was best); {ALONE}: r_d = 1. MAPE on the line: the law's L_d at each point against the run "
+        "(extrapolated in size, and in D past 524K); signed at the largest D (> 0 over-predicts). Medians over the "
+        f"domains and the {len(budgets)} budgets ({', '.join(dl.format_count(b) for b in budgets)} tokens):", "",
+        md(summary), "", f"Per domain and budget ({pick}: {experiment_title(pick)}):" if pick else "", "",
+        md(detail) if pick else "", ""]
+
+
 def _mean_median(mean: pd.DataFrame, median: pd.DataFrame) -> pd.DataFrame:
     """Cells "mean (median)" where they differ, one number where they agree (a single fold)."""
     return mean.combine(median, lambda a, b: pd.Series(
@@ -1853,7 +1963,8 @@ def main(argv=None):
     split_jobs = [(dom, law) for dom in complete_domains(small) for law in SPLIT_LAWS]
     jobs += [(cached_lines, (splits_law, small, dom, law, a.quick)) for dom, law in split_jobs]
     jobs += [(cached_lines, (cross_section, small)), (cached_lines, (cross_section, new_domain_grid(data), CHOSEN_DOMAINS)),
-             (seeds_section, (data,)), (budget_section, (data,)), (ladder_section, (data,))]
+             (seeds_section, (data,)), (budget_section, (data,)), (ladder_section, (data,)),
+             (usage2_section, (data,))]
     if a.jobs > 1:
         with ProcessPoolExecutor(a.jobs, initializer=_use_store, initargs=(FITS, REFIT, REKEY_FROM)) as pool:
             parts = [fut.result() for fut in [pool.submit(fn, *args) for fn, args in jobs]]

@@ -97,6 +97,28 @@ def test_ratio_regret_isotonic_pools_a_lucky_run():
     assert iso["regret"] == pytest.approx(2.0 / 1.98 - 1)
 
 
+def test_limited_domain_regret_reads_the_line_of_one_budget_and_interpolates_in_log_ratio():
+    """Usage 2 scored on runs: only the points with tokens * r_d = D_d form the line (other logged token counts stay
+    in the table), L_d at the answer is linear in ln r_d between trained ratios, and bad input names the fix."""
+    ratios, tokens = [0.125, 0.25, 0.5, 1.0], [1024, 2048, 4096, 8192]
+    runs = pd.DataFrame([{"domain_ratio": r, "tokens": t, "domain_loss": 3.0 + r + 1000 / t}
+                         for r in ratios for t in tokens])
+    line = dl.limited_domain_line(runs, 512)  # r 0.125 at 4096, 0.25 at 2048, 0.5 at 1024 (1.0 would need 512)
+    assert list(line.index) == [0.125, 0.25, 0.5]
+    assert list(line) == pytest.approx([3.125 + 1000 / 4096, 3.25 + 1000 / 2048, 3.5 + 1000 / 1024])
+    out = dl.limited_domain_regret(runs, 0.125 * 2 ** 0.5, "512")  # halfway between 0.125 and 0.25 in ln r_d
+    assert out["best_ratio"] == 0.125 and out["bracket"] == (0.125, 0.25)
+    assert out["domain_loss"] == pytest.approx((line.iloc[0] + line.iloc[1]) / 2)
+    assert out["regret"] == pytest.approx(out["domain_loss"] / line.iloc[0] - 1) and out["regret"] > 0
+    assert dl.limited_domain_regret(runs, 0.125, 512)["regret"] == 0
+    with pytest.raises(ValueError, match="outside the line's trained ratios 0.125-0.5: train the ratios around it"):
+        dl.limited_domain_regret(runs, 1.0, 512)
+    with pytest.raises(ValueError, match=r"1 trained ratio\(s\) logged the line D \* r_d = 8.19K .* need >= 2"):
+        dl.limited_domain_line(runs, 8192)  # only r_d = 1 at 8192 tokens
+    with pytest.raises(ValueError, match=r"observed needs columns \['tokens'\]"):
+        dl.limited_domain_line(runs.drop(columns="tokens"), 512)
+
+
 def test_ratio_regret_names_bad_input():
     obs = _curve([3.0, 2.5, 2.2, 2.0, 1.9, 1.85], [4.0, 4.02, 4.06, 4.10, 4.2, 4.5])
     with pytest.raises(ValueError, match="general_loss"):

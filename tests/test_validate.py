@@ -908,3 +908,43 @@ def test_pilot_compute_counts_each_cpt_run_at_its_largest_d_and_each_base_once()
     rows = pd.DataFrame({"run_id": ["x", "x", "y", "base"], "size_name": ["s"] * 4, "seed": 0,
                          "model_size": 10.0, "tokens": [5.0, 20.0, 30.0, 0.0], "base_tokens": 100.0})
     assert validate.pilot_compute(rows) == 6 * 10 * (20 + 30 + 100)
+
+
+def test_usage2_section_scores_each_answer_on_the_held_out_sizes_lines(monkeypatch):
+    """Section 7 on data from a known law: the law fitted on the three small sizes finds the best r_d of each line
+    at the held-out size (the lines' own runs, further out in D than any fitted run), the pilot's edge and domain
+    data alone lose to it, and lines from another base model than the held-out runs' are refused."""
+    from conftest import TRUE_DOMAIN
+    from dcpt_law.laws import DCPT
+
+    df = synthetic_table(2).assign(**validate.RUN_SETTINGS)
+    df["size_name"] = df["model_size"].map(dict(zip(SIZES, ["a", "b", "c", "d"])))
+    monkeypatch.setattr(validate, "EXPERIMENTS", {"t": (("a", "b", "c"), "d", 1)})
+    monkeypatch.setattr(validate, "CORE_CANDIDATES", ["dcpt"])
+    monkeypatch.setattr(validate, "USAGE2_LAWS", ("dcpt",))
+    G = float(df.loc[(df["size_name"] == "d") & (df["tokens"] == 0), "general_loss"].iloc[0])
+    r, D = (a.ravel() for a in np.meshgrid(2.0 ** -np.arange(6), 2.0 ** np.arange(8) * 1e6, indexing="ij"))
+    lines = pd.DataFrame({"domain": "code", "seed": 0, "domain_ratio": r, "tokens": D,
+                          "domain_loss": DCPT.predict(TRUE_DOMAIN, SIZES[3], D, r), "general_loss": np.nan})
+    lines = pd.concat([lines, pd.DataFrame([{"domain": "code", "seed": 0, "domain_ratio": 0.0, "tokens": 0.0,
+                                             "general_loss": G, "domain_loss": 3.0}])], ignore_index=True)
+    budgets = (1e6, 2e6, 4e6)
+    rows = pd.DataFrame(validate.usage2_rows(df, "t", lines, budgets))
+    assert set(rows["answer"]) == {"dcpt", validate.EDGE, validate.ALONE} and len(rows) == 9
+    law = rows[rows["answer"] == "dcpt"].set_index("D_d")
+    assert (law["MAPE % on the line"] < 2).all(), law
+    for budget in budgets:  # the true law's own answer, scored the same way (the chord between trained ratios
+        # reads high inside a curved line, so even it pays a little)
+        grid = np.geomspace(1 / 32, 1, 2001)
+        true_r = grid[np.argmin(DCPT.predict(TRUE_DOMAIN, SIZES[3], budget / grid, grid))]
+        true_regret = 100 * dl.limited_domain_regret(lines[lines["tokens"] > 0], true_r, budget)["regret"]
+        assert abs(np.log2(law.loc[budget, "r_d"] / true_r)) < 0.25, (law, true_r)
+        assert law.loc[budget, "regret %"] < true_regret + 0.1, (law, true_regret)
+    # the true optimum lies inside each line (r_d 0.3-0.6 here), so r_d = 1 pays for it
+    assert (rows.loc[rows["answer"] == validate.ALONE, "regret %"] > 1).all()
+    edge = rows[rows["answer"] == validate.EDGE]  # D_d / 1e8, the fitted runs' largest D: below 1/32 is outside
+    assert list(edge["r_d"]) == [b / 1e8 for b in budgets] and list(edge["outside"]) == [True, True, False]
+    text = "\n".join(validate.usage2_section(df, lines, ("t",), budgets))
+    assert text.startswith("## 7. Usage 2 at the held-out size") and "| t | dcpt | 3 |" in text, text
+    with pytest.raises(ValueError, match="base model's general loss .* the lines must continue the same base model"):
+        validate.usage2_rows(df, "t", lines.assign(general_loss=lines["general_loss"] * 1.05), budgets)
