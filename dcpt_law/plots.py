@@ -9,6 +9,8 @@
   observed crossings of the runs (:func:`dcpt_law.crossing_scaling`) where given.
 - :func:`tradeoff`: the general/domain loss frontier as r_d sweeps [0, 1], with the tolerance
   line and the recommended point.
+- :func:`limited_domain`: usage 2, the domain loss against r_d at a fixed budget of domain tokens
+  (D = D_d / r_d), one curve per budget, the law's best r_d marked, and the runs along each line where given.
 
 Losses are in nats per token; N in (non-embedding) parameters; D in tokens.
 Colours: the Okabe-Ito palette (colour-blind safe), cycled by order.
@@ -276,6 +278,41 @@ def tradeoff(fit, model_size, tokens, *, tolerance: float = 0.03, base_general_l
                 label=f"recommended $r_d$ = {rec.ratio:.3f}")
         _label(ax, "predicted domain loss (nats/token)", "predicted general loss (nats/token)",
                f"trade-off at N = {format_count(N)}, D = {format_count(D)}")
+        fig.tight_layout()
+    return fig
+
+
+def limited_domain(fit, model_size, domain_tokens, *, base_general_loss=None, observed=None,
+                   min_ratio: float = 1 / 64):
+    """Usage 2: predicted L_d(N, D_d / r_d, r_d) against r_d (log axis, ``min_ratio`` to 1) for each budget D_d of
+    ``domain_tokens`` (one count or several), the answer of :func:`dcpt_law.optimal_ratio_limited_domain` marked
+    (a diamond); with ``observed`` (runs at N, columns tokens, domain_ratio, domain_loss) the runs on each line
+    (:func:`dcpt_law.limited_domain_line`) as stars."""
+    from .evaluation import limited_domain_line
+    from .optimisation import optimal_ratio_limited_domain
+
+    f = load_fit(fit) if isinstance(fit, (str, Path)) else fit
+    N = parse_count(model_size, "model_size")
+    budgets = [parse_count(b, "domain_tokens") for b in np.atleast_1d(np.asarray(domain_tokens, dtype=object))]
+    r = np.geomspace(min_ratio, 1, 241)
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.4, 4.2))
+        for c, Dd in zip(_colours(len(budgets)), budgets):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                best = optimal_ratio_limited_domain(N, Dd, fit=f, min_ratio=min_ratio, warn=False,
+                                                    base_general_loss=base_general_loss)
+                G = None if base_general_loss is None else np.full(len(r), float(base_general_loss))
+                L = f["domain"].predict(np.full(len(r), N), Dd / r, r, warn=False, base_general_loss=G)
+            ax.plot(r, L, "--", color=c, lw=1.3, label=f"$D_d$ = {format_count(Dd)}: law")
+            ax.plot(best.ratio, best.domain_loss, "D", color=c, mec="k", ms=7, zorder=3,
+                    label=f"law's best $r_d$ = {best.ratio:.3g} (D = {format_count(best.tokens)})")
+            if observed is not None:
+                line = limited_domain_line(observed, Dd)
+                ax.plot(line.index, line.to_numpy(), "*", color=c, mec="k", ms=10, zorder=4, label="runs")
+        ax.set_xscale("log")
+        _label(ax, "domain ratio $r_d$ (D = $D_d$ / $r_d$ tokens)", "domain loss (nats/token)",
+               f"usage 2 at N = {format_count(N)}: a fixed budget of domain tokens")
         fig.tight_layout()
     return fig
 

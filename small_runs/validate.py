@@ -1533,15 +1533,11 @@ EDGE = "pilot edge"  # r_d = D_d / the fitted runs' largest D: as much general d
 ALONE = "domain data alone"  # r_d = 1, D = D_d
 
 
-def usage2_rows(data: pd.DataFrame, label: str, lines: pd.DataFrame, budgets=USAGE2_BUDGETS) -> list[dict]:
-    """Experiment ``label``'s usage 2 at its held-out size, per domain and budget D_d: each domain law of
-    USAGE2_LAWS its section fits (its stored fits), the pilot edge and domain data alone, scored on ``lines`` (the
-    held-out size's runs along D * r_d = D_d, seed 0) by dl.limited_domain_regret. An answer outside the line's
-    trained ratios is scored at the nearest one (``outside``); each law's MAPE along the line (the law at N, D_d /
-    r_d, r_d against every point) and its signed error at the line's largest D."""
+def usage2_inputs(data: pd.DataFrame, label: str, lines: pd.DataFrame):
+    """Per domain of experiment ``label`` that ``lines`` ran: (domain, its fitted rows, the held-out N and base G,
+    the held-out size's CPT runs of ``lines``, {domain law of USAGE2_LAWS: its section's stored fit})."""
     fitted, held_out, seeds, settings = experiment_spec(label)
     small, held = experiment(experiment_data(data, label), fitted, held_out, seeds, settings)
-    rows = []
     for dom in sorted(set(held["domain"]) & set(small["domain"]) & set(lines["domain"])):
         train = small[small["domain"] == dom]
         _, _, Nh, _, G = held_out_point(held, dom)
@@ -1550,12 +1546,22 @@ def usage2_rows(data: pd.DataFrame, label: str, lines: pd.DataFrame, budgets=USA
         if len(base) and not np.isclose(base.iloc[0], G, rtol=1e-3):
             raise ValueError(f"{USAGE2_TABLE} {dom}: its base model's general loss {base.iloc[0]:.5g} is not that of "
                              f"{label}'s held-out runs ({G:.5g}): the lines must continue the same base model")
-        runs = runs[runs["tokens"] > 0]
         laws = {}
         for candidate, f in fit_candidates(train, dom, section_laws(label)):
             name = candidate["domain"] if isinstance(candidate, dict) else candidate
             if name in USAGE2_LAWS:
                 laws.setdefault(name, f)
+        yield dom, train, Nh, G, runs[runs["tokens"] > 0], laws
+
+
+def usage2_rows(data: pd.DataFrame, label: str, lines: pd.DataFrame, budgets=USAGE2_BUDGETS) -> list[dict]:
+    """Experiment ``label``'s usage 2 at its held-out size, per domain and budget D_d: each domain law of
+    USAGE2_LAWS its section fits (its stored fits), the pilot edge and domain data alone, scored on ``lines`` (the
+    held-out size's runs along D * r_d = D_d, seed 0) by dl.limited_domain_regret. An answer outside the line's
+    trained ratios is scored at the nearest one (``outside``); each law's MAPE along the line (the law at N, D_d /
+    r_d, r_d against every point) and its signed error at the line's largest D."""
+    rows = []
+    for dom, train, Nh, G, runs, laws in usage2_inputs(data, label, lines):
         d_max = float(train.loc[train["tokens"] > 0, "tokens"].max())
         for budget in budgets:
             line = dl.limited_domain_line(runs, budget)
@@ -1581,9 +1587,10 @@ def usage2_rows(data: pd.DataFrame, label: str, lines: pd.DataFrame, budgets=USA
 
 
 def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experiments=USAGE2_EXPERIMENTS,
-                   budgets=USAGE2_BUDGETS) -> list[str]:
+                   budgets=USAGE2_BUDGETS, figs: Path | None = None) -> list[str]:
     """Section 7: usage 2 at the held-out size (:func:`usage2_rows`), ``lines`` default the committed
-    USAGE2_TABLE."""
+    USAGE2_TABLE; with ``figs``, one figure per domain of the detailed experiment (the recommended domain law
+    along every budget's line, dcpt_law.plots.limited_domain)."""
     lines = load([USAGE2_TABLE]) if lines is None else lines
     head = ["## 7. Usage 2 at the held-out size: a fixed budget of domain tokens", ""]
     if lines.empty:
@@ -1611,6 +1618,16 @@ def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experi
                                                            values=["r_d", "regret %"], sort=False)
     detail.columns = [f"{a} {v}" for v, a in detail.columns]
     detail = detail[[f"{a} {v}" for a in rows["answer"].unique() for v in ("r_d", "regret %")]].reset_index()
+    images = []
+    if figs is not None and pick:
+        from dcpt_law import plots
+
+        for dom, _, Nh, G, runs, laws in usage2_inputs(data, pick, lines):
+            if USAGE2_LAWS[0] in laws:
+                name = f"usage2_{pick}_{dom}"
+                plots.save(plots.limited_domain(laws[USAGE2_LAWS[0]], Nh, list(budgets), base_general_loss=G,
+                                                observed=runs), figs / name)
+                images.append(f"![{dom}, usage 2](figures/{name}.png)")
     return head + [
         "With D_d domain tokens, usage 2 trains D = D_d / r_d tokens and picks the r_d of the lowest domain loss "
         "(dl.optimal_ratio_limited_domain: every domain token seen once, the rest general data). The laws fitted on "
@@ -1628,7 +1645,9 @@ def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experi
         "(extrapolated in size, and in D past 524K); signed at the largest D (> 0 over-predicts). Medians over the "
         f"domains and the {len(budgets)} budgets ({', '.join(dl.format_count(b) for b in budgets)} tokens):", "",
         md(summary), "", f"Per domain and budget ({pick}: {experiment_title(pick)}):" if pick else "", "",
-        md(detail) if pick else "", ""]
+        md(detail) if pick else "", "", *([f"The {USAGE2_LAWS[0]} law of {pick} along each budget's line (dashed), "
+                                            "its answer (diamond) and m's runs (stars):", "", " ".join(images), ""]
+                                           if images else [])]
 
 
 def _mean_median(mean: pd.DataFrame, median: pd.DataFrame) -> pd.DataFrame:
@@ -1956,7 +1975,7 @@ def main(argv=None):
     for old in (out / "figures").glob("heldout_*"):  # regenerated below: none of an older law set is left behind
         old.unlink()
     lines = ["# Validation", "", "Generated by `python -m small_runs.validate` from the committed loss tables "
-             f"({', '.join(f'small_runs/results/{n}' for n in TABLES)}); do not edit by hand.", ""]
+             f"({', '.join(f'small_runs/results/{n}' for n in (*TABLES, USAGE2_TABLE))}); do not edit by hand.", ""]
     jobs = [(heldout_job, heldout_args(data, label, out / "figures")) for label in EXPERIMENTS]
     titles = {label: experiment_title(label) for label in EXPERIMENTS}
     small = experiment(data[data["table"].isin(GRID_TABLES)], SMALL_SIZES, None)[0]
@@ -1964,7 +1983,7 @@ def main(argv=None):
     jobs += [(cached_lines, (splits_law, small, dom, law, a.quick)) for dom, law in split_jobs]
     jobs += [(cached_lines, (cross_section, small)), (cached_lines, (cross_section, new_domain_grid(data), CHOSEN_DOMAINS)),
              (seeds_section, (data,)), (budget_section, (data,)), (ladder_section, (data,)),
-             (usage2_section, (data,))]
+             (usage2_section, (data, None, USAGE2_EXPERIMENTS, USAGE2_BUDGETS, out / "figures"))]
     if a.jobs > 1:
         with ProcessPoolExecutor(a.jobs, initializer=_use_store, initargs=(FITS, REFIT, REKEY_FROM)) as pool:
             parts = [fut.result() for fut in [pool.submit(fn, *args) for fn, args in jobs]]

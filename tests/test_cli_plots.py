@@ -87,6 +87,27 @@ def test_ratio_vs_size_and_tradeoff(small_fit, small):
     np.testing.assert_allclose(front.get_xdata(), dl.ratio_frontier(4e5, 3e7, fit=small_fit)["domain_loss"])
 
 
+def test_limited_domain_draws_each_budgets_curve_answer_and_runs(small_fit):
+    """Usage 2's figure: per budget the law along D = D_d / r_d (dashed), its answer (diamond) at
+    optimal_ratio_limited_domain's r_d and loss, and the runs on the line (stars) where given."""
+    N, budgets = 4e5, [2e6, 8e6]
+    runs = pd.DataFrame([{"tokens": Dd / r, "domain_ratio": r, "domain_loss": float(
+        small_fit["domain"].predict(N, Dd / r, r, warn=False))} for Dd in budgets for r in (0.125, 0.25, 0.5, 1.0)])
+    ax = plots.limited_domain(small_fit, N, budgets, observed=runs).get_axes()[0]
+    dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    diamonds = [ln for ln in ax.get_lines() if ln.get_marker() == "D"]
+    stars = [ln for ln in ax.get_lines() if ln.get_marker() == "*"]
+    assert len(dashed) == len(diamonds) == len(stars) == 2 and ax.get_xscale() == "log"
+    for Dd, curve, mark, seen in zip(budgets, dashed, diamonds, stars):
+        x, y = curve.get_data()
+        np.testing.assert_allclose(y, small_fit["domain"].predict(np.full(len(x), N), Dd / x, x, warn=False))
+        best = dl.optimal_ratio_limited_domain(N, Dd, fit=small_fit, min_ratio=1 / 64, warn=False)
+        assert mark.get_xdata()[0] == pytest.approx(best.ratio) and mark.get_ydata()[0] == pytest.approx(best.domain_loss)
+        assert min(y) == pytest.approx(best.domain_loss, rel=1e-3)  # the diamond sits at the curve's lowest point
+        np.testing.assert_allclose(seen.get_xdata(), [0.125, 0.25, 0.5, 1.0])
+    assert len(plots.limited_domain(small_fit, N, "2M").get_axes()[0].get_lines()) == 2  # one budget, no runs
+
+
 def test_save_all_writes_png_and_pdf(tmp_path, small_fit, small):
     paths = plots.save_all(small_fit, small, tmp_path)
     names = {p.stem for p in paths}

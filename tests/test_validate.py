@@ -910,7 +910,7 @@ def test_pilot_compute_counts_each_cpt_run_at_its_largest_d_and_each_base_once()
     assert validate.pilot_compute(rows) == 6 * 10 * (20 + 30 + 100)
 
 
-def test_usage2_section_scores_each_answer_on_the_held_out_sizes_lines(monkeypatch):
+def test_usage2_section_scores_each_answer_on_the_held_out_sizes_lines(monkeypatch, tmp_path):
     """Section 7 on data from a known law: the law fitted on the three small sizes finds the best r_d of each line
     at the held-out size (the lines' own runs, further out in D than any fitted run), the pilot's edge and domain
     data alone lose to it, and lines from another base model than the held-out runs' are refused."""
@@ -944,7 +944,8 @@ def test_usage2_section_scores_each_answer_on_the_held_out_sizes_lines(monkeypat
     assert (rows.loc[rows["answer"] == validate.ALONE, "regret %"] > 1).all()
     edge = rows[rows["answer"] == validate.EDGE]  # D_d / 1e8, the fitted runs' largest D: below 1/32 is outside
     assert list(edge["r_d"]) == [b / 1e8 for b in budgets] and list(edge["outside"]) == [True, True, False]
-    text = "\n".join(validate.usage2_section(df, lines, ("t",), budgets))
+    text = "\n".join(validate.usage2_section(df, lines, ("t",), budgets, figs=tmp_path))
     assert text.startswith("## 7. Usage 2 at the held-out size") and "| t | dcpt | 3 |" in text, text
+    assert "![code, usage 2](figures/usage2_t_code.png)" in text and (tmp_path / "usage2_t_code.pdf").exists()
     with pytest.raises(ValueError, match="base model's general loss .* the lines must continue the same base model"):
         validate.usage2_rows(df, "t", lines.assign(general_loss=lines["general_loss"] * 1.05), budgets)
