@@ -18,6 +18,9 @@
 4. Seed noise floor: seeds 1-5 beside seed 0 of the same runs.
 5. Base budget against size: how much of a lower G from longer pre-training reaches the domain loss, against a
    lower G from a larger model.
+6. How many sizes to fit on: ladders of 2-5 sizes below one top, and a lower top.
+7. Usage 2 at the held-out size: runs along the lines D * r_d = D_d (a fixed budget of domain tokens) against the
+   laws' answers, the pilot's edge and domain data alone.
 
 Sections whose data are not committed yet say so and are skipped. Only dcpt_law is needed (no torch).
 """
