@@ -233,11 +233,35 @@ def cmd_evaluate(a):
 
 
 def cmd_plot(a):
+    import numpy as np
+
+    import dcpt_law as dl
     from dcpt_law import plots
 
     paths = plots.save_all(a.fit, a.losses, a.out, tokens=a.tokens)
+    if a.domain_tokens:  # usage 2's figure at N (default: the largest swept size, with the runs on its lines)
+        df = dl.load_losses(a.losses)
+        f = dl.load_fit(a.fit)
+        df = df[df["domain"] == f.domain] if f.domain and "domain" in df else df
+        N = dl.parse_count(a.model_size, "model_size") if a.model_size else float(df["model_size"].max())
+        runs = df[np.isclose(df["model_size"], N) & (df["tokens"] > 0)]
+        on_lines = all(_has_line(runs, b) for b in a.domain_tokens)
+        fig = plots.limited_domain(f, N, a.domain_tokens, base_general_loss=a.base_general_loss,
+                                   observed=runs if len(runs) and on_lines else None)
+        paths += plots.save(fig, Path(a.out) / "limited_domain")
     for p in paths:
         print(p)
+
+
+def _has_line(runs, budget) -> bool:
+    """Whether ``runs`` logged >= 2 points of usage 2's line D * r_d = ``budget``."""
+    import dcpt_law as dl
+
+    try:
+        dl.limited_domain_line(runs, budget)
+    except ValueError:
+        return False
+    return True
 
 
 def cmd_report(a):
@@ -407,6 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("losses")
     pl.add_argument("--out", required=True)
     pl.add_argument("--tokens", help="token budget for the ratio-vs-size figure (default: largest fitted D)")
+    pl.add_argument("--domain-tokens", nargs="+", help="usage 2 as well: the domain loss along D = D_d / r_d for "
+                    "each of these budgets D_d (e.g. 64K 128K), figure limited_domain")
+    pl.add_argument("--model-size", help="N of the usage-2 figure (default: the largest swept size)")
+    pl.add_argument("--base-general-loss", type=float, help="G of that model's base (the scaled laws at an unswept N)")
     pl.set_defaults(func=cmd_plot)
 
     rp = sub.add_parser("report", help="one self-contained HTML report: figures, fit, generalisation, recommendation")

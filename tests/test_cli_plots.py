@@ -108,6 +108,23 @@ def test_limited_domain_draws_each_budgets_curve_answer_and_runs(small_fit):
     assert len(plots.limited_domain(small_fit, N, "2M").get_axes()[0].get_lines()) == 2  # one budget, no runs
 
 
+def test_cli_plot_adds_usage_2_with_the_runs_on_its_lines(tmp_path, small_fit, small):
+    """`dcpt plot ... --domain-tokens`: the limited_domain figure beside the standard ones (at the largest swept
+    size; this table logged no point of those lines, so the figure has the law alone)."""
+    fit_path = tmp_path / "fit.json"
+    small_fit.save(fit_path)
+    cli.main(["plot", str(fit_path), _csv(tmp_path, small), "--out", str(tmp_path / "figs"),
+              "--domain-tokens", "2M", "8M"])
+    assert (tmp_path / "figs" / "limited_domain.png").exists() and (tmp_path / "figs" / "limited_domain.pdf").exists()
+    assert (tmp_path / "figs" / "parity.png").exists()  # the standard figures still
+
+
+def _csv(tmp_path, df) -> str:
+    path = tmp_path / "losses.csv"
+    df.to_csv(path, index=False)
+    return str(path)
+
+
 def test_save_all_writes_png_and_pdf(tmp_path, small_fit, small):
     paths = plots.save_all(small_fit, small, tmp_path)
     names = {p.stem for p in paths}
