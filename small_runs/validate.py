@@ -1582,6 +1582,7 @@ def usage2_rows(data: pd.DataFrame, label: str, lines: pd.DataFrame, budgets=USA
             for name, (ratio, err) in answers.items():
                 res = dl.limited_domain_regret(runs, float(np.clip(ratio, r[0], r[-1])), budget)
                 rows.append({"experiment": label, "domain": dom, "D_d": budget, "answer": name, "r_d": ratio,
+                             "fitted D max": d_max,
                              "best trained r_d": res["best_ratio"], "regret %": 100 * res["regret"],
                              "outside": not r[0] <= ratio <= r[-1],
                              "MAPE % on the line": np.nan if err is None else 100 * np.mean(np.abs(err)),
@@ -1610,6 +1611,12 @@ def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experi
     observed = (observed / observed.min(axis=1).to_numpy()[:, None] - 1) * 100
     observed.insert(0, "best r_d", best)
     rows["|log2(r_d / best)|"] = np.abs(np.log2(rows["r_d"] / rows["best trained r_d"]))
+    laws_r = rows.loc[rows["answer"].isin(USAGE2_LAWS), "r_d"]
+    cpt = lines[lines["tokens"] > 0]
+    ratios = ", ".join(f"1/{round(1 / r)}" if r < 1 else "1" for r in sorted(cpt["domain_ratio"].unique()))
+    d_top = float(cpt["tokens"].max())
+    counts = observed.notna().sum(axis=1)
+    n_points = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"
     summary = rows.groupby(["experiment", "answer"], sort=False).agg(**{
         "cases": ("regret %", "size"), "median regret %": ("regret %", "median"), "max regret %": ("regret %", "max"),
         "regret <= 0.3% in": ("regret %", lambda x: int((x <= 0.3).sum())),
@@ -1634,16 +1641,18 @@ def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experi
     return head + [
         "With D_d domain tokens, usage 2 trains D = D_d / r_d tokens and picks the r_d of the lowest domain loss "
         "(dl.optimal_ratio_limited_domain: every domain token seen once, the rest general data). The laws fitted on "
-        "the small sizes put the answer at r_d 0.03-0.17, where the grid has no run (r_d >= 0.1, D <= 524K), so the "
-        f"held-out size m trained the lines themselves ({USAGE2_TABLE}, seed 0, the base model of section 1): "
-        "r_d = 1/32 to 1 in powers of two, each logging D in powers of two up to 2M (4x the fitted runs' largest "
-        "D), so every budget below meets 5-6 of them. The observed lines, % above each line's lowest domain loss:",
+        f"the small sizes put the answer at r_d {laws_r.min():.2g}-{laws_r.max():.2g} for these budgets, where the "
+        "grid has no run (r_d 0 or >= 0.1, D <= 524K), so the held-out size trained the lines themselves "
+        f"(small_runs/results/{USAGE2_TABLE}, seed 0, the base model of section 1): r_d = {ratios} (powers of two), "
+        f"each logging D in powers of two up to {dl.format_count(d_top)}, so each budget meets {n_points} of them. "
+        "The observed lines, % above each line's lowest domain loss:",
         "", md(observed, index=True), "",
         "Each answer scored on its line (dl.limited_domain_regret: the observed L_d at the answer, linear in ln r_d "
         "between the trained ratios around it, over the line's lowest; an answer outside the line's trained ratios "
         "is scored at the nearest). The laws: each experiment's fits of section 1 (the recommended pair's domain "
         f"law, {USAGE2_LAWS[0]}, and the paper's, dcpt, where the section fits it), at m's N and base-model G. "
-        f"{EDGE}: r_d = D_d / 524K, the fitted runs' largest D (what those runs say: within the D they logged, the "
+        f"{EDGE}: r_d = D_d / {dl.format_count(rows['fitted D max'].max())}, the fitted runs' largest D (what "
+        "those runs say: within the D they logged, the "
         f"smallest r_d was best); {ALONE}: r_d = 1. MAPE on the line: the law's L_d at each point against the run "
         "(extrapolated in size, and in D past 524K); signed at the largest D (> 0 over-predicts). Medians over the "
         f"domains and the {len(budgets)} budgets ({', '.join(dl.format_count(b) for b in budgets)} tokens):", "",
