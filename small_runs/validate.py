@@ -1567,7 +1567,10 @@ def usage2_rows(data: pd.DataFrame, label: str, lines: pd.DataFrame, budgets=USA
     for dom, train, Nh, G, runs, laws in usage2_inputs(data, label, lines):
         d_max = float(train.loc[train["tokens"] > 0, "tokens"].max())
         for budget in budgets:
-            line = dl.limited_domain_line(runs, budget)
+            try:
+                line = dl.limited_domain_line(runs, budget)
+            except ValueError:  # not run yet: usage2_section names the lines it lacks
+                continue
             r = line.index.to_numpy(float)
             answers = {EDGE: (min(1.0, budget / d_max), None), ALONE: (1.0, None)}
             with warnings.catch_warnings():
@@ -1602,9 +1605,15 @@ def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experi
     lines = lines[lines["seed"] == 0] if "seed" in lines else lines
     rows = pd.DataFrame([row for label in experiments if label in EXPERIMENTS
                          for row in usage2_rows(data, label, lines, budgets)])
-    observed = pd.DataFrame({(dom, dl.format_count(b)): dl.limited_domain_line(lines[(lines["domain"] == dom)
-                                                                                     & (lines["tokens"] > 0)], b)
-                             for dom in sorted(lines["domain"].unique()) for b in budgets}).T
+    observed, missing = {}, []
+    for dom in sorted(lines["domain"].unique()):
+        for b in budgets:
+            try:
+                observed[dom, f"{int(b):,}"] = dl.limited_domain_line(lines[(lines["domain"] == dom)
+                                                                                 & (lines["tokens"] > 0)], b)
+            except ValueError:
+                missing.append(f"{dom} at {int(b):,}")
+    observed = pd.DataFrame(observed).T
     observed.columns = [f"r_d {r:.4g}" for r in observed.columns]
     observed.index.names = ["domain", "D_d"]
     best = observed.idxmin(axis=1).str.removeprefix("r_d ")
@@ -1628,6 +1637,7 @@ def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experi
                                                            values=["r_d", "regret %"], sort=False)
     detail.columns = [f"{a} {v}" for v, a in detail.columns]
     detail = detail[[f"{a} {v}" for a in rows["answer"].unique() for v in ("r_d", "regret %")]].reset_index()
+    detail["D_d"] = [f"{int(b):,}" for b in detail["D_d"]]
     images = []
     if figs is not None and pick:
         from dcpt_law import plots
@@ -1647,6 +1657,7 @@ def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experi
         f"each logging D in powers of two up to {dl.format_count(d_top)}, so each budget meets {n_points} of them. "
         "The observed lines, % above each line's lowest domain loss:",
         "", md(observed, index=True), "",
+        *([f"Lines with fewer than 2 points run yet, not scored: {', '.join(missing)}.", ""] if missing else []),
         "Each answer scored on its line (dl.limited_domain_regret: the observed L_d at the answer, linear in ln r_d "
         "between the trained ratios around it, over the line's lowest; an answer outside the line's trained ratios "
         "is scored at the nearest). The laws: each experiment's fits of section 1 (the recommended pair's domain "
@@ -1655,7 +1666,7 @@ def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experi
         "those runs say: within the D they logged, the "
         f"smallest r_d was best); {ALONE}: r_d = 1. MAPE on the line: the law's L_d at each point against the run "
         "(extrapolated in size, and in D past 524K); signed at the largest D (> 0 over-predicts). Medians over the "
-        f"domains and the {len(budgets)} budgets ({', '.join(dl.format_count(b) for b in budgets)} tokens):", "",
+        f"domains and the {len(budgets)} budgets ({', '.join(f'{int(b):,}' for b in budgets)} tokens):", "",
         md(summary), "", f"Per domain and budget ({pick}: {experiment_title(pick)}):" if pick else "", "",
         md(detail) if pick else "", "", *([f"The {USAGE2_LAWS[0]} law of {pick} along each budget's line (dashed), "
                                             "its answer (diamond) and m's runs (stars):", "", " ".join(images), ""]
