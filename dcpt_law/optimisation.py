@@ -307,6 +307,13 @@ def optimal_ratio_limited_domain(model_size, domain_tokens, *, fit=None, min_rat
     r = best(None)
     # the answer trains D = Dd / r tokens: the extrapolation check belongs there, not at Dd
     res = LimitedDomainResult(r, Dd / r, float(fd.predict(N, Dd / r, r, warn=warn, base_general_loss=G)), N, Dd)
+    d_fit = fd.ranges.get("tokens", (np.nan, np.inf))[1]
+    if warn and Dd / r > d_fit * (1 + 1e-9):
+        _warn.emit(f"usage 2: the answer r_d = {r:.3g} trains D = {format_count(Dd / r)} tokens, {Dd / r / d_fit:.2g}x "
+                   f"the largest fitted D ({format_count(d_fit)}): where the best r_d lies rests on the law's shape in "
+                   "D past its runs (held out at a 4x larger model, 1.6-4x past the fitted D, our laws put it 1.2-1.8 "
+                   "doublings of r_d too high and lost a median 2-4% of domain loss: docs/validation.md section 7); "
+                   "run pilots that reach this D at such small r_d before trusting it", _warn.ExtrapolationWarning)
     if warn and r <= min_ratio * (1 + 1e-3):
         _warn.emit(f"usage 2: r_d = {r:.4g} is min_ratio: by the law, mixing in still more general data (beyond "
                    f"{format_count(Dd / r)} CPT tokens) would lower the domain loss further; the answer is set by "

@@ -1,3 +1,4 @@
+import re
 import warnings
 
 import numpy as np
@@ -127,8 +128,20 @@ def test_limited_domain_data_warns_where_its_answer_trains_and_when_min_ratio_se
         free = dl.optimal_ratio_limited_domain(N, Dd, fit=dl.Fit({"domain": truth["domain"], "general": truth["general"]},
                                                                   base=truth.base_losses))
     assert 0.1 < free.ratio < 0.5 and free.tokens > 10 * 3e4
-    with pytest.warns(dl.ExtrapolationWarning, match=r"tokens .* more than 10x outside"):
+    with pytest.warns(dl.ExtrapolationWarning) as seen:
         dl.optimal_ratio_limited_domain(N, Dd, fit=f)
+    said = " | ".join(str(w.message) for w in seen)
+    assert re.search(r"tokens .* more than 10x outside", said) and "14x the largest fitted D" in said, said
+    # any answer past the fitted D says so, with how far (usage 2's answers there were the least reliable)
+    with pytest.warns(dl.ExtrapolationWarning, match=r"usage 2: the answer r_d = .* trains D = .*x the largest "
+                                                     r"fitted D \(30K\)"):
+        dl.optimal_ratio_limited_domain(N, 5e3, fit=f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        inside = dl.optimal_ratio_limited_domain(N, 5e3, fit=dl.Fit({"domain": dl.LawFit(
+            DCPT, "domain", TRUE_DOMAIN, ranges={"model_size": (1e5, 1e6), "tokens": (2e3, 1e6)}),
+            "general": truth["general"]}, base=truth.base_losses))
+    assert inside.tokens < 1e6
     with pytest.warns(dl.FitWarning, match="min_ratio"):
         capped = dl.optimal_ratio_limited_domain(N, Dd, fit=truth, min_ratio=0.5)
     assert capped.ratio == pytest.approx(0.5, abs=1e-6)
