@@ -1532,15 +1532,22 @@ USAGE2_BUDGETS = (16_384, 32_768, 65_536, 131_072)  # D_d, domain tokens: each m
 # the experiments that hold out m at seed 0 with RUN_SETTINGS (the runs above continue their held-out base model)
 USAGE2_EXPERIMENTS = ("m", "m4c", "m4x", "m4d", "m4h", "m4c3", "m4x3", "m4d3", "m4h3", "m4c6", "m4d6")
 USAGE2_LAWS = (dl.RECOMMENDED_LAW["domain"], "dcpt")  # usage 2 reads the domain-loss law alone
+# pilots that swept small ratios too: experiment -> the table of its fitted sizes' extra runs (the same base models)
+USAGE2_PILOTS = {"m4d": "usage2_ladder4"}
+PILOT_TAG = "+ r_d 1/64-1/16 runs"  # the experiment name of a fit on those
 EDGE = "pilot edge"  # r_d = D_d / the fitted runs' largest D: as much general data as the pilot logged
 ALONE = "domain data alone"  # r_d = 1, D = D_d
 
 
-def usage2_inputs(data: pd.DataFrame, label: str, lines: pd.DataFrame):
+def usage2_inputs(data: pd.DataFrame, label: str, lines: pd.DataFrame, extra: pd.DataFrame | None = None):
     """Per domain of experiment ``label`` that ``lines`` ran: (domain, its fitted rows, the held-out N and base G,
-    the held-out size's CPT runs of ``lines``, {domain law of USAGE2_LAWS: its section's stored fit})."""
+    the held-out size's CPT runs of ``lines``, {domain law of USAGE2_LAWS: its fit}). The fits are its section's
+    stored ones; with ``extra`` (more runs of the fitted sizes, e.g. at small ratios, from the same base models)
+    each law is fitted to the domain loss of both (stored like every fit)."""
     fitted, held_out, seeds, settings = experiment_spec(label)
     small, held = experiment(experiment_data(data, label), fitted, held_out, seeds, settings)
+    if extra is not None:
+        extra = experiment(experiment_data(extra, label), fitted, held_out, seeds, settings)[0]
     for dom in sorted(set(held["domain"]) & set(small["domain"]) & set(lines["domain"])):
         train = small[small["domain"] == dom]
         _, _, Nh, _, G = held_out_point(held, dom)
@@ -1550,21 +1557,34 @@ def usage2_inputs(data: pd.DataFrame, label: str, lines: pd.DataFrame):
             raise ValueError(f"{USAGE2_TABLE} {dom}: its base model's general loss {base.iloc[0]:.5g} is not that of "
                              f"{label}'s held-out runs ({G:.5g}): the lines must continue the same base model")
         laws = {}
-        for candidate, f in fit_candidates(train, dom, section_laws(label)):
-            name = candidate["domain"] if isinstance(candidate, dict) else candidate
-            if name in USAGE2_LAWS:
-                laws.setdefault(name, f)
+        if extra is None:
+            for candidate, f in fit_candidates(train, dom, section_laws(label)):
+                name = candidate["domain"] if isinstance(candidate, dict) else candidate
+                if name in USAGE2_LAWS:
+                    laws.setdefault(name, f)
+        else:
+            more = extra[extra["domain"] == dom]
+            if more.empty:
+                continue
+            bases = train[train["tokens"] == 0].groupby("size_name")["general_loss"].first()
+            theirs = more[more["tokens"] == 0].groupby("size_name")["general_loss"].first()
+            if not np.allclose(theirs, bases.reindex(theirs.index), rtol=1e-3):
+                raise ValueError(f"{label} {dom}: the extra runs' base models are not the fitted sizes' own "
+                                 f"({theirs.round(5).to_dict()} against {bases.round(5).to_dict()})")
+            train = pd.concat([train, more[more["tokens"] > 0]], ignore_index=True)
+            laws = {name: cached_fit(train, name, dom, target="domain") for name in USAGE2_LAWS}
         yield dom, train, Nh, G, runs[runs["tokens"] > 0], laws
 
 
-def usage2_rows(data: pd.DataFrame, label: str, lines: pd.DataFrame, budgets=USAGE2_BUDGETS) -> list[dict]:
+def usage2_rows(data: pd.DataFrame, label: str, lines: pd.DataFrame, budgets=USAGE2_BUDGETS,
+                extra: pd.DataFrame | None = None, name: str | None = None) -> list[dict]:
     """Experiment ``label``'s usage 2 at its held-out size, per domain and budget D_d: each domain law of
     USAGE2_LAWS its section fits (its stored fits), the pilot edge and domain data alone, scored on ``lines`` (the
     held-out size's runs along D * r_d = D_d, seed 0) by dl.limited_domain_regret. An answer outside the line's
     trained ratios is scored at the nearest one (``outside``); each law's MAPE along the line (the law at N, D_d /
     r_d, r_d against every point) and its signed error at the line's largest D."""
-    rows = []
-    for dom, train, Nh, G, runs, laws in usage2_inputs(data, label, lines):
+    rows, tag = [], name or label
+    for dom, train, Nh, G, runs, laws in usage2_inputs(data, label, lines, extra):
         d_max = float(train.loc[train["tokens"] > 0, "tokens"].max())
         for budget in budgets:
             try:
@@ -1575,16 +1595,16 @@ def usage2_rows(data: pd.DataFrame, label: str, lines: pd.DataFrame, budgets=USA
             answers = {EDGE: (min(1.0, budget / d_max), None), ALONE: (1.0, None)}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                for name in USAGE2_LAWS:
-                    if name in laws:
-                        ans = dl.optimal_ratio_limited_domain(Nh, budget, fit=laws[name], warn=False,
+                for law in USAGE2_LAWS:
+                    if law in laws:
+                        ans = dl.optimal_ratio_limited_domain(Nh, budget, fit=laws[law], warn=False,
                                                               base_general_loss=G)
-                        pred = laws[name]["domain"].predict(np.full(len(r), Nh), budget / r, r, warn=False,
-                                                            base_general_loss=np.full(len(r), G))
-                        answers[name] = (ans.ratio, pred / line.to_numpy(float) - 1)
-            for name, (ratio, err) in answers.items():
+                        pred = laws[law]["domain"].predict(np.full(len(r), Nh), budget / r, r, warn=False,
+                                                           base_general_loss=np.full(len(r), G))
+                        answers[law] = (ans.ratio, pred / line.to_numpy(float) - 1)
+            for answer, (ratio, err) in answers.items():
                 res = dl.limited_domain_regret(runs, float(np.clip(ratio, r[0], r[-1])), budget)
-                rows.append({"experiment": label, "domain": dom, "D_d": budget, "answer": name, "r_d": ratio,
+                rows.append({"experiment": tag, "domain": dom, "D_d": budget, "answer": answer, "r_d": ratio,
                              "fitted D max": d_max,
                              "best trained r_d": res["best_ratio"], "regret %": 100 * res["regret"],
                              "outside": not r[0] <= ratio <= r[-1],
@@ -1594,7 +1614,7 @@ def usage2_rows(data: pd.DataFrame, label: str, lines: pd.DataFrame, budgets=USA
 
 
 def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experiments=USAGE2_EXPERIMENTS,
-                   budgets=USAGE2_BUDGETS, figs: Path | None = None) -> list[str]:
+                   budgets=USAGE2_BUDGETS, figs: Path | None = None, pilots: dict | None = None) -> list[str]:
     """Section 7: usage 2 at the held-out size (:func:`usage2_rows`), ``lines`` default the committed
     USAGE2_TABLE; with ``figs``, one figure per domain of the detailed experiment (the recommended domain law
     along every budget's line, dcpt_law.plots.limited_domain)."""
@@ -1603,8 +1623,13 @@ def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experi
     if lines.empty:
         return head + [f"Not run yet: small_runs/results/{USAGE2_TABLE} holds no runs.", ""]
     lines = lines[lines["seed"] == 0] if "seed" in lines else lines
+    pilots = {label: table for label, table in (USAGE2_PILOTS if pilots is None else pilots).items()
+              if label in experiments and label in EXPERIMENTS}
+    extras = {label: load([table]) if isinstance(table, str) else table for label, table in pilots.items()}
     rows = pd.DataFrame([row for label in experiments if label in EXPERIMENTS
-                         for row in usage2_rows(data, label, lines, budgets)])
+                         for row in usage2_rows(data, label, lines, budgets)]
+                        + [row for label, extra in extras.items() if not extra.empty
+                           for row in usage2_rows(data, label, lines, budgets, extra, f"{label} {PILOT_TAG}")])
     observed, missing = {}, []
     for dom in sorted(lines["domain"].unique()):
         for b in budgets:
@@ -1633,11 +1658,18 @@ def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experi
         "median MAPE % on the line": ("MAPE % on the line", "median"),
         "median signed % at largest D": ("signed % at largest D", "median")}).reset_index()
     pick = next((label for label in ("m4d", *experiments) if label in set(rows["experiment"])), None)
-    detail = rows[rows["experiment"] == pick].pivot_table(index=["domain", "D_d"], columns="answer",
-                                                           values=["r_d", "regret %"], sort=False)
-    detail.columns = [f"{a} {v}" for v, a in detail.columns]
-    detail = detail[[f"{a} {v}" for a in rows["answer"].unique() for v in ("r_d", "regret %")]].reset_index()
-    detail["D_d"] = [f"{int(b):,}" for b in detail["D_d"]]
+    details = []
+    for label in [pick, *(f"{p} {PILOT_TAG}" for p in pilots)]:
+        part = rows[rows["experiment"] == label]
+        if part.empty:
+            continue
+        detail = part.pivot_table(index=["domain", "D_d"], columns="answer", values=["r_d", "regret %"], sort=False)
+        detail.columns = [f"{a} {v}" for v, a in detail.columns]
+        detail = detail[[f"{a} {v}" for a in part["answer"].unique() for v in ("r_d", "regret %")]].reset_index()
+        detail["D_d"] = [f"{int(b):,}" for b in detail["D_d"]]
+        title = experiment_title(label.split()[0]) + (f", with its fitted sizes' runs at r_d 1/64, 1/32, 1/16 "
+                                                      "(the laws refitted)" if label != pick else "")
+        details += [f"Per domain and budget ({label.split()[0]}: {title}):", "", md(detail), ""]
     images = []
     if figs is not None and pick:
         from dcpt_law import plots
@@ -1664,11 +1696,15 @@ def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experi
         f"law, {USAGE2_LAWS[0]}, and the paper's, dcpt, where the section fits it), at m's N and base-model G. "
         f"{EDGE}: r_d = D_d / {dl.format_count(rows['fitted D max'].max())}, the fitted runs' largest D (what "
         "those runs say: within the D they logged, the "
-        f"smallest r_d was best); {ALONE}: r_d = 1. MAPE on the line: the law's L_d at each point against the run "
+        f"smallest r_d was best); {ALONE}: r_d = 1. "
+        + "".join(f"{label} {PILOT_TAG}: {label}'s fitted sizes also ran r_d 1/64, 1/32 and 1/16 to the grid's D "
+                  f"(small_runs/results/{pilots[label]}, the same base models), and each law is refitted to the domain "
+                  "loss of all their runs: a pilot that swept the small ratios usage 2 asks about. "
+                  for label, extra in extras.items() if not extra.empty)
+        + "MAPE on the line: the law's L_d at each point against the run "
         "(extrapolated in size, and in D past 524K); signed at the largest D (> 0 over-predicts). Medians over the "
         f"domains and the {len(budgets)} budgets ({', '.join(f'{int(b):,}' for b in budgets)} tokens):", "",
-        md(summary), "", f"Per domain and budget ({pick}: {experiment_title(pick)}):" if pick else "", "",
-        md(detail) if pick else "", "", *([f"The {USAGE2_LAWS[0]} law of {pick} along each budget's line (dashed), "
+        md(summary), "", *details, *([f"The {USAGE2_LAWS[0]} law of {pick} along each budget's line (dashed), "
                                             "its answer (diamond) and m's runs (stars):", "", " ".join(images), ""]
                                            if images else [])]
 
@@ -1998,7 +2034,7 @@ def main(argv=None):
     for old in (out / "figures").glob("heldout_*"):  # regenerated below: none of an older law set is left behind
         old.unlink()
     lines = ["# Validation", "", "Generated by `python -m small_runs.validate` from the committed loss tables "
-             f"({', '.join(f'small_runs/results/{n}' for n in (*TABLES, USAGE2_TABLE))}); do not edit by hand.", ""]
+             f"({', '.join(f'small_runs/results/{n}' for n in (*TABLES, USAGE2_TABLE, *USAGE2_PILOTS.values()))}); do not edit by hand.", ""]
     jobs = [(heldout_job, heldout_args(data, label, out / "figures")) for label in EXPERIMENTS]
     titles = {label: experiment_title(label) for label in EXPERIMENTS}
     small = experiment(data[data["table"].isin(GRID_TABLES)], SMALL_SIZES, None)[0]

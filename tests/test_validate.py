@@ -949,3 +949,14 @@ def test_usage2_section_scores_each_answer_on_the_held_out_sizes_lines(monkeypat
     assert "![code, usage 2](figures/usage2_t_code.png)" in text and (tmp_path / "usage2_t_code.pdf").exists()
     with pytest.raises(ValueError, match="base model's general loss .* the lines must continue the same base model"):
         validate.usage2_rows(df, "t", lines.assign(general_loss=lines["general_loss"] * 1.05), budgets)
+    # a pilot that also ran small ratios at the fitted sizes (the same base models): each law refitted on both
+    extra = synthetic_table(3, sizes=SIZES[:3], ratios=np.array([1 / 64, 1 / 32, 1 / 16])).assign(
+        **validate.RUN_SETTINGS)
+    extra["size_name"] = extra["model_size"].map(dict(zip(SIZES, ["a", "b", "c"])))
+    piloted = pd.DataFrame(validate.usage2_rows(df, "t", lines, budgets, extra, "t piloted"))
+    assert set(piloted["experiment"]) == {"t piloted"} and len(piloted) == 9
+    assert (piloted.loc[piloted["answer"] == "dcpt", "MAPE % on the line"] < 2).all()
+    text = "\n".join(validate.usage2_section(df, lines, ("t",), budgets, pilots={"t": extra}))
+    assert f"| t {validate.PILOT_TAG} | dcpt | 3 |" in text and "t's fitted sizes also ran r_d 1/64" in text
+    with pytest.raises(ValueError, match="the extra runs' base models are not the fitted sizes' own"):
+        validate.usage2_rows(df, "t", lines, budgets, extra.assign(general_loss=extra["general_loss"] * 1.05))
