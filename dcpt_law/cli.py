@@ -240,11 +240,10 @@ def cmd_plot(a):
 
     paths = plots.save_all(a.fit, a.losses, a.out, tokens=a.tokens)
     if a.domain_tokens:  # usage 2's figure at N (default: the largest swept size, with the runs on its lines)
-        df = dl.load_losses(a.losses)
         f = dl.load_fit(a.fit)
-        df = df[df["domain"] == f.domain] if f.domain and "domain" in df else df
+        df = plots._rows(a.losses, f.domain or None)  # the fit's domain, CPT rows only, as every figure reads them
         N = dl.parse_count(a.model_size, "model_size") if a.model_size else float(df["model_size"].max())
-        runs = df[np.isclose(df["model_size"], N) & (df["tokens"] > 0)]
+        runs = df[np.isclose(df["model_size"], N)]
         on_lines = all(_has_line(runs, b) for b in a.domain_tokens)
         fig = plots.limited_domain(f, N, a.domain_tokens, base_general_loss=a.base_general_loss,
                                    observed=runs if len(runs) and on_lines else None)
