@@ -39,7 +39,7 @@ from .transfer import CalibratedFit, probe_rows  # noqa: E402
 
 __all__ += ["fit_cross_domain", "domain_coefficient", "leave_one_domain_out", "CrossDomainFit", "CrossDomainLaw",
             "DomainCoefficient", "CalibratedFit", "probe_rows"]
-from .cells import CellRatio, CellScaling, cell_scaling  # noqa: E402
+from .cells import CellLimited, CellRatio, CellScaling, cell_scaling  # noqa: E402
 from .consensus import Consensus, usage1_consensus  # noqa: E402
 
-__all__ += ["cell_scaling", "CellScaling", "CellRatio", "usage1_consensus", "Consensus"]
+__all__ += ["cell_scaling", "CellScaling", "CellRatio", "CellLimited", "usage1_consensus", "Consensus"]

@@ -112,6 +112,29 @@ class CellRatio:
 
 
 @dataclass
+class CellLimited:
+    """Answer of :meth:`CellScaling.limited_domain` (usage 2). ``float(p)`` is the best r_d found.
+
+    ``candidates``: the line D * r_d = D_d at every logged D where the swept sizes trained ratios around D_d / D
+    (columns tokens, domain_ratio, domain_loss), the chosen one marked ``best``."""
+
+    ratio: float
+    tokens: float
+    domain_loss: float
+    domain_tokens: float
+    candidates: pd.DataFrame
+    route: str = "extrapolated in ln G"
+
+    def __float__(self) -> float:
+        return float(self.ratio)
+
+    def __repr__(self) -> str:
+        return (f"CellLimited(domain tokens {format_count(self.domain_tokens)}: the sweep's cells {self.route} give "
+                f"r_d={self.ratio:.4g} at D={format_count(self.tokens)}, domain loss {self.domain_loss:.4f}; "
+                f"{len(self.candidates)} logged D on the line)")
+
+
+@dataclass
 class CellScaling:
     """ln L = intercept + slope * ln x per (tokens, domain_ratio, target) cell of one domain's sweep
     (``relative``: ln(L / G) = intercept + slope * ln x, G each size's own base model's general loss).
@@ -212,6 +235,49 @@ class CellScaling:
                              f"loss within it at D = {format_count(D)}; raise the tolerance or use fewer tokens") from None
         rise = float(self.predict(D, c, base_general_loss=L_g0, model_size=model_size, warn=False)["general"]) / L_g0 - 1
         return CellRatio(float(c), D, tolerance, L_g0, rise, self.route)
+
+    def limited_domain(self, domain_tokens, base_general_loss=None, model_size=None,
+                       warn: bool = True) -> CellLimited:
+        """Usage 2 read off the extrapolated cells: with ``domain_tokens`` D_d of domain data, each seen once, the
+        lowest predicted L_d along the line D * r_d = D_d. The cells exist only at logged D, so the line is read at
+        each of them, at r_d = D_d / D, between the ratios every swept size trained there (:meth:`predict`); a D
+        whose ratios do not bracket D_d / D is skipped (the cells do not extrapolate in r). The answer is one of
+        those points: as fine in r_d as the sweep's evaluation points are in D, and never past its largest D
+        (a sweep that stops short of the best D puts the answer at its largest D with a warning)."""
+        Dd = parse_count(domain_tokens, "domain_tokens")
+        if Dd <= 0:
+            raise ValueError(f"domain_tokens={domain_tokens!r} must be > 0")
+        v = self._x(base_general_loss, model_size)
+        if warn:
+            self._check_far(v)
+        cells = self.lines[self.lines["target"] == "domain"]
+        rows = []
+        for D, at in cells.groupby("tokens"):
+            r = Dd / float(D)
+            if at["domain_ratio"].min() - 1e-12 <= r <= min(1.0, at["domain_ratio"].max()) + 1e-12:
+                L = self.predict(D, r, base_general_loss=base_general_loss, model_size=model_size, warn=False)
+                rows.append({"tokens": float(D), "domain_ratio": r, "domain_loss": float(L["domain"])})
+        if not rows:
+            logged = ", ".join(format_count(t) for t in sorted(cells["tokens"].unique()))
+            raise ValueError(f"domain_tokens={format_count(Dd)}: at none of the logged D ({logged}) did every swept "
+                             f"size train ratios around D_d / D; sweep ratios near D_d / D at those D, or use a law "
+                             "(dcpt_law.optimal_ratio_limited_domain)")
+        cand = pd.DataFrame(rows)
+        i = int(cand["domain_loss"].idxmin())
+        cand["best"] = cand.index == i
+        best = cand.loc[i]
+        if warn and len(cand) == 1:
+            _warn.emit(f"usage 2 by the cells: only one point of the line D * r_d = {format_count(Dd)} lies within "
+                       f"the swept ratios (D = {format_count(best['tokens'])}, r_d = {best['domain_ratio']:.3g}): "
+                       "nothing to compare it with; sweep ratios near D_d / D at more of the logged D",
+                       _warn.ExtrapolationWarning)
+        elif warn and best["tokens"] == cand["tokens"].max():
+            _warn.emit(f"usage 2 by the cells: the best point of the line D * r_d = {format_count(Dd)} is at the "
+                       f"largest D the sweep logged there ({format_count(best['tokens'])}, r_d = "
+                       f"{best['domain_ratio']:.3g}): more general data may lower the domain loss further; sweep "
+                       "small ratios to a larger D", _warn.ExtrapolationWarning)
+        return CellLimited(float(best["domain_ratio"]), float(best["tokens"]), float(best["domain_loss"]), Dd,
+                           cand, self.route)
 
     def report(self) -> str:
         s = self.sizes.assign(model_size=self.sizes["model_size"].map(format_count))

@@ -250,3 +250,44 @@ def test_runs_from_bases_of_several_pre_training_budgets_warn():
         dl.cell_scaling(small().assign(base_tokens=1e6))
         dl.cell_scaling(mixed, x="model_size")  # in N, G is not read
     assert not [w for w in seen if "pre-trained on" in str(w.message)]
+
+
+def test_usage_2_by_the_cells_reads_the_line_at_each_logged_D_and_takes_its_lowest_point():
+    """With D_d domain tokens the line D * r_d = D_d meets each logged D at r_d = D_d / D: the cells give the
+    larger size's L_d there (exact where that ratio was trained), skip a D whose ratios cannot reach it (r_d > 1),
+    and answer the lowest point."""
+    cs = dl.cell_scaling(table({n: G[n] for n in list(G)[:3]}, ratios=(0.0, 0.1, 0.2, 0.4, 0.8, 1.0)))
+    a = cs.limited_domain(20_000, base_general_loss=4.6, warn=False)
+    want = {D: truth(4.6, D, 20_000 / D)[0] for D in TOKENS}  # r_d 0.4, 0.2, 0.1: all trained
+    np.testing.assert_allclose(a.candidates.set_index("tokens")["domain_loss"], pd.Series(want), rtol=1e-10)
+    best = min(want, key=want.get)
+    assert (a.tokens, a.ratio, float(a)) == (best, 20_000 / best, 20_000 / best)
+    assert a.domain_loss == pytest.approx(want[best]) and a.candidates["best"].sum() == 1
+    with warnings.catch_warnings():  # inside the swept sizes' G, its best point inside the line: nothing to say
+        warnings.simplefilter("error")
+        assert cs.limited_domain(20_000, base_general_loss=5.2).tokens == best
+    one = cs.limited_domain("150K", base_general_loss=4.6, warn=False)  # r_d 3 and 1.5 at 50K and 100K: skipped
+    assert list(one.candidates["tokens"]) == [200_000] and one.ratio == pytest.approx(0.75)
+    with pytest.raises(ValueError, match=r"domain_tokens=300K: at none of the logged D \(50K, 100K, 200K\)"):
+        cs.limited_domain(300_000, base_general_loss=4.6, warn=False)
+    with pytest.raises(ValueError, match="domain_tokens=0 must be > 0"):
+        cs.limited_domain(0, base_general_loss=4.6)
+
+
+def test_usage_2_by_the_cells_warns_when_its_best_point_is_the_largest_logged_D():
+    """Where tokens keep paying (L_d falling fast in D), the line's lowest point is its longest run: the sweep
+    stopped short of the answer, and the cells say so."""
+    rows = []
+    for N, G_ in list(G.items())[:3]:
+        rows.append({"domain": "code", "model_size": N, "tokens": 0, "domain_ratio": 0.0, "general_loss": G_,
+                     "domain_loss": 9.0})
+        for D in TOKENS:
+            for r in (0.1, 0.2, 0.4, 1.0):
+                rows.append({"domain": "code", "model_size": N, "tokens": D, "domain_ratio": r, "general_loss": G_,
+                             "domain_loss": (3.0 + 0.3 * (1 - r)) * (D / 1e5) ** -0.3 * G_ / 5.0})
+    cs = dl.cell_scaling(pd.DataFrame(rows))
+    with pytest.warns(dl.ExtrapolationWarning, match=r"largest D the sweep logged there \(200K, r_d = 0.1\)"):
+        a = cs.limited_domain(20_000, base_general_loss=5.0)
+    assert (a.tokens, a.ratio) == (200_000, pytest.approx(0.1))
+    with pytest.warns(dl.ExtrapolationWarning, match=r"only one point of the line D \* r_d = 160K .*D = 200K, r_d = 0.8"):
+        assert cs.limited_domain(160_000, base_general_loss=5.0).tokens == 200_000  # r_d 3.2 and 1.6 skipped
