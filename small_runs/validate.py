@@ -1532,9 +1532,37 @@ USAGE2_BUDGETS = (16_384, 32_768, 65_536, 131_072)  # D_d, domain tokens: each m
 # the experiments that hold out m at seed 0 with RUN_SETTINGS (the runs above continue their held-out base model)
 USAGE2_EXPERIMENTS = ("m", "m4c", "m4x", "m4d", "m4h", "m4c3", "m4x3", "m4d3", "m4h3", "m4c6", "m4d6")
 USAGE2_LAWS = (dl.RECOMMENDED_LAW["domain"], "dcpt")  # usage 2 reads the domain-loss law alone
-# pilots that swept small ratios too: experiment -> the table of its fitted sizes' extra runs (the same base models)
-USAGE2_PILOTS = {"m4d": "usage2_ladder4"}
-PILOT_TAG = "+ r_d 1/64-1/16 runs"  # the experiment name of a fit on those
+PILOT_TAG = "+ r_d 1/64-1/16 runs"  # the experiment name of a fit on a pilot's small-ratio runs
+# pilots that swept small ratios too: the name of a fit on them -> (the experiment whose fitted sizes ran them, the
+# tables of those extra runs; the same base models): to the grid's D, 524K, and to 2M
+USAGE2_PILOTS = {f"m4d {PILOT_TAG}": ("m4d", ("usage2_ladder4",)),
+                 f"m4d {PILOT_TAG} to 2M": ("m4d", ("usage2_ladder4", "usage2_ladder4_long"))}
+def pilot_runs(tables) -> pd.DataFrame:
+    """A pilot's extra runs from ``tables`` (names, in order): a point that several of them logged (the same size,
+    seed, domain, ratio and D: a longer run's cool-down branch at a shorter one's end) is kept once, from the first."""
+    df = load(list(tables))
+    if df.empty:
+        return df
+    return df.drop_duplicates(["domain", "size_name", "seed", "domain_ratio", "tokens"], keep="first")
+
+
+def _sources(tables) -> str:
+    return "extra runs" if isinstance(tables, pd.DataFrame) else ", ".join(f"small_runs/results/{t}" for t in tables)
+
+
+def pilot_description(extra: pd.DataFrame) -> str:
+    """What a pilot's extra runs trained, in words: "r_d 1/64, 1/16 to 2M; 1/32 to 524K" (ratios grouped by the
+    largest D of their runs)."""
+    cpt = extra[extra["tokens"] > 0]
+    key = "run_id" if "run_id" in cpt else "domain_ratio"
+    runs = cpt.groupby(key).agg(r=("domain_ratio", "first"), D=("tokens", "max"))
+    parts = []
+    for D, g in runs.groupby("D", sort=False):
+        ratios = ", ".join(f"1/{round(1 / r)}" if r < 1 else "1" for r in sorted(g["r"].unique()))
+        parts.append((D, f"r_d {ratios} to {dl.format_count(D)}"))
+    return "; ".join(p for _, p in sorted(parts))
+
+
 EDGE = "pilot edge"  # r_d = D_d / the fitted runs' largest D: as much general data as the pilot logged
 ALONE = "domain data alone"  # r_d = 1, D = D_d
 
@@ -1580,12 +1608,14 @@ def usage2_rows(data: pd.DataFrame, label: str, lines: pd.DataFrame, budgets=USA
                 extra: pd.DataFrame | None = None, name: str | None = None) -> list[dict]:
     """Experiment ``label``'s usage 2 at its held-out size, per domain and budget D_d: each domain law of
     USAGE2_LAWS its section fits (its stored fits), the pilot edge and domain data alone, scored on ``lines`` (the
-    held-out size's runs along D * r_d = D_d, seed 0) by dl.limited_domain_regret. An answer outside the line's
+    held-out size's runs along D * r_d = D_d, seed 0) by dl.limited_domain_regret; and the cells of the fitted sizes
+    (:data:`CELLS`, dl.CellScaling.limited_domain). An answer outside the line's
     trained ratios is scored at the nearest one (``outside``); each law's MAPE along the line (the law at N, D_d /
     r_d, r_d against every point) and its signed error at the line's largest D."""
     rows, tag = [], name or label
     for dom, train, Nh, G, runs, laws in usage2_inputs(data, label, lines, extra):
         d_max = float(train.loc[train["tokens"] > 0, "tokens"].max())
+        cells = cells_fit(train)
         for budget in budgets:
             try:
                 line = dl.limited_domain_line(runs, budget)
@@ -1595,6 +1625,11 @@ def usage2_rows(data: pd.DataFrame, label: str, lines: pd.DataFrame, budgets=USA
             answers = {EDGE: (min(1.0, budget / d_max), None), ALONE: (1.0, None)}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
+                if cells is not None:
+                    try:
+                        answers[CELLS] = (cells.limited_domain(budget, base_general_loss=G, warn=False).ratio, None)
+                    except ValueError:  # no logged D reaches this budget's line within the swept ratios
+                        pass
                 for law in USAGE2_LAWS:
                     if law in laws:
                         ans = dl.optimal_ratio_limited_domain(Nh, budget, fit=laws[law], warn=False,
@@ -1623,13 +1658,15 @@ def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experi
     if lines.empty:
         return head + [f"Not run yet: small_runs/results/{USAGE2_TABLE} holds no runs.", ""]
     lines = lines[lines["seed"] == 0] if "seed" in lines else lines
-    pilots = {label: table for label, table in (USAGE2_PILOTS if pilots is None else pilots).items()
+    pilots = {name: (label, tables) for name, (label, tables) in (USAGE2_PILOTS if pilots is None else pilots).items()
               if label in experiments and label in EXPERIMENTS}
-    extras = {label: load([table]) if isinstance(table, str) else table for label, table in pilots.items()}
+    extras = {name: (label, pilot_runs(tables) if not isinstance(tables, pd.DataFrame) else tables)
+              for name, (label, tables) in pilots.items()}
+    extras = {name: (label, extra) for name, (label, extra) in extras.items() if not extra.empty}
     rows = pd.DataFrame([row for label in experiments if label in EXPERIMENTS
                          for row in usage2_rows(data, label, lines, budgets)]
-                        + [row for label, extra in extras.items() if not extra.empty
-                           for row in usage2_rows(data, label, lines, budgets, extra, f"{label} {PILOT_TAG}")])
+                        + [row for name, (label, extra) in extras.items()
+                           for row in usage2_rows(data, label, lines, budgets, extra, name)])
     observed, missing = {}, []
     for dom in sorted(lines["domain"].unique()):
         for b in budgets:
@@ -1659,7 +1696,7 @@ def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experi
         "median signed % at largest D": ("signed % at largest D", "median")}).reset_index()
     pick = next((label for label in ("m4d", *experiments) if label in set(rows["experiment"])), None)
     details = []
-    for label in [pick, *(f"{p} {PILOT_TAG}" for p in pilots)]:
+    for label in [pick, *extras]:
         part = rows[rows["experiment"] == label]
         if part.empty:
             continue
@@ -1667,9 +1704,10 @@ def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experi
         detail.columns = [f"{a} {v}" for v, a in detail.columns]
         detail = detail[[f"{a} {v}" for a in part["answer"].unique() for v in ("r_d", "regret %")]].reset_index()
         detail["D_d"] = [f"{int(b):,}" for b in detail["D_d"]]
-        title = experiment_title(label.split()[0]) + (", with its fitted sizes' runs at r_d 1/64, 1/32, 1/16 "
-                                                      "(the laws refitted)" if label != pick else "")
-        details += [f"Per domain and budget ({label.split()[0]}: {title}):", "", md(detail), ""]
+        title = experiment_title(label.split()[0]) + (f", with its fitted sizes' runs at "
+                                                      f"{pilot_description(extras[label][1])} (refitted)"
+                                                      if label in extras else "")
+        details += [f"Per domain and budget ({label}: {title}):", "", md(detail), ""]
     images = []
     if figs is not None and pick:
         from dcpt_law import plots
@@ -1697,10 +1735,12 @@ def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experi
         f"{EDGE}: r_d = D_d / {d_fit}, the fitted runs' largest D (what "
         "those runs say: within the D they logged, the "
         f"smallest r_d was best); {ALONE}: r_d = 1. "
-        + "".join(f"{label} {PILOT_TAG}: {label}'s fitted sizes also ran r_d 1/64, 1/32 and 1/16 to the grid's D "
-                  f"(small_runs/results/{pilots[label]}, the same base models), and each law is refitted to the domain "
-                  "loss of all their runs: a pilot that swept the small ratios usage 2 asks about. "
-                  for label, extra in extras.items() if not extra.empty)
+        + f"{CELLS}: the fitted sizes' cells (dl.CellScaling.limited_domain: the line read at each D they all "
+        "logged, at r_d = D_d / D between the ratios they trained there, extrapolated to m's G; its lowest point). "
+        + "".join(f"{name}: {label}'s fitted sizes also ran {pilot_description(extra)} ({_sources(pilots[name][1])}"
+                  ", the same base models), and each law and the cells are refitted to all their runs: a pilot that "
+                  "swept the small ratios usage 2 asks about. "
+                  for name, (label, extra) in extras.items())
         + "MAPE on the line: the law's L_d at each point against the run "
         f"(extrapolated in size, and in D past {d_fit}); signed at the largest D (> 0 over-predicts). Medians over the "
         f"domains and the {len(budgets)} budgets ({', '.join(f'{int(b):,}' for b in budgets)} tokens):", "",
@@ -2034,7 +2074,7 @@ def main(argv=None):
     for old in (out / "figures").glob("heldout_*"):  # regenerated below: none of an older law set is left behind
         old.unlink()
     lines = ["# Validation", "", "Generated by `python -m small_runs.validate` from the committed loss tables "
-             f"({', '.join(f'small_runs/results/{n}' for n in (*TABLES, USAGE2_TABLE, *USAGE2_PILOTS.values()))}); do not edit by hand.", ""]
+             f"({', '.join(f'small_runs/results/{n}' for n in (*TABLES, USAGE2_TABLE, *dict.fromkeys(t for _, ts in USAGE2_PILOTS.values() for t in ts)))}); do not edit by hand.", ""]
     jobs = [(heldout_job, heldout_args(data, label, out / "figures")) for label in EXPERIMENTS]
     titles = {label: experiment_title(label) for label in EXPERIMENTS}
     small = experiment(data[data["table"].isin(GRID_TABLES)], SMALL_SIZES, None)[0]

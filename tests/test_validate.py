@@ -911,9 +911,9 @@ def test_pilot_compute_counts_each_cpt_run_at_its_largest_d_and_each_base_once()
 
 
 def test_usage2_section_scores_each_answer_on_the_held_out_sizes_lines(monkeypatch, tmp_path):
-    """Section 7 on data from a known law: the law fitted on the three small sizes finds the best r_d of each line
-    at the held-out size (the lines' own runs, further out in D than any fitted run), the pilot's edge and domain
-    data alone lose to it, and lines from another base model than the held-out runs' are refused."""
+    """Section 7 on data from a known law: the law fitted on the three small sizes, and their cells, find the best r_d
+    of each line at the held-out size (the lines' own runs, further out in D than any fitted run), the pilot's edge
+    and domain data alone lose to them, and lines from another base model than the held-out runs' are refused."""
     from conftest import TRUE_DOMAIN
     from dcpt_law.laws import DCPT
 
@@ -930,7 +930,7 @@ def test_usage2_section_scores_each_answer_on_the_held_out_sizes_lines(monkeypat
                                              "general_loss": G, "domain_loss": 3.0}])], ignore_index=True)
     budgets = (1e6, 2e6, 4e6)
     rows = pd.DataFrame(validate.usage2_rows(df, "t", lines, budgets))
-    assert set(rows["answer"]) == {"dcpt", validate.EDGE, validate.ALONE} and len(rows) == 9
+    assert set(rows["answer"]) == {"dcpt", validate.EDGE, validate.ALONE, validate.CELLS} and len(rows) == 12
     law = rows[rows["answer"] == "dcpt"].set_index("D_d")
     assert (law["MAPE % on the line"] < 2).all(), law
     for budget in budgets:  # the true law's own answer, scored the same way (the chord between trained ratios
@@ -938,8 +938,10 @@ def test_usage2_section_scores_each_answer_on_the_held_out_sizes_lines(monkeypat
         grid = np.geomspace(1 / 32, 1, 2001)
         true_r = grid[np.argmin(DCPT.predict(TRUE_DOMAIN, SIZES[3], budget / grid, grid))]
         true_regret = 100 * dl.limited_domain_regret(lines[lines["tokens"] > 0], true_r, budget)["regret"]
-        assert abs(np.log2(law.loc[budget, "r_d"] / true_r)) < 0.25, (law, true_r)
-        assert law.loc[budget, "regret %"] < true_regret + 0.1, (law, true_regret)
+        for who in ("dcpt", validate.CELLS):  # the law, and the cells read along the line at each logged D
+            got = rows[rows["answer"] == who].set_index("D_d").loc[budget]
+            assert abs(np.log2(got["r_d"] / true_r)) < 0.25, (who, got, true_r)
+            assert got["regret %"] < true_regret + 0.1, (who, got, true_regret)
     # the true optimum lies inside each line (r_d 0.3-0.6 here), so r_d = 1 pays for it
     assert (rows.loc[rows["answer"] == validate.ALONE, "regret %"] > 1).all()
     edge = rows[rows["answer"] == validate.EDGE]  # D_d / 1e8, the fitted runs' largest D: below 1/32 is outside
@@ -954,9 +956,23 @@ def test_usage2_section_scores_each_answer_on_the_held_out_sizes_lines(monkeypat
         **validate.RUN_SETTINGS)
     extra["size_name"] = extra["model_size"].map(dict(zip(SIZES, ["a", "b", "c"])))
     piloted = pd.DataFrame(validate.usage2_rows(df, "t", lines, budgets, extra, "t piloted"))
-    assert set(piloted["experiment"]) == {"t piloted"} and len(piloted) == 9
+    assert set(piloted["experiment"]) == {"t piloted"} and len(piloted) == 12
     assert (piloted.loc[piloted["answer"] == "dcpt", "MAPE % on the line"] < 2).all()
-    text = "\n".join(validate.usage2_section(df, lines, ("t",), budgets, pilots={"t": extra}))
-    assert f"| t {validate.PILOT_TAG} | dcpt | 3 |" in text and "t's fitted sizes also ran r_d 1/64" in text
+    text = "\n".join(validate.usage2_section(df, lines, ("t",), budgets, pilots={"t piloted": ("t", extra)}))
+    assert "| t piloted | dcpt | 3 |" in text and "t's fitted sizes also ran r_d 1/64, 1/32, 1/16 to" in text
     with pytest.raises(ValueError, match="the extra runs' base models are not the fitted sizes' own"):
         validate.usage2_rows(df, "t", lines, budgets, extra.assign(general_loss=extra["general_loss"] * 1.05))
+
+
+def test_pilot_runs_keep_a_point_two_tables_logged_once_from_the_first(monkeypatch, tmp_path):
+    """A 2M run's cool-down branch at 524K repeats the 524K run's end: the fit must see that point once."""
+    monkeypatch.setattr(validate, "RESULTS", tmp_path)
+    row = {"domain": "code", "size_name": "a", "seed": 0, "domain_ratio": 1 / 64}
+    short = pd.DataFrame([{**row, "tokens": t, "domain_loss": 5.0 - t / 1e6, "run_id": "short"} for t in (0.5e6, 1e6)])
+    long = pd.DataFrame([{**row, "tokens": t, "domain_loss": 4.9 - t / 1e6, "run_id": "long"} for t in (1e6, 2e6)])
+    for name, df in (("short", short), ("long", long)):
+        (tmp_path / name).mkdir()
+        df.to_csv(tmp_path / name / "losses.csv", index=False)
+    got = validate.pilot_runs(("short", "long"))
+    assert list(zip(got["tokens"], got["run_id"])) == [(0.5e6, "short"), (1e6, "short"), (2e6, "long")]
+    assert validate.pilot_description(got) == "r_d 1/64 to 1M; r_d 1/64 to 2M"
