@@ -206,16 +206,24 @@ def cmd_cells(a):
     rec = cs.predict_ratio(D, a.base_general_loss, a.tolerance, model_size=a.model_size, warn=False)
     spans = cs.spans_past(**kw)
     table = pd.DataFrame({"domain_ratio": grid, "domain_loss": pred["domain"], "general_loss": pred["general"]})
+    limited = [cs.limited_domain(b, **kw, warn=not a.json) for b in a.domain_tokens or []]  # usage 2
     if a.json:
         print(json.dumps({"domain": cs.domain, "x": cs.x, "tokens": rec.tokens, "spans_past": spans,
                           "sizes": cs.sizes.to_dict("records"), "losses": table.to_dict("records"),
-                          "ratio": rec.__dict__}, indent=1, default=float))
+                          "ratio": rec.__dict__,
+                          "limited_domain": [{**{k: v for k, v in u.__dict__.items() if k != "candidates"},
+                                              "candidates": u.candidates.to_dict("records")} for u in limited]},
+                         indent=1, default=float))
         return
     print(cs.report())
     print(f"\npredicted at D = {dl.format_count(rec.tokens)} ({spans:.2f} spans of ln "
           f"{'N' if a.by_size else 'G'} past the best swept size):")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     print(repr(rec))
+    for u in limited:
+        print(f"\nusage 2, {dl.format_count(u.domain_tokens)} domain tokens: the line D * r_d = D_d at each logged D")
+        print(u.candidates.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+        print(repr(u))
 
 
 def cmd_evaluate(a):
@@ -414,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--model-size", help="the target's N, e.g. 1B (with --by-size)")
     ce.add_argument("--relative", action="store_true", help="with --by-size: each size's loss over its own base "
                     "model, ln(L/G), in ln N, times the target's G (usage 1 from the rise alone)")
+    ce.add_argument("--domain-tokens", nargs="+", metavar="D_d", help="usage 2: also the best r_d with only this "
+                    "many domain tokens (each seen once), read off the cells at every logged D on the line D * r_d = D_d")
     ce.add_argument("--json", action="store_true")
     ce.set_defaults(func=cmd_cells)
 

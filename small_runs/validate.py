@@ -1685,7 +1685,8 @@ def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experi
     laws_r = rows.loc[rows["answer"].isin(USAGE2_LAWS), "r_d"]
     cpt = lines[lines["tokens"] > 0]
     ratios = ", ".join(f"1/{round(1 / r)}" if r < 1 else "1" for r in sorted(cpt["domain_ratio"].unique()))
-    d_top, d_fit = float(cpt["tokens"].max()), dl.format_count(rows["fitted D max"].max())
+    d_top = float(cpt["tokens"].max())
+    d_fit = dl.format_count(rows.loc[~rows["experiment"].isin(list(extras)), "fitted D max"].max())  # the grid's
     counts = observed.notna().sum(axis=1)
     n_points = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"
     summary = rows.groupby(["experiment", "answer"], sort=False).agg(**{
@@ -1732,7 +1733,7 @@ def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experi
         "between the trained ratios around it, over the line's lowest; an answer outside the line's trained ratios "
         "is scored at the nearest). The laws: each experiment's fits of section 1 (the recommended pair's domain "
         f"law, {USAGE2_LAWS[0]}, and the paper's, dcpt, where the section fits it), at m's N and base-model G. "
-        f"{EDGE}: r_d = D_d / {d_fit}, the fitted runs' largest D (what "
+        f"{EDGE}: r_d = D_d / the fitted runs' largest D ({d_fit} in the grid; what "
         "those runs say: within the D they logged, the "
         f"smallest r_d was best); {ALONE}: r_d = 1. "
         + f"{CELLS}: the fitted sizes' cells (dl.CellScaling.limited_domain: the line read at each D they all "
@@ -1742,7 +1743,7 @@ def usage2_section(data: pd.DataFrame, lines: pd.DataFrame | None = None, experi
                   "swept the small ratios usage 2 asks about. "
                   for name, (label, extra) in extras.items())
         + "MAPE on the line: the law's L_d at each point against the run "
-        f"(extrapolated in size, and in D past {d_fit}); signed at the largest D (> 0 over-predicts). Medians over the "
+        f"(extrapolated in size, and in D past the fitted runs'); signed at the largest D (> 0 over-predicts). Medians over the "
         f"domains and the {len(budgets)} budgets ({', '.join(f'{int(b):,}' for b in budgets)} tokens):", "",
         md(summary), "", *details, *([f"The {USAGE2_LAWS[0]} law of {pick} along each budget's line (dashed), "
                                             "its answer (diamond) and m's runs (stars):", "", " ".join(images), ""]

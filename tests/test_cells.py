@@ -158,6 +158,16 @@ def test_cli(tmp_path, capsys):
     assert main(["cells", str(path), "--base-general-loss", "4.8"]) == 0  # the report, at the largest D
     text = capsys.readouterr().out
     assert "Cells of domain 'code'" in text and "CellRatio(G=4.8000, D=200K" in text
+    assert main(["cells", str(path), "--base-general-loss", "4.8", "--domain-tokens", "20K", "40K", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)["limited_domain"]
+    for got, budget in zip(out, (20_000, 40_000)):
+        want = dl.cell_scaling(small()).limited_domain(budget, base_general_loss=4.8, warn=False)
+        assert (got["ratio"], got["tokens"], got["domain_tokens"]) == (want.ratio, want.tokens, budget)
+        assert [c["tokens"] for c in got["candidates"]] == list(want.candidates["tokens"])
+    assert main(["cells", str(path), "--base-general-loss", "4.8", "--domain-tokens", "20K"]) == 0
+    assert "usage 2, 20K domain tokens" in capsys.readouterr().out
+    assert main(["cells", str(path), "--base-general-loss", "4.8", "--domain-tokens", "1M"]) == 2
+    assert "domain_tokens=1M: at none of the logged D" in capsys.readouterr().err
     assert main(["cells", str(path), "--base-general-loss", "4.8", "--tokens", "7"]) == 2
     assert "tokens=7 is not a token count" in capsys.readouterr().err
     assert main(["cells", str(path), "--base-general-loss", "4.8", "--by-size"]) == 2
