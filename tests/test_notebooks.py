@@ -42,3 +42,10 @@ def test_larger_model_notebook():
     assert "Cells of domain 'code'" in text and "CellRatio(" in text and "CrossingPrediction(" in text
     assert "R2" in text and "MAPE" in text and "m's runs: r_d" in text
     assert images >= 1
+
+
+def test_scarce_domain_data_notebook():
+    text, images = run("scarce_domain_data.ipynb")
+    assert text.count("CellLimited(") == 4 and text.count("LimitedDomainResult(") == 4  # one per budget
+    assert "best r_d in m's runs" in text and "regret %" in text  # scored on m's held-out lines
+    assert images >= 1
