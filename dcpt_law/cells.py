@@ -23,6 +23,12 @@ the largest swept size gains little over the next (a flat ladder), it extrapolat
 worse than a law. ``x="model_size"`` regresses on ln N instead, for a target without a base model;
 in our runs that was much worse wherever the base models were not trained alike.
 
+Usage 2 (:meth:`CellScaling.limited_domain`): with D_d domain tokens, each seen once, the line D * r_d = D_d read
+at every logged D and its lowest point. A pilot at r_d 1/64-1/16 run to 2M tokens (evaluation points in powers of
+two) found a 4x larger model's best r_d within 0.3% of domain loss in 14 of 16 cases this way (median 0%; laws
+refitted to the same runs 0.4-1.0%; docs/validation.md section 7). Without runs that reach the answer's D and
+ratios it is the worst route (3.7-5.8%).
+
 ``relative=True`` with ``x="model_size"`` fits ln(L / G) in ln N: each size's loss over its own base model, the
 rise (or fall) that CPT brings, extrapolated in model size, times the target's own G. Usage 1 then reads only
 that rise, with each base model's luck divided out. In our validation it missed the observed crossing by a
