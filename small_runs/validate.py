@@ -1537,6 +1537,8 @@ PILOT_TAG = "+ r_d 1/64-1/16 runs"  # the experiment name of a fit on a pilot's 
 # tables of those extra runs; the same base models): to the grid's D, 524K, and to 2M
 USAGE2_PILOTS = {f"m4d {PILOT_TAG}": ("m4d", ("usage2_ladder4",)),
                  f"m4d {PILOT_TAG} to 2M": ("m4d", ("usage2_ladder4", "usage2_ladder4_long"))}
+
+
 def pilot_runs(tables) -> pd.DataFrame:
     """A pilot's extra runs from ``tables`` (names, in order): a point that several of them logged (the same size,
     seed, domain, ratio and D: a longer run's cool-down branch at a shorter one's end) is kept once, from the first."""
